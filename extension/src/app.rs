@@ -1,0 +1,461 @@
+//! The lifecycle loop: one task that owns the export buffer and decides when to flush.
+//!
+//! Inputs: Extensions API events (each carries a `done` channel: the event loop calls
+//! `/event/next` only once we answer), validated documents from the UDP reader, and Telemetry
+//! API records. Flush points:
+//! - INVOKE with telemetry: wait for `platform.runtimeDone` of that request (or its deadline),
+//!   drain the UDP socket (the SDK sent its last subsegments before the runtime answered), flush
+//!   under `min(flush timeout, invocation deadline)`, then answer.
+//! - INVOKE without telemetry: flush what earlier invocations left, then answer; a timer flushes
+//!   while the environment runs.
+//! - SHUTDOWN: drain, flush everything under `deadlineMs - margin`, count what is left, answer.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_extension::NextEvent;
+use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::export::buffer::{self, Buffer};
+use crate::export::xray::{self, FlushReport, XrayClient};
+use crate::ingest::udp::Ingested;
+use crate::lambda::api::Telemetry;
+use crate::lambda::telemetry::{Event, Record};
+use crate::metrics::{self, LogLimiter, Metrics};
+
+/// Without telemetry, flush buffered documents this often while the environment runs (the
+/// daemon's idle interval).
+pub const IDLE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Request ids whose `platform.runtimeDone` we remember (it may arrive before the INVOKE event
+/// is handled).
+pub const RECENT_RUNTIME_DONE: usize = 16;
+/// Extra time past an invocation's deadline before we answer no matter what.
+pub const HARD_DEADLINE_SLACK: Duration = Duration::from_secs(1);
+/// One log line per this interval for buffer overflows.
+pub const SPILL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// An Extensions API event and the channel that releases the next `/event/next` call.
+#[derive(Debug)]
+pub struct LifecycleEvent {
+    /// The event.
+    pub next: NextEvent,
+    /// Answer when done with it.
+    pub done: oneshot::Sender<()>,
+}
+
+/// Shared, lazily built X-Ray client: built in the background at startup, awaited at the first
+/// flush.
+pub type ClientCell = Arc<OnceCell<Arc<XrayClient>>>;
+
+/// Everything the loop reads from.
+pub struct Inputs {
+    /// Extensions API events.
+    pub lifecycle: mpsc::Receiver<LifecycleEvent>,
+    /// Documents from the UDP reader.
+    pub documents: mpsc::Receiver<Ingested>,
+    /// Telemetry records from the listener.
+    pub telemetry: mpsc::Receiver<Vec<Event>>,
+    /// Asks the UDP reader to drain the socket.
+    pub drain: mpsc::Sender<()>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    AwaitRuntimeDone,
+    Draining,
+    Flushing,
+}
+
+#[derive(Debug)]
+struct Pending {
+    request_id: Option<String>,
+    flush_deadline: Option<Instant>,
+    deadline: Instant,
+    hard_deadline: Instant,
+    stage: Stage,
+    done: oneshot::Sender<()>,
+    shutdown: bool,
+}
+
+struct Flight {
+    handle: JoinHandle<FlushReport>,
+    bytes: usize,
+}
+
+struct App {
+    config: Config,
+    telemetry: Telemetry,
+    metrics: Arc<Metrics>,
+    client: ClientCell,
+    buffer: Buffer,
+    flight: Option<Flight>,
+    pending: Option<Pending>,
+    runtime_done: VecDeque<String>,
+    drain: mpsc::Sender<()>,
+    spills: LogLimiter,
+    finished: bool,
+}
+
+/// Runs the loop until SHUTDOWN has been handled.
+pub async fn run(
+    config: Config,
+    telemetry: Telemetry,
+    metrics: Arc<Metrics>,
+    client: ClientCell,
+    inputs: Inputs,
+) {
+    let Inputs {
+        mut lifecycle,
+        mut documents,
+        telemetry: mut records,
+        drain,
+    } = inputs;
+    let mut app = App {
+        buffer: Buffer::new(config.buffer_bytes),
+        config,
+        telemetry,
+        metrics,
+        client,
+        flight: None,
+        pending: None,
+        runtime_done: VecDeque::with_capacity(RECENT_RUNTIME_DONE),
+        drain,
+        spills: LogLimiter::new(SPILL_LOG_INTERVAL),
+        finished: false,
+    };
+    let mut idle_tick = tokio::time::interval(IDLE_FLUSH_INTERVAL);
+    idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    while !app.finished {
+        let wake_at = app.pending.as_ref().map(|p| match p.stage {
+            Stage::AwaitRuntimeDone => p.deadline,
+            _ => p.hard_deadline,
+        });
+        tokio::select! {
+            event = lifecycle.recv() => match event {
+                Some(event) => app.on_lifecycle(event),
+                None => return,
+            },
+            Some(item) = documents.recv() => app.on_ingested(item),
+            Some(events) = records.recv() => app.on_telemetry(&events),
+            report = join_flight(&mut app.flight), if app.flight.is_some() => app.on_flush_done(report),
+            () = sleep_until_opt(wake_at) => app.on_deadline(),
+            _ = idle_tick.tick(), if app.telemetry == Telemetry::NotSupported && app.pending.is_none() => {
+                if !app.buffer.is_empty() && app.flight.is_none() {
+                    app.start_flush(Instant::now() + app.config.flush_timeout);
+                }
+            }
+        }
+    }
+}
+
+async fn join_flight(flight: &mut Option<Flight>) -> Result<FlushReport, tokio::task::JoinError> {
+    match flight {
+        Some(f) => (&mut f.handle).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Converts an epoch-milliseconds deadline into an [`Instant`], given the current time on both
+/// clocks. Pure.
+pub fn deadline_instant(deadline_ms: u64, now: Instant, now_epoch: Duration) -> Instant {
+    let deadline = Duration::from_millis(deadline_ms);
+    match deadline.checked_sub(now_epoch) {
+        Some(remaining) => now + remaining,
+        None => now,
+    }
+}
+
+fn epoch_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+impl App {
+    fn on_lifecycle(&mut self, event: LifecycleEvent) {
+        let now = Instant::now();
+        let LifecycleEvent { next, done } = event;
+        match next {
+            NextEvent::Invoke(invoke) => {
+                let deadline = deadline_instant(invoke.deadline_ms, now, epoch_now());
+                debug!(request_id = %invoke.request_id, "INVOKE");
+                let stage = if self.telemetry == Telemetry::Subscribed {
+                    Stage::AwaitRuntimeDone
+                } else {
+                    Stage::Flushing
+                };
+                self.pending = Some(Pending {
+                    request_id: Some(invoke.request_id),
+                    flush_deadline: None,
+                    deadline,
+                    hard_deadline: deadline.max(now)
+                        + self.config.flush_timeout
+                        + HARD_DEADLINE_SLACK,
+                    stage,
+                    done,
+                    shutdown: false,
+                });
+                if stage == Stage::Flushing {
+                    self.begin_flush_stage(now);
+                } else if self.runtime_done_seen() {
+                    self.begin_drain();
+                }
+            }
+            NextEvent::Shutdown(shutdown) => {
+                let deadline = deadline_instant(shutdown.deadline_ms, now, epoch_now())
+                    .checked_sub(self.config.shutdown_margin)
+                    .unwrap_or(now)
+                    .max(now);
+                info!(reason = %shutdown.shutdown_reason, remaining_ms = deadline.saturating_duration_since(now).as_millis(), "SHUTDOWN");
+                // A pending invoke cannot exist here (the event loop waits for our answer), but if
+                // it did, release it.
+                if let Some(p) = self.pending.take() {
+                    let _ = p.done.send(());
+                }
+                self.pending = Some(Pending {
+                    request_id: None,
+                    flush_deadline: Some(deadline),
+                    deadline,
+                    hard_deadline: deadline,
+                    stage: Stage::Draining,
+                    done,
+                    shutdown: true,
+                });
+                self.begin_drain();
+            }
+        }
+    }
+
+    fn runtime_done_seen(&self) -> bool {
+        self.pending
+            .as_ref()
+            .and_then(|p| p.request_id.as_ref())
+            .is_some_and(|id| self.runtime_done.iter().any(|d| d == id))
+    }
+
+    fn on_ingested(&mut self, item: Ingested) {
+        match item {
+            Ingested::Document(doc) => {
+                if self.buffer.push(doc).is_err() {
+                    metrics::add(&self.metrics.spilled, 1);
+                    if let Some(suppressed) = self.spills.allow(std::time::Instant::now()) {
+                        warn!(
+                            limit_bytes = self.config.buffer_bytes,
+                            suppressed, "export buffer full; document dropped"
+                        );
+                    }
+                }
+            }
+            Ingested::Drained => {
+                let now = Instant::now();
+                if self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.stage == Stage::Draining)
+                {
+                    self.begin_flush_stage(now);
+                }
+            }
+        }
+    }
+
+    fn on_telemetry(&mut self, events: &[Event]) {
+        for event in events {
+            if let Record::RuntimeDone(done) = &event.record {
+                debug!(request_id = %done.request_id, status = ?done.status, "platform.runtimeDone");
+                if self.runtime_done.len() == RECENT_RUNTIME_DONE {
+                    self.runtime_done.pop_front();
+                }
+                self.runtime_done.push_back(done.request_id.clone());
+            }
+        }
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.stage == Stage::AwaitRuntimeDone)
+            && self.runtime_done_seen()
+        {
+            self.begin_drain();
+        }
+    }
+
+    fn on_deadline(&mut self) {
+        let now = Instant::now();
+        let Some(p) = self.pending.as_ref() else {
+            return;
+        };
+        match p.stage {
+            Stage::AwaitRuntimeDone => {
+                debug!(request_id = ?p.request_id, "invocation deadline passed without runtimeDone");
+                self.begin_drain();
+            }
+            _ if now >= p.hard_deadline => {
+                warn!(stage = ?p.stage, "flush point overran its deadline; releasing the event loop");
+                self.finish_pending();
+            }
+            _ => {}
+        }
+    }
+
+    fn begin_drain(&mut self) {
+        if let Some(p) = self.pending.as_mut() {
+            p.stage = Stage::Draining;
+        }
+        if self.drain.try_send(()).is_err() {
+            // A drain is already queued (its marker will arrive) or the reader is gone.
+            if self.drain.is_closed() {
+                self.begin_flush_stage(Instant::now());
+            }
+        }
+    }
+
+    fn begin_flush_stage(&mut self, now: Instant) {
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        p.stage = Stage::Flushing;
+        let deadline = *p.flush_deadline.get_or_insert_with(|| {
+            let cap = now + self.config.flush_timeout;
+            if p.deadline > now {
+                cap.min(p.deadline)
+            } else {
+                cap
+            }
+        });
+        self.continue_flushing(deadline);
+    }
+
+    /// Starts another flush round, or finishes the flush point when nothing is left to do.
+    fn continue_flushing(&mut self, deadline: Instant) {
+        if self.flight.is_some() {
+            return; // resumes in on_flush_done
+        }
+        let now = Instant::now();
+        let shutdown = self.pending.as_ref().is_some_and(|p| p.shutdown);
+        if self.buffer.is_empty() || now >= deadline {
+            if shutdown {
+                let dropped = self.buffer.clear();
+                if dropped > 0 {
+                    metrics::add(&self.metrics.dropped_at_shutdown, dropped as u64);
+                    warn!(dropped, "documents not sent before the shutdown deadline");
+                }
+                self.log_counters();
+            }
+            self.finish_pending();
+            return;
+        }
+        self.start_flush(deadline);
+    }
+
+    fn start_flush(&mut self, deadline: Instant) {
+        let docs = self.buffer.take(usize::MAX);
+        let bytes = buffer::weight_of(&docs);
+        let client = self.client.clone();
+        let metrics = self.metrics.clone();
+        debug!(documents = docs.len(), "flush");
+        let handle = tokio::spawn(async move {
+            let client = client
+                .get_or_init(|| async { Arc::new(XrayClient::from_env().await) })
+                .await
+                .clone();
+            xray::flush(client, docs, deadline, metrics).await
+        });
+        self.flight = Some(Flight { handle, bytes });
+    }
+
+    fn on_flush_done(&mut self, report: Result<FlushReport, tokio::task::JoinError>) {
+        let Some(flight) = self.flight.take() else {
+            return;
+        };
+        match report {
+            Ok(report) => {
+                debug!(
+                    sent = report.sent,
+                    unsent = report.unsent.len(),
+                    unprocessed = report.unprocessed,
+                    calls = report.calls,
+                    "flush done"
+                );
+                self.buffer.settle(flight.bytes, report.unsent);
+            }
+            Err(e) => {
+                warn!(error = %e, "flush task failed");
+                self.buffer.settle(flight.bytes, Vec::new());
+            }
+        }
+        let round_deadline = self
+            .pending
+            .as_ref()
+            .filter(|p| p.stage == Stage::Flushing)
+            .and_then(|p| p.flush_deadline);
+        if let Some(deadline) = round_deadline {
+            let shutdown = self.pending.as_ref().is_some_and(|p| p.shutdown);
+            if shutdown {
+                self.continue_flushing(deadline);
+            } else {
+                // One round per invocation: whatever failed stays for the next flush point.
+                self.finish_pending();
+            }
+        }
+    }
+
+    fn finish_pending(&mut self) {
+        if let Some(p) = self.pending.take() {
+            if p.shutdown {
+                self.finished = true;
+            }
+            let _ = p.done.send(());
+        }
+    }
+
+    fn log_counters(&self) {
+        let m = &self.metrics;
+        info!(
+            received = metrics::get(&m.received),
+            sent = metrics::get(&m.sent),
+            spilled = metrics::get(&m.spilled),
+            rejected = metrics::get(&m.rejected),
+            unprocessed = metrics::get(&m.unprocessed),
+            dropped_at_shutdown = metrics::get(&m.dropped_at_shutdown),
+            api_calls = metrics::get(&m.api_calls),
+            backend_timeout = metrics::get(&m.backend_timeout),
+            backend_refused = metrics::get(&m.backend_refused),
+            backend_4xx = metrics::get(&m.backend_4xx),
+            backend_5xx = metrics::get(&m.backend_5xx),
+            backend_unknown_host = metrics::get(&m.backend_unknown_host),
+            backend_other = metrics::get(&m.backend_other),
+            telemetry_invalid = metrics::get(&m.telemetry_invalid),
+            "counters"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_convert_between_clocks() {
+        let now = Instant::now();
+        let epoch = Duration::from_secs(1_795_605_001);
+        assert_eq!(
+            deadline_instant(1_795_605_001_123, now, epoch),
+            now + Duration::from_millis(123)
+        );
+        // A deadline in the past is now.
+        assert_eq!(deadline_instant(1_795_605_000_000, now, epoch), now);
+    }
+}

@@ -1,0 +1,353 @@
+//! Configuration: environment variables into one typed [`Config`].
+//!
+//! Every setting has a named default. An invalid value never stops the extension: it yields one
+//! [`ConfigWarning`] naming the variable and the accepted range, and the default is used.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Where the X-Ray SDKs send segment documents (the daemon's well-known address).
+pub const DEFAULT_UDP_ADDRESS: &str = "127.0.0.1:2000";
+/// Telemetry API listener port. Avoids 2000 (daemon), 3000 (Lambda Insights), 4243, 8126,
+/// 9001 (Runtime API), 9002 and 9003 (other layers).
+pub const DEFAULT_TELEMETRY_PORT: u16 = 4271;
+/// Bytes of documents held for export before new ones are dropped.
+pub const DEFAULT_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Accepted range for the buffer limit.
+pub const BUFFER_BYTES_RANGE: (usize, usize) = (64 * 1024, 256 * 1024 * 1024);
+/// Longest time one flush may hold the function after its runtime is done.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
+/// Accepted range for the flush timeout, in milliseconds.
+pub const FLUSH_TIMEOUT_MS_RANGE: (u64, u64) = (10, 30_000);
+/// Time kept free before the SHUTDOWN deadline so we exit before Lambda kills us.
+pub const DEFAULT_SHUTDOWN_MARGIN: Duration = Duration::from_millis(200);
+/// Accepted range for the shutdown margin, in milliseconds.
+pub const SHUTDOWN_MARGIN_MS_RANGE: (u64, u64) = (10, 1_500);
+/// Default log level.
+pub const DEFAULT_LOG_LEVEL: LogLevel = LogLevel::Info;
+
+/// Environment variable names, in one place so the README table and the code agree.
+pub mod vars {
+    /// UDP listen address for daemon-protocol datagrams.
+    pub const UDP_ADDRESS: &str = "XRAY_EXTENSION_UDP_ADDRESS";
+    /// Allow a UDP address that is not loopback.
+    pub const ALLOW_NON_LOOPBACK: &str = "XRAY_EXTENSION_ALLOW_NON_LOOPBACK";
+    /// Telemetry API listener port.
+    pub const TELEMETRY_PORT: &str = "XRAY_EXTENSION_TELEMETRY_PORT";
+    /// Log level.
+    pub const LOG_LEVEL: &str = "XRAY_EXTENSION_LOG_LEVEL";
+    /// Buffer limit in bytes.
+    pub const BUFFER_BYTES: &str = "XRAY_EXTENSION_BUFFER_BYTES";
+    /// Flush timeout in milliseconds.
+    pub const FLUSH_TIMEOUT_MS: &str = "XRAY_EXTENSION_FLUSH_TIMEOUT_MS";
+    /// Shutdown safety margin in milliseconds.
+    pub const SHUTDOWN_MARGIN_MS: &str = "XRAY_EXTENSION_SHUTDOWN_MARGIN_MS";
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Lifecycle milestones, counters at shutdown.
+    Info,
+    /// Per-flush detail.
+    Debug,
+    /// Everything, including document contents.
+    Trace,
+}
+
+impl LogLevel {
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "error" => Some(Self::Error),
+            "warn" | "warning" => Some(Self::Warn),
+            "info" => Some(Self::Info),
+            "debug" => Some(Self::Debug),
+            "trace" => Some(Self::Trace),
+            _ => None,
+        }
+    }
+
+    /// The matching `tracing` level.
+    pub fn as_tracing(self) -> tracing::Level {
+        match self {
+            Self::Error => tracing::Level::ERROR,
+            Self::Warn => tracing::Level::WARN,
+            Self::Info => tracing::Level::INFO,
+            Self::Debug => tracing::Level::DEBUG,
+            Self::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+/// The extension's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where to listen for daemon-protocol datagrams.
+    pub udp_address: SocketAddr,
+    /// Port of the Telemetry API listener (bound on all interfaces, see `lambda::listener`).
+    pub telemetry_port: u16,
+    /// Log verbosity.
+    pub log_level: LogLevel,
+    /// Bytes of documents held for export.
+    pub buffer_bytes: usize,
+    /// Longest a flush may hold the function.
+    pub flush_timeout: Duration,
+    /// Time kept free before the SHUTDOWN deadline.
+    pub shutdown_margin: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            udp_address: SocketAddr::from(([127, 0, 0, 1], 2000)),
+            telemetry_port: DEFAULT_TELEMETRY_PORT,
+            log_level: DEFAULT_LOG_LEVEL,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
+            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            shutdown_margin: DEFAULT_SHUTDOWN_MARGIN,
+        }
+    }
+}
+
+/// One rejected setting: the variable, what it held, and what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}={value:?} is invalid ({accepted}); using the default {default}")]
+pub struct ConfigWarning {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// Its rejected value.
+    pub value: String,
+    /// What would have been accepted.
+    pub accepted: String,
+    /// The default used instead.
+    pub default: String,
+}
+
+impl Config {
+    /// Builds the configuration from a variable lookup (`std::env::var` in production, a map in
+    /// tests). Returns the configuration and one warning per rejected value.
+    pub fn from_lookup<F>(lookup: F) -> (Self, Vec<ConfigWarning>)
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        let mut warnings = Vec::new();
+        let mut config = Self::default();
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let allow_non_loopback = match get(vars::ALLOW_NON_LOOPBACK) {
+            None => false,
+            Some(v) => parse_bool(&v).unwrap_or_else(|| {
+                warnings.push(warning(
+                    vars::ALLOW_NON_LOOPBACK,
+                    &v,
+                    "true or false",
+                    "false",
+                ));
+                false
+            }),
+        };
+        if let Some(v) = get(vars::UDP_ADDRESS) {
+            match v.trim().parse::<SocketAddr>() {
+                Ok(addr) if addr.ip().is_loopback() || allow_non_loopback => {
+                    config.udp_address = addr;
+                }
+                Ok(_) => warnings.push(warning(
+                    vars::UDP_ADDRESS,
+                    &v,
+                    "a loopback address unless XRAY_EXTENSION_ALLOW_NON_LOOPBACK=true",
+                    DEFAULT_UDP_ADDRESS,
+                )),
+                Err(_) => warnings.push(warning(
+                    vars::UDP_ADDRESS,
+                    &v,
+                    "ip:port, e.g. 127.0.0.1:2000",
+                    DEFAULT_UDP_ADDRESS,
+                )),
+            }
+        }
+        if let Some(v) = get(vars::TELEMETRY_PORT) {
+            match v.trim().parse::<u16>() {
+                Ok(port) if port != 0 && port != 9001 => config.telemetry_port = port,
+                _ => warnings.push(warning(
+                    vars::TELEMETRY_PORT,
+                    &v,
+                    "1-65535, not 9001",
+                    &DEFAULT_TELEMETRY_PORT.to_string(),
+                )),
+            }
+        }
+        if let Some(v) = get(vars::LOG_LEVEL) {
+            match LogLevel::parse(&v) {
+                Some(level) => config.log_level = level,
+                None => warnings.push(warning(
+                    vars::LOG_LEVEL,
+                    &v,
+                    "error, warn, info, debug or trace",
+                    "info",
+                )),
+            }
+        }
+        if let Some(v) = get(vars::BUFFER_BYTES) {
+            let (lo, hi) = BUFFER_BYTES_RANGE;
+            match v.trim().parse::<usize>() {
+                Ok(n) if (lo..=hi).contains(&n) => config.buffer_bytes = n,
+                _ => warnings.push(warning(
+                    vars::BUFFER_BYTES,
+                    &v,
+                    &format!("{lo}-{hi}"),
+                    &DEFAULT_BUFFER_BYTES.to_string(),
+                )),
+            }
+        }
+        if let Some(d) = duration_ms(
+            &get,
+            vars::FLUSH_TIMEOUT_MS,
+            FLUSH_TIMEOUT_MS_RANGE,
+            DEFAULT_FLUSH_TIMEOUT,
+            &mut warnings,
+        ) {
+            config.flush_timeout = d;
+        }
+        if let Some(d) = duration_ms(
+            &get,
+            vars::SHUTDOWN_MARGIN_MS,
+            SHUTDOWN_MARGIN_MS_RANGE,
+            DEFAULT_SHUTDOWN_MARGIN,
+            &mut warnings,
+        ) {
+            config.shutdown_margin = d;
+        }
+        (config, warnings)
+    }
+}
+
+fn duration_ms(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    (lo, hi): (u64, u64),
+    default: Duration,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Option<Duration> {
+    let v = get(variable)?;
+    if let Ok(ms) = v.trim().parse::<u64>()
+        && (lo..=hi).contains(&ms)
+    {
+        return Some(Duration::from_millis(ms));
+    }
+    warnings.push(warning(
+        variable,
+        &v,
+        &format!("{lo}-{hi} milliseconds"),
+        &default.as_millis().to_string(),
+    ));
+    None
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn warning(variable: &'static str, value: &str, accepted: &str, default: &str) -> ConfigWarning {
+    ConfigWarning {
+        variable,
+        value: value.to_owned(),
+        accepted: accepted.to_owned(),
+        default: default.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> (Config, Vec<ConfigWarning>) {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_when_nothing_is_set() {
+        let (config, warnings) = load(&[]);
+        assert_eq!(config, Config::default());
+        assert!(warnings.is_empty());
+        assert_eq!(config.udp_address.to_string(), DEFAULT_UDP_ADDRESS);
+    }
+
+    #[test]
+    fn valid_values_are_used() {
+        let (config, warnings) = load(&[
+            (vars::UDP_ADDRESS, "127.0.0.1:2999"),
+            (vars::TELEMETRY_PORT, "4300"),
+            (vars::LOG_LEVEL, "DEBUG"),
+            (vars::BUFFER_BYTES, "1048576"),
+            (vars::FLUSH_TIMEOUT_MS, "250"),
+            (vars::SHUTDOWN_MARGIN_MS, "300"),
+        ]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.udp_address.port(), 2999);
+        assert_eq!(config.telemetry_port, 4300);
+        assert_eq!(config.log_level, LogLevel::Debug);
+        assert_eq!(config.buffer_bytes, 1_048_576);
+        assert_eq!(config.flush_timeout, Duration::from_millis(250));
+        assert_eq!(config.shutdown_margin, Duration::from_millis(300));
+    }
+
+    #[test]
+    fn each_invalid_value_warns_once_and_keeps_the_default() {
+        let (config, warnings) = load(&[
+            (vars::UDP_ADDRESS, "localhost"),
+            (vars::TELEMETRY_PORT, "9001"),
+            (vars::LOG_LEVEL, "loud"),
+            (vars::BUFFER_BYTES, "12"),
+            (vars::FLUSH_TIMEOUT_MS, "5s"),
+            (vars::SHUTDOWN_MARGIN_MS, "999999"),
+        ]);
+        assert_eq!(config, Config::default());
+        let named: Vec<&str> = warnings.iter().map(|w| w.variable).collect();
+        assert_eq!(
+            named,
+            [
+                vars::UDP_ADDRESS,
+                vars::TELEMETRY_PORT,
+                vars::LOG_LEVEL,
+                vars::BUFFER_BYTES,
+                vars::FLUSH_TIMEOUT_MS,
+                vars::SHUTDOWN_MARGIN_MS
+            ]
+        );
+        assert!(warnings[4].to_string().contains("10-30000 milliseconds"));
+    }
+
+    #[test]
+    fn non_loopback_needs_explicit_permission() {
+        let (config, warnings) = load(&[(vars::UDP_ADDRESS, "0.0.0.0:2000")]);
+        assert_eq!(config.udp_address.to_string(), DEFAULT_UDP_ADDRESS);
+        assert_eq!(warnings.len(), 1);
+
+        let (config, warnings) = load(&[
+            (vars::UDP_ADDRESS, "0.0.0.0:2000"),
+            (vars::ALLOW_NON_LOOPBACK, "true"),
+        ]);
+        assert_eq!(config.udp_address.to_string(), "0.0.0.0:2000");
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn blank_values_count_as_unset() {
+        let (config, warnings) = load(&[(vars::LOG_LEVEL, "  ")]);
+        assert_eq!(config.log_level, DEFAULT_LOG_LEVEL);
+        assert!(warnings.is_empty());
+    }
+}

@@ -1,0 +1,92 @@
+//! Splits documents into PutTraceSegments calls: at most 50 documents a call.
+//!
+//! When the same `id` appears more than once (a document re-sent with newer content), only the
+//! latest is kept: X-Ray keeps the last write, and one call should not race two versions.
+//! Pure: no I/O.
+
+use std::collections::HashSet;
+
+use crate::ingest::protocol::Document;
+use crate::trace::SegmentId;
+
+/// The service's limit ("Exceeding maximum segment count: 50").
+pub const MAX_DOCUMENTS_PER_CALL: usize = 50;
+
+/// Splits `docs` (oldest first) into batches of at most [`MAX_DOCUMENTS_PER_CALL`], keeping
+/// order, after dropping older duplicates of the same id.
+pub fn batches(docs: Vec<Document>) -> Vec<Vec<Document>> {
+    let mut seen: HashSet<SegmentId> = HashSet::with_capacity(docs.len());
+    let mut latest_first: Vec<Document> = docs
+        .into_iter()
+        .rev()
+        .filter(|d| seen.insert(d.id))
+        .collect();
+    latest_first.reverse();
+    let mut out = Vec::with_capacity(latest_first.len().div_ceil(MAX_DOCUMENTS_PER_CALL));
+    let mut iter = latest_first.into_iter().peekable();
+    while iter.peek().is_some() {
+        out.push(iter.by_ref().take(MAX_DOCUMENTS_PER_CALL).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::protocol::parse_datagram;
+    use crate::trace::TraceId;
+
+    fn doc(n: u64, body: &str) -> Document {
+        Document {
+            body: body.into(),
+            id: SegmentId::from_u64(n),
+            trace_id: TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
+        }
+    }
+
+    #[test]
+    fn never_more_than_fifty_a_call_and_order_is_kept() {
+        for total in [0_u64, 1, 49, 50, 51, 100, 101, 1234] {
+            let docs: Vec<Document> = (0..total).map(|n| doc(n, "{}")).collect();
+            let out = batches(docs);
+            assert!(
+                out.iter()
+                    .all(|b| !b.is_empty() && b.len() <= MAX_DOCUMENTS_PER_CALL)
+            );
+            let flat: Vec<SegmentId> = out.iter().flatten().map(|d| d.id).collect();
+            let expect: Vec<SegmentId> = (0..total).map(SegmentId::from_u64).collect();
+            assert_eq!(flat, expect, "total {total}");
+            assert_eq!(out.len(), usize::try_from(total).unwrap().div_ceil(50));
+        }
+    }
+
+    #[test]
+    fn a_resent_id_keeps_only_the_latest_version() {
+        let docs = vec![doc(1, "old"), doc(2, "b"), doc(1, "new"), doc(3, "c")];
+        let out = batches(docs);
+        let flat: Vec<(&str, &str)> = out
+            .iter()
+            .flatten()
+            .map(|d| (d.id.as_str(), &*d.body))
+            .collect();
+        assert_eq!(
+            flat,
+            [
+                (SegmentId::from_u64(2).as_str(), "b"),
+                (SegmentId::from_u64(1).as_str(), "new"),
+                (SegmentId::from_u64(3).as_str(), "c"),
+            ]
+        );
+    }
+
+    #[test]
+    fn captured_sdk_documents_batch_as_received() {
+        let dir = format!("{}/fixtures/datagrams", env!("CARGO_MANIFEST_DIR"));
+        let docs: Vec<Document> = ["python_child.bin", "python_parent.bin", "node_child.bin"]
+            .iter()
+            .map(|f| parse_datagram(&std::fs::read(format!("{dir}/{f}")).unwrap()).unwrap())
+            .collect();
+        let out = batches(docs.clone());
+        assert_eq!(out, vec![docs]);
+    }
+}

@@ -1,0 +1,159 @@
+//! The export buffer: documents waiting for PutTraceSegments, bounded in bytes.
+//!
+//! Documents handed to a flush stay accounted for until the flush settles, so a slow X-Ray call
+//! cannot let the buffer grow past its limit. What a flush could not send comes back to the
+//! front, oldest first. Pure: no I/O.
+
+use std::collections::VecDeque;
+
+use crate::ingest::protocol::Document;
+
+/// A bounded FIFO of documents.
+#[derive(Debug)]
+pub struct Buffer {
+    queue: VecDeque<Document>,
+    queued_bytes: usize,
+    in_flight_bytes: usize,
+    limit_bytes: usize,
+}
+
+/// A document was refused because the buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("export buffer full ({limit_bytes} bytes)")]
+pub struct BufferFull {
+    /// The configured limit.
+    pub limit_bytes: usize,
+}
+
+impl Buffer {
+    /// An empty buffer holding at most `limit_bytes` (queued plus in flight).
+    pub fn new(limit_bytes: usize) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            in_flight_bytes: 0,
+            limit_bytes,
+        }
+    }
+
+    /// Appends a document, or refuses it when the limit would be exceeded.
+    pub fn push(&mut self, doc: Document) -> Result<(), BufferFull> {
+        let weight = doc.weight();
+        if self.queued_bytes + self.in_flight_bytes + weight > self.limit_bytes {
+            return Err(BufferFull {
+                limit_bytes: self.limit_bytes,
+            });
+        }
+        self.queued_bytes += weight;
+        self.queue.push_back(doc);
+        Ok(())
+    }
+
+    /// Takes up to `max` queued documents, oldest first, for a flush. They stay counted against
+    /// the limit until [`Buffer::settle`].
+    pub fn take(&mut self, max: usize) -> Vec<Document> {
+        let n = max.min(self.queue.len());
+        let docs: Vec<Document> = self.queue.drain(..n).collect();
+        let bytes: usize = docs.iter().map(Document::weight).sum();
+        self.queued_bytes -= bytes;
+        self.in_flight_bytes += bytes;
+        docs
+    }
+
+    /// Ends a flush that took `taken_bytes`: `unsent` documents return to the front in order.
+    pub fn settle(&mut self, taken_bytes: usize, unsent: Vec<Document>) {
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(taken_bytes);
+        for doc in unsent.into_iter().rev() {
+            self.queued_bytes += doc.weight();
+            self.queue.push_front(doc);
+        }
+    }
+
+    /// Queued documents (not counting those in flight).
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Bytes queued plus in flight.
+    pub fn bytes(&self) -> usize {
+        self.queued_bytes + self.in_flight_bytes
+    }
+
+    /// Removes everything queued (at the shutdown deadline) and returns how many there were.
+    pub fn clear(&mut self) -> usize {
+        let n = self.queue.len();
+        self.queue.clear();
+        self.queued_bytes = 0;
+        n
+    }
+}
+
+/// Total weight of a set of documents, as [`Buffer::settle`] expects it.
+pub fn weight_of(docs: &[Document]) -> usize {
+    docs.iter().map(Document::weight).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{SegmentId, TraceId};
+
+    fn doc(n: u64, pad: usize) -> Document {
+        Document {
+            body: "x".repeat(pad).into(),
+            id: SegmentId::from_u64(n),
+            trace_id: TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
+        }
+    }
+
+    #[test]
+    fn refuses_past_the_limit_counting_in_flight() {
+        let w = doc(0, 100).weight();
+        let mut b = Buffer::new(w * 3);
+        for n in 0..3 {
+            b.push(doc(n, 100)).unwrap();
+        }
+        assert_eq!(b.push(doc(3, 100)), Err(BufferFull { limit_bytes: w * 3 }));
+        let taken = b.take(2);
+        assert_eq!(b.len(), 1);
+        // In-flight documents still count: nothing new fits.
+        assert!(b.push(doc(4, 100)).is_err());
+        b.settle(weight_of(&taken), Vec::new());
+        assert!(b.push(doc(5, 100)).is_ok());
+        assert!(b.push(doc(6, 100)).is_ok());
+        assert!(b.push(doc(7, 100)).is_err());
+    }
+
+    #[test]
+    fn unsent_documents_return_to_the_front_in_order() {
+        let mut b = Buffer::new(1 << 20);
+        for n in 0..5 {
+            b.push(doc(n, 10)).unwrap();
+        }
+        let taken = b.take(3);
+        let bytes = weight_of(&taken);
+        b.push(doc(9, 10)).unwrap();
+        b.settle(bytes, taken[1..].to_vec());
+        let ids: Vec<String> = b.take(10).iter().map(|d| d.id.to_string()).collect();
+        let expect: Vec<String> = [1, 2, 3, 4, 9]
+            .iter()
+            .map(|n| SegmentId::from_u64(*n).to_string())
+            .collect();
+        assert_eq!(ids, expect);
+    }
+
+    #[test]
+    fn clear_reports_what_was_dropped() {
+        let mut b = Buffer::new(1 << 20);
+        b.push(doc(1, 10)).unwrap();
+        b.push(doc(2, 10)).unwrap();
+        assert_eq!(b.clear(), 2);
+        assert!(b.is_empty());
+        assert_eq!(b.bytes(), 0);
+    }
+}

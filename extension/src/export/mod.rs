@@ -1,0 +1,5 @@
+//! Export: the bounded buffer, batching, and PutTraceSegments.
+
+pub mod batcher;
+pub mod buffer;
+pub mod xray;

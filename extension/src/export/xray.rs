@@ -1,0 +1,341 @@
+//! PutTraceSegments through aws-sdk-xray, and the flush that drives it.
+//!
+//! The SDK's own retries are off: our retry loop knows the flush deadline (the invocation's or
+//! the shutdown's) and leaves what it could not send in the buffer for the next flush point.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_xray::error::SdkError;
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::batcher;
+use crate::ingest::protocol::Document;
+use crate::metrics::{self, Metrics};
+
+/// PutTraceSegments calls in flight at once during one flush (the daemon uses 8).
+pub const MAX_CONCURRENT_CALLS: usize = 4;
+/// Attempts per batch within one flush; what still fails stays buffered.
+pub const MAX_ATTEMPTS_PER_FLUSH: u32 = 3;
+/// First retry delay; doubles each attempt, capped, with full jitter.
+pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(25);
+/// Largest retry delay.
+pub const RETRY_MAX_DELAY: Duration = Duration::from_millis(400);
+/// TCP/TLS connect timeout for the X-Ray endpoint.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why one PutTraceSegments call failed, by the daemon's backend-error kinds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    /// No answer before the deadline.
+    #[error("timed out")]
+    Timeout,
+    /// Connection refused or reset.
+    #[error("connection refused: {0}")]
+    Refused(String),
+    /// The endpoint's name did not resolve.
+    #[error("unknown host: {0}")]
+    UnknownHost(String),
+    /// HTTP 429 or `ThrottledException`.
+    #[error("throttled")]
+    Throttled,
+    /// Another 4xx: the request itself is wrong; retrying will not help.
+    #[error("client error {status}: {message}")]
+    Client4xx {
+        /// HTTP status.
+        status: u16,
+        /// The service's message.
+        message: String,
+    },
+    /// A 5xx.
+    #[error("server error {status}")]
+    Server5xx {
+        /// HTTP status.
+        status: u16,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ExportError {
+    /// Whether the same batch may succeed if sent again.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Client4xx { .. })
+    }
+
+    fn count(&self, m: &Metrics) {
+        let counter = match self {
+            Self::Timeout => &m.backend_timeout,
+            Self::Refused(_) => &m.backend_refused,
+            Self::UnknownHost(_) => &m.backend_unknown_host,
+            Self::Throttled | Self::Client4xx { .. } => &m.backend_4xx,
+            Self::Server5xx { .. } => &m.backend_5xx,
+            Self::Other(_) => &m.backend_other,
+        };
+        metrics::add(counter, 1);
+    }
+}
+
+/// A document X-Ray refused in an otherwise successful call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unprocessed {
+    /// The document's id.
+    pub id: String,
+    /// X-Ray's error code.
+    pub code: String,
+    /// X-Ray's message.
+    pub message: String,
+}
+
+/// The X-Ray API client.
+#[derive(Clone, Debug)]
+pub struct XrayClient {
+    client: aws_sdk_xray::Client,
+}
+
+impl XrayClient {
+    /// Builds a client from the standard AWS environment (region, credentials,
+    /// `AWS_ENDPOINT_URL_XRAY` / `AWS_ENDPOINT_URL`) with one TLS stack (rustls + ring).
+    pub async fn from_env() -> Self {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .build(),
+            )
+            .load()
+            .await;
+        Self {
+            client: aws_sdk_xray::Client::new(&config),
+        }
+    }
+
+    /// One PutTraceSegments call.
+    pub async fn put(&self, batch: &[Document]) -> Result<Vec<Unprocessed>, ExportError> {
+        let docs: Vec<String> = batch.iter().map(|d| d.body.to_string()).collect();
+        let out = self
+            .client
+            .put_trace_segments()
+            .set_trace_segment_documents(Some(docs))
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(out
+            .unprocessed_trace_segments()
+            .iter()
+            .map(|u| Unprocessed {
+                id: u.id().unwrap_or_default().to_owned(),
+                code: u.error_code().unwrap_or_default().to_owned(),
+                message: u.message().unwrap_or_default().to_owned(),
+            })
+            .collect())
+    }
+}
+
+fn classify<E, R>(err: &SdkError<E, R>) -> ExportError
+where
+    E: aws_sdk_xray::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
+    match err {
+        SdkError::TimeoutError(_) => ExportError::Timeout,
+        SdkError::DispatchFailure(f) => {
+            let text = error_chain(err);
+            if f.is_timeout() {
+                ExportError::Timeout
+            } else if text.contains("dns error") || text.contains("failed to lookup") {
+                ExportError::UnknownHost(text)
+            } else if f.is_io() {
+                ExportError::Refused(text)
+            } else {
+                ExportError::Other(text)
+            }
+        }
+        SdkError::ServiceError(e) => {
+            let status = e.raw().status_code();
+            let code = e.err().code().unwrap_or_default();
+            let message = e.err().message().unwrap_or_default().to_owned();
+            by_status(status, code, message)
+        }
+        SdkError::ResponseError(e) => by_status(e.raw().status_code(), "", error_chain(err)),
+        _ => ExportError::Other(error_chain(err)),
+    }
+}
+
+/// Access to the HTTP status of a raw response (lets `classify` stay generic for tests).
+pub trait HasStatus {
+    /// The HTTP status code.
+    fn status_code(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_xray::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+fn by_status(status: u16, code: &str, message: String) -> ExportError {
+    if status == 429 || code == "ThrottledException" || code == "ThrottlingException" {
+        ExportError::Throttled
+    } else if status >= 500 {
+        ExportError::Server5xx { status }
+    } else {
+        ExportError::Client4xx { status, message }
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// What one flush achieved.
+#[derive(Debug, Default)]
+pub struct FlushReport {
+    /// Documents X-Ray accepted.
+    pub sent: usize,
+    /// Documents X-Ray refused for their content (counted, logged, not retried).
+    pub unprocessed: usize,
+    /// Documents not sent before the deadline or after the last attempt; they go back to the
+    /// buffer.
+    pub unsent: Vec<Document>,
+    /// Calls made.
+    pub calls: usize,
+}
+
+/// Sends `docs` in batches of at most 50, a few calls at a time, retrying retryable failures
+/// with capped, fully jittered exponential backoff, until `deadline`.
+pub async fn flush(
+    client: Arc<XrayClient>,
+    docs: Vec<Document>,
+    deadline: Instant,
+    metrics: Arc<Metrics>,
+) -> FlushReport {
+    let batches = batcher::batches(docs);
+    let results: Vec<BatchResult> = futures_util::stream::iter(batches)
+        .map(|batch| send_batch(&client, batch, deadline, &metrics))
+        .buffer_unordered(MAX_CONCURRENT_CALLS)
+        .collect()
+        .await;
+    let mut report = FlushReport::default();
+    for r in results {
+        report.sent += r.sent;
+        report.unprocessed += r.unprocessed;
+        report.calls += r.calls;
+        report.unsent.extend(r.unsent);
+    }
+    report
+}
+
+#[derive(Debug, Default)]
+struct BatchResult {
+    sent: usize,
+    unprocessed: usize,
+    calls: usize,
+    unsent: Vec<Document>,
+}
+
+async fn send_batch(
+    client: &XrayClient,
+    batch: Vec<Document>,
+    deadline: Instant,
+    metrics: &Metrics,
+) -> BatchResult {
+    let mut result = BatchResult::default();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        result.calls += 1;
+        metrics::add(&metrics.api_calls, 1);
+        let outcome = match tokio::time::timeout_at(deadline, client.put(&batch)).await {
+            Ok(r) => r,
+            Err(_) => Err(ExportError::Timeout),
+        };
+        match outcome {
+            Ok(unprocessed) => {
+                result.unprocessed = unprocessed.len();
+                result.sent = batch.len().saturating_sub(unprocessed.len());
+                metrics::add(&metrics.sent, result.sent as u64);
+                metrics::add(&metrics.unprocessed, unprocessed.len() as u64);
+                for u in &unprocessed {
+                    warn!(id = %u.id, code = %u.code, message = %u.message, "X-Ray rejected a document");
+                }
+                return result;
+            }
+            Err(e) => {
+                e.count(metrics);
+                let delay = backoff(attempt, fastrand::f64());
+                let out_of_time = Instant::now() + delay >= deadline;
+                if !e.is_retryable() || attempt >= MAX_ATTEMPTS_PER_FLUSH || out_of_time {
+                    if e.is_retryable() {
+                        debug!(error = %e, attempt, documents = batch.len(), "PutTraceSegments failed; kept for the next flush");
+                        result.unsent = batch;
+                    } else {
+                        warn!(error = %e, documents = batch.len(), "PutTraceSegments refused the batch; dropped");
+                        metrics::add(&metrics.unprocessed, batch.len() as u64);
+                        result.unprocessed = batch.len();
+                    }
+                    return result;
+                }
+                debug!(error = %e, attempt, delay_ms = delay.as_millis(), "PutTraceSegments failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Full-jitter exponential backoff: uniform in `[0, min(max, base * 2^(attempt-1))]`.
+/// `unit` is a uniform random number in `[0, 1)`, passed in to keep this pure.
+pub fn backoff(attempt: u32, unit: f64) -> Duration {
+    let exp = RETRY_BASE_DELAY.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    exp.min(RETRY_MAX_DELAY).mul_f64(unit.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        assert_eq!(backoff(1, 0.0), Duration::ZERO);
+        assert_eq!(backoff(1, 1.0), RETRY_BASE_DELAY);
+        assert_eq!(backoff(2, 1.0), RETRY_BASE_DELAY * 2);
+        assert_eq!(backoff(30, 1.0), RETRY_MAX_DELAY);
+        assert_eq!(backoff(3, 0.5), RETRY_BASE_DELAY * 2);
+    }
+
+    #[test]
+    fn status_classification() {
+        assert_eq!(by_status(429, "", String::new()), ExportError::Throttled);
+        assert_eq!(
+            by_status(400, "ThrottledException", String::new()),
+            ExportError::Throttled
+        );
+        assert_eq!(
+            by_status(503, "", String::new()),
+            ExportError::Server5xx { status: 503 }
+        );
+        let e = by_status(400, "InvalidRequestException", "bad".into());
+        assert!(!e.is_retryable());
+        assert!(ExportError::Timeout.is_retryable());
+    }
+}

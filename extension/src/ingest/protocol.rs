@@ -1,0 +1,535 @@
+//! The X-Ray daemon protocol: `{"format":"json","version":1}` + `\n` + one segment document.
+//!
+//! The header is checked exactly as the daemon checks it (`format` equal to `json` ignoring case,
+//! `version` the integer 1, other keys ignored). Unlike the daemon, which forwards the body
+//! unparsed, we validate the document enough that X-Ray will not reject it for its shape: a JSON
+//! object with `name`, a 16-hex `id`, a well-formed `trace_id`, a numeric `start_time`, and
+//! `end_time` or `in_progress: true`; a subsegment also needs `parent_id`. Pure: no I/O.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use crate::trace::{SegmentId, TraceId};
+
+/// Largest document X-Ray accepts (64 KB).
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+/// Deepest nesting of arrays and objects we accept. serde_json skips unknown fields without a
+/// depth limit, so we bound it ourselves; X-Ray documents are shallow.
+pub const MAX_NESTING_DEPTH: usize = 64;
+/// Receive buffer per datagram: the largest UDP payload (65,507 bytes) fits.
+pub const MAX_DATAGRAM_BYTES: usize = 64 * 1024;
+
+/// Why a datagram was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// No `\n` separates header and body.
+    #[error("no newline after the header")]
+    MissingNewline,
+    /// The header is not `{"format":"json","version":1}`.
+    #[error("bad header")]
+    BadHeader,
+    /// Nothing after the header.
+    #[error("empty body")]
+    EmptyBody,
+    /// The body exceeds X-Ray's 64 KB document limit.
+    #[error("document of {size} bytes exceeds {MAX_DOCUMENT_BYTES}")]
+    TooLarge {
+        /// Body size in bytes.
+        size: usize,
+    },
+    /// The body is not UTF-8.
+    #[error("body is not UTF-8")]
+    NotUtf8,
+    /// The body is not a JSON object.
+    #[error("body is not a JSON object")]
+    NotAnObject,
+    /// The body is not valid JSON (syntax, truncation, nesting too deep).
+    #[error("invalid JSON: {reason}")]
+    InvalidJson {
+        /// serde_json's description.
+        reason: String,
+    },
+    /// Arrays and objects nested deeper than [`MAX_NESTING_DEPTH`].
+    #[error("nested deeper than {MAX_NESTING_DEPTH}")]
+    TooDeep,
+    /// A required field is absent.
+    #[error("missing field {field}")]
+    MissingField {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// A field has the wrong type or shape.
+    #[error("invalid field {field}")]
+    InvalidField {
+        /// The field's name.
+        field: &'static str,
+    },
+}
+
+impl ProtocolError {
+    /// A short, stable label for counters and log fields.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::MissingNewline => "missing_newline",
+            Self::BadHeader => "bad_header",
+            Self::EmptyBody => "empty_body",
+            Self::TooLarge { .. } => "too_large",
+            Self::NotUtf8 => "not_utf8",
+            Self::NotAnObject => "not_an_object",
+            Self::InvalidJson { .. } => "invalid_json",
+            Self::TooDeep => "too_deep",
+            Self::MissingField { .. } => "missing_field",
+            Self::InvalidField { .. } => "invalid_field",
+        }
+    }
+}
+
+/// A validated segment document, ready to export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// The document exactly as received (X-Ray takes it as a string).
+    pub body: Box<str>,
+    /// Its `id`: re-sending a document with the same id overwrites it in X-Ray.
+    pub id: SegmentId,
+    /// Its trace.
+    pub trace_id: TraceId,
+}
+
+impl Document {
+    /// Bytes this document accounts for in the export buffer.
+    pub fn weight(&self) -> usize {
+        self.body.len() + std::mem::size_of::<Self>()
+    }
+}
+
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    format: Option<Cow<'a, str>>,
+    version: Option<serde_json::Number>,
+}
+
+/// A field's value, read without failing on an unexpected type so the error can name the field.
+enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    Num(f64),
+    Bool(bool),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Scalar<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+            }
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "timestamps fit f64 exactly enough"
+            )]
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(v as f64))
+            }
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "timestamps fit f64 exactly enough"
+            )]
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(v))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    trace_id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    name: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    start_time: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    end_time: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    in_progress: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    parent_id: Option<Scalar<'a>>,
+}
+
+fn required<'a, 'b>(
+    v: Option<&'b Scalar<'a>>,
+    field: &'static str,
+) -> Result<&'b Scalar<'a>, ProtocolError> {
+    v.ok_or(ProtocolError::MissingField { field })
+}
+
+fn as_str<'b>(v: &'b Scalar<'_>, field: &'static str) -> Result<&'b str, ProtocolError> {
+    match v {
+        Scalar::Str(s) => Ok(s),
+        _ => Err(ProtocolError::InvalidField { field }),
+    }
+}
+
+fn as_time(v: &Scalar<'_>, field: &'static str) -> Result<f64, ProtocolError> {
+    match v {
+        Scalar::Num(n) if n.is_finite() && *n > 0.0 => Ok(*n),
+        _ => Err(ProtocolError::InvalidField { field }),
+    }
+}
+
+/// Parses one datagram into a validated [`Document`].
+pub fn parse_datagram(datagram: &[u8]) -> Result<Document, ProtocolError> {
+    let newline = datagram
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or(ProtocolError::MissingNewline)?;
+    check_header(&datagram[..newline])?;
+    parse_document(&datagram[newline + 1..])
+}
+
+fn check_header(header: &[u8]) -> Result<(), ProtocolError> {
+    let header: Header<'_> =
+        serde_json::from_slice(header).map_err(|_| ProtocolError::BadHeader)?;
+    let format_ok = header
+        .format
+        .is_some_and(|f| f.eq_ignore_ascii_case("json"));
+    let version_ok = header.version.is_some_and(|v| v.as_u64() == Some(1));
+    if format_ok && version_ok {
+        Ok(())
+    } else {
+        Err(ProtocolError::BadHeader)
+    }
+}
+
+/// Validates one segment document (the body of a datagram, or one we built ourselves).
+pub fn parse_document(body: &[u8]) -> Result<Document, ProtocolError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ProtocolError::EmptyBody);
+    }
+    if body.len() > MAX_DOCUMENT_BYTES {
+        return Err(ProtocolError::TooLarge { size: body.len() });
+    }
+    let text = std::str::from_utf8(body).map_err(|_| ProtocolError::NotUtf8)?;
+    // serde would also accept a JSON array positionally; the document must be an object.
+    if !text.trim_start().starts_with('{') {
+        return Err(ProtocolError::NotAnObject);
+    }
+    if exceeds_depth(text.as_bytes(), MAX_NESTING_DEPTH) {
+        return Err(ProtocolError::TooDeep);
+    }
+    let fields: Fields<'_> =
+        serde_json::from_str(text).map_err(|e| ProtocolError::InvalidJson {
+            reason: e.to_string(),
+        })?;
+
+    let id = as_str(required(fields.id.as_ref(), "id")?, "id")?;
+    let id = SegmentId::parse(id).map_err(|_| ProtocolError::InvalidField { field: "id" })?;
+    let trace_id = as_str(required(fields.trace_id.as_ref(), "trace_id")?, "trace_id")?;
+    let trace_id =
+        TraceId::parse(trace_id).map_err(|_| ProtocolError::InvalidField { field: "trace_id" })?;
+    let name = as_str(required(fields.name.as_ref(), "name")?, "name")?;
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ProtocolError::InvalidField { field: "name" });
+    }
+    as_time(
+        required(fields.start_time.as_ref(), "start_time")?,
+        "start_time",
+    )?;
+    let in_progress = match &fields.in_progress {
+        None => false,
+        Some(Scalar::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ProtocolError::InvalidField {
+                field: "in_progress",
+            });
+        }
+    };
+    match &fields.end_time {
+        Some(end) => {
+            as_time(end, "end_time")?;
+        }
+        None if in_progress => {}
+        None => return Err(ProtocolError::MissingField { field: "end_time" }),
+    }
+    let kind = fields
+        .kind
+        .as_ref()
+        .map(|k| as_str(k, "type"))
+        .transpose()?;
+    if kind == Some("subsegment") {
+        let parent = as_str(
+            required(fields.parent_id.as_ref(), "parent_id")?,
+            "parent_id",
+        )?;
+        SegmentId::parse(parent).map_err(|_| ProtocolError::InvalidField { field: "parent_id" })?;
+    }
+    Ok(Document {
+        body: text.into(),
+        id,
+        trace_id,
+    })
+}
+
+/// Whether arrays/objects nest deeper than `max` (brackets inside strings do not count).
+fn exceeds_depth(json: &[u8], max: usize) -> bool {
+    let mut depth = 0_usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/fixtures/datagrams/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn datagram(header: &str, body: &str) -> Vec<u8> {
+        format!("{header}\n{body}").into_bytes()
+    }
+
+    const HEADER: &str = r#"{"format":"json","version":1}"#;
+    const VALID: &str = r#"{"id":"1bbaa244e76f8d42","name":"s","start_time":1.5,"end_time":2.5,"trace_id":"1-5759e988-bd862e3fe1be46a994272793","type":"subsegment","parent_id":"53995c3f42cd8ad8"}"#;
+
+    #[test]
+    fn captured_sdk_datagrams_are_accepted() {
+        for (name, id) in [
+            ("python_child.bin", "a5f85f975666ef8c"),
+            ("python_parent.bin", "1ad491840294b9ea"),
+            ("node_child.bin", "0ffff053499cfde9"),
+            ("node_parent.bin", "dd62bc0f50c3941b"),
+            ("contracts_python_example.bin", "1bbaa244e76f8d42"),
+            ("docs_header_in_progress.bin", "70de5b6f19ff9a0a"),
+        ] {
+            let raw = fixture(name);
+            let doc = parse_datagram(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(doc.id.as_str(), id, "{name}");
+            assert_eq!(
+                doc.trace_id.as_str(),
+                "1-5759e988-bd862e3fe1be46a994272793",
+                "{name}"
+            );
+            // The body is forwarded byte for byte.
+            let newline = raw.iter().position(|&b| b == b'\n').unwrap();
+            assert_eq!(doc.body.as_bytes(), &raw[newline + 1..], "{name}");
+        }
+    }
+
+    #[test]
+    fn header_checks_match_the_daemon() {
+        for header in [
+            r#"{"format":"json","version":1}"#,
+            r#"{"format": "json", "version": 1}"#,
+            r#"{"format":"JSON","version":1}"#,
+            r#"{"version":1,"format":"Json","extra":[1,{"a":2}]}"#,
+        ] {
+            assert!(parse_datagram(&datagram(header, VALID)).is_ok(), "{header}");
+        }
+        for header in [
+            r#"{"format":"json","version":"1"}"#,
+            r#"{"format":"json","version":1.0}"#,
+            r#"{"format":"json","version":2}"#,
+            r#"{"format":"json"}"#,
+            r#"{"version":1}"#,
+            r#"{"format":"xml","version":1}"#,
+            r#"{"format":1,"version":1}"#,
+            r"[]",
+            r"",
+            r"not json",
+        ] {
+            assert_eq!(
+                parse_datagram(&datagram(header, VALID)),
+                Err(ProtocolError::BadHeader),
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn framing_errors() {
+        assert_eq!(
+            parse_datagram(HEADER.as_bytes()),
+            Err(ProtocolError::MissingNewline)
+        );
+        assert_eq!(
+            parse_datagram(&datagram(HEADER, "")),
+            Err(ProtocolError::EmptyBody)
+        );
+        assert_eq!(
+            parse_datagram(&datagram(HEADER, " \n")),
+            Err(ProtocolError::EmptyBody)
+        );
+        let mut raw = datagram(HEADER, "");
+        raw.extend_from_slice(&[b'{', 0xff, 0xfe, b'}']);
+        assert_eq!(parse_datagram(&raw), Err(ProtocolError::NotUtf8));
+    }
+
+    #[test]
+    fn bodies_that_are_not_objects() {
+        for body in ["[1,2]", "42", "\"s\"", "null", "true"] {
+            assert_eq!(
+                parse_datagram(&datagram(HEADER, body)),
+                Err(ProtocolError::NotAnObject),
+                "{body}"
+            );
+        }
+        // An array holding the fields positionally must not slip through serde.
+        let positional =
+            r#"["1bbaa244e76f8d42","1-5759e988-bd862e3fe1be46a994272793","s",1.5,2.5]"#;
+        assert_eq!(
+            parse_datagram(&datagram(HEADER, positional)),
+            Err(ProtocolError::NotAnObject)
+        );
+    }
+
+    #[test]
+    fn invalid_json_and_deep_nesting_are_rejected_without_panicking() {
+        let err = parse_datagram(&datagram(HEADER, r#"{"id":"#)).unwrap_err();
+        assert_eq!(err.kind(), "invalid_json");
+        for depth in [65, 10_000] {
+            let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let deep = VALID.replacen("\"s\"", &format!("\"s\",\"m\":{nested}"), 1);
+            assert_eq!(
+                parse_datagram(&datagram(HEADER, &deep)),
+                Err(ProtocolError::TooDeep)
+            );
+        }
+        // Brackets inside strings are text, and 63 levels (plus the document) are fine.
+        let nested = format!("{}{}", "[".repeat(63), "]".repeat(63));
+        let ok = VALID.replacen(
+            "\"s\"",
+            &format!("\"s\",\"m\":{nested},\"t\":\"[[[[\\\"[[\""),
+            1,
+        );
+        assert!(parse_datagram(&datagram(HEADER, &ok)).is_ok(), "{ok}");
+    }
+
+    #[test]
+    fn size_limit() {
+        let pad = "x".repeat(MAX_DOCUMENT_BYTES);
+        let body = VALID.replacen("\"s\"", &format!("\"s\",\"m\":\"{pad}\""), 1);
+        assert!(matches!(
+            parse_datagram(&datagram(HEADER, &body)),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn required_fields() {
+        let v: serde_json::Value = serde_json::from_str(VALID).unwrap();
+        for field in ["id", "trace_id", "name", "start_time", "parent_id"] {
+            let mut doc = v.clone();
+            doc.as_object_mut().unwrap().remove(field);
+            assert_eq!(
+                parse_document(doc.to_string().as_bytes()),
+                Err(ProtocolError::MissingField { field }),
+                "{field}"
+            );
+        }
+        let mut doc = v.clone();
+        doc.as_object_mut().unwrap().remove("end_time");
+        assert_eq!(
+            parse_document(doc.to_string().as_bytes()),
+            Err(ProtocolError::MissingField { field: "end_time" })
+        );
+        doc["in_progress"] = serde_json::Value::Bool(true);
+        assert!(parse_document(doc.to_string().as_bytes()).is_ok());
+
+        // A segment (no `type`) needs no parent.
+        let mut seg = v.clone();
+        let obj = seg.as_object_mut().unwrap();
+        obj.remove("type");
+        obj.remove("parent_id");
+        assert!(parse_document(seg.to_string().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn field_shapes() {
+        let v: serde_json::Value = serde_json::from_str(VALID).unwrap();
+        for (field, value) in [
+            ("id", serde_json::json!("xyz")),
+            ("id", serde_json::json!(42)),
+            ("trace_id", serde_json::json!("1-abc")),
+            ("parent_id", serde_json::json!("53995c3f42cd8ad")),
+            ("start_time", serde_json::json!("1.5")),
+            ("start_time", serde_json::json!(-1.0)),
+            ("name", serde_json::json!("")),
+            ("name", serde_json::json!("n".repeat(201))),
+        ] {
+            let mut doc = v.clone();
+            doc[field] = value.clone();
+            assert_eq!(
+                parse_document(doc.to_string().as_bytes()),
+                Err(ProtocolError::InvalidField { field }),
+                "{field}={value}"
+            );
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Lambda: the Extensions API (registration and events), the Telemetry API (subscription,
+//! listener, record model).
+
+pub mod api;
+pub mod listener;
+pub mod telemetry;

@@ -1,0 +1,15 @@
+//! An external AWS Lambda extension that takes over the X-Ray daemon's job: it receives segment
+//! documents over UDP in the daemon protocol, adds what it learns from the Extensions and
+//! Telemetry APIs, and sends everything to X-Ray with PutTraceSegments at the points of the
+//! Lambda lifecycle where it costs the function nothing (or as little as can be measured).
+//!
+//! Data flow: [`ingest::udp`] → [`ingest::protocol`] → [`app`] (the lifecycle loop, fed by
+//! [`lambda`]) → [`export::buffer`] → [`export::batcher`] → [`export::xray`].
+
+pub mod app;
+pub mod config;
+pub mod export;
+pub mod ingest;
+pub mod lambda;
+pub mod metrics;
+pub mod trace;

@@ -1,0 +1,187 @@
+//! Wiring only: configuration, logging, sockets, registration, then the lifecycle loop.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use lambda_extension::{Extension, LambdaEvent, NextEvent, service_fn};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::{error, info, warn};
+use xray_extension::app::{self, ClientCell, Inputs, LifecycleEvent};
+use xray_extension::config::Config;
+use xray_extension::export::xray::XrayClient;
+use xray_extension::ingest::udp;
+use xray_extension::lambda::api::{LambdaApi, Telemetry};
+use xray_extension::lambda::listener;
+use xray_extension::metrics::Metrics;
+
+/// Documents waiting between the UDP reader and the lifecycle loop.
+const DOCUMENT_CHANNEL_CAPACITY: usize = 4_096;
+/// Telemetry deliveries waiting for the lifecycle loop.
+const TELEMETRY_CHANNEL_CAPACITY: usize = 64;
+
+fn main() -> ExitCode {
+    let (config, warnings) = Config::from_lookup(|k| std::env::var(k).ok());
+    tracing_subscriber::fmt()
+        .with_max_level(config.log_level.as_tracing())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .without_time()
+        .init();
+    for w in &warnings {
+        warn!(variable = w.variable, "{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "extension stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let runtime_api = std::env::var("AWS_LAMBDA_RUNTIME_API")
+        .context("AWS_LAMBDA_RUNTIME_API is not set: not running inside Lambda")?;
+    let api = LambdaApi::new(&runtime_api)?;
+
+    // Bind first: a failure is reported to Lambda once we have an identifier.
+    let udp_socket = udp::bind(config.udp_address);
+    let telemetry_addr = SocketAddr::from(([0, 0, 0, 0], config.telemetry_port));
+    let telemetry_socket = tokio::net::TcpListener::bind(telemetry_addr).await;
+
+    let (lifecycle_tx, lifecycle_rx) = mpsc::channel::<LifecycleEvent>(1);
+    let exit = Arc::new(Notify::new());
+    let processor = {
+        let exit = exit.clone();
+        service_fn(move |event: LambdaEvent| {
+            forward(lifecycle_tx.clone(), exit.clone(), event.next)
+        })
+    };
+    let registered = Extension::new()
+        .with_events(&["INVOKE", "SHUTDOWN"])
+        .with_events_processor(processor)
+        .register()
+        .await
+        .map_err(|e| anyhow::anyhow!("registration failed: {e}"))?;
+    let extension_id = registered.extension_id.clone();
+    info!(function = %registered.function_name, "registered");
+
+    let (udp_socket, telemetry_socket) = match (udp_socket, telemetry_socket) {
+        (Ok(u), Ok(t)) => (u, t),
+        (u, t) => {
+            let message = match (u.err(), t.err()) {
+                (Some(e), _) => format!("cannot bind UDP {}: {e}", config.udp_address),
+                (_, Some(e)) => format!("cannot bind telemetry listener {telemetry_addr}: {e}"),
+                _ => String::from("bind failed"),
+            };
+            if let Err(e) = api
+                .init_error(&extension_id, "Extension.BindFailed", &message)
+                .await
+            {
+                warn!(error = %e, "could not report the init error");
+            }
+            anyhow::bail!(message);
+        }
+    };
+
+    // Spawn second.
+    let metrics = Arc::new(Metrics::default());
+    let client: ClientCell = Arc::default();
+    {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .get_or_init(|| async { Arc::new(XrayClient::from_env().await) })
+                .await;
+        });
+    }
+    let (documents_tx, documents_rx) = mpsc::channel(DOCUMENT_CHANNEL_CAPACITY);
+    let (drain_tx, drain_rx) = mpsc::channel(1);
+    tokio::spawn(udp::run(
+        udp_socket,
+        documents_tx,
+        drain_rx,
+        metrics.clone(),
+    ));
+    let (telemetry_tx, telemetry_rx) = mpsc::channel(TELEMETRY_CHANNEL_CAPACITY);
+    tokio::spawn(listener::run(
+        telemetry_socket,
+        telemetry_tx,
+        metrics.clone(),
+    ));
+
+    // Subscribe third.
+    let telemetry = subscribe(&api, &extension_id, config.telemetry_port).await;
+    info!(udp = %config.udp_address, telemetry = ?telemetry, "ready");
+
+    tokio::spawn(app::run(
+        config,
+        telemetry,
+        metrics,
+        client,
+        Inputs {
+            lifecycle: lifecycle_rx,
+            documents: documents_rx,
+            telemetry: telemetry_rx,
+            drain: drain_tx,
+        },
+    ));
+
+    tokio::select! {
+        result = registered.run() => {
+            if let Err(e) = result {
+                error!(error = %e, "event loop failed; continuing in idle mode");
+                api.idle_until_shutdown(&extension_id).await;
+            }
+        }
+        () = exit.notified() => {}
+    }
+    Ok(())
+}
+
+/// Subscribes to the Telemetry API; without it we still work (flushing on a timer).
+async fn subscribe(api: &LambdaApi, extension_id: &str, port: u16) -> Telemetry {
+    match api.subscribe_telemetry(extension_id, port).await {
+        Ok(Telemetry::Subscribed) => Telemetry::Subscribed,
+        Ok(Telemetry::NotSupported) => {
+            info!("Telemetry API not supported here: flushing on a timer and at shutdown");
+            Telemetry::NotSupported
+        }
+        Err(e) => {
+            warn!(error = %e, "Telemetry API subscription failed: flushing on a timer and at shutdown");
+            Telemetry::NotSupported
+        }
+    }
+}
+
+/// Hands an Extensions API event to the lifecycle loop and waits until it is done with it, so
+/// the event loop calls `/event/next` only then. If the loop is gone, returns at once: the event
+/// loop then simply keeps calling `/event/next` and the function is never held.
+async fn forward(
+    lifecycle: mpsc::Sender<LifecycleEvent>,
+    exit: Arc<Notify>,
+    next: NextEvent,
+) -> Result<(), lambda_extension::Error> {
+    let shutdown = matches!(next, NextEvent::Shutdown(_));
+    let (done, released) = oneshot::channel();
+    if lifecycle.send(LifecycleEvent { next, done }).await.is_ok() {
+        let _ = released.await;
+    }
+    if shutdown {
+        exit.notify_one();
+    }
+    Ok(())
+}

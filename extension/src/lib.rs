@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod config;
+pub mod enrich;
 pub mod export;
 pub mod ingest;
 pub mod lambda;

@@ -1,0 +1,51 @@
+# Everything a developer or CI needs, installing what it needs itself.
+# `make demo` and `make test` work on a fresh machine with only Rust, Python 3.11 and Node 20.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+CARGO ?= cargo
+
+.PHONY: all build demo test test-unit lint fmt clippy layer bench fuzz clean venv
+
+all: build
+
+build:
+	$(CARGO) build -p xray-extension -p xray-extension-tests --bins
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r tests/requirements.txt
+	touch $@
+
+## demo: a local Lambda (emulator + embedded X-Ray sink) runs a sample function through a cold
+## start, warm invocations, an error and a shutdown, then prints the traces.
+demo: build
+	$(CARGO) run --quiet -p xray-extension-tests --bin demo
+
+## test: unit tests, then end-to-end tests through the emulator and against real peers.
+test: venv build
+	XRAY_TEST_VENV=$(abspath $(VENV)) $(CARGO) test --workspace -- --test-threads=2
+
+test-unit:
+	$(CARGO) test -p xray-extension --lib
+
+lint: fmt clippy
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## layer: static musl binaries for x86_64 and arm64, one zip per architecture.
+layer:
+	$(MAKE) -C layer all
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) build

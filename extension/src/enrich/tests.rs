@@ -1,0 +1,344 @@
+//! The enrichment state machine over captured event sequences (fixtures/enrich).
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::ingest::protocol::parse_document;
+use crate::lambda::telemetry;
+
+const ROOT: &str = "1-62e900b2-710d76f009d6e7785905449a";
+const PARENT: &str = "0efbd19962d95b05";
+
+fn time(v: &Value) -> EpochSeconds {
+    EpochSeconds::parse_rfc3339(v.as_str().unwrap()).unwrap()
+}
+
+/// Runs a fixture; returns the documents produced by each step, parsed.
+fn run_with(name: &str, settings: Settings) -> Vec<Vec<Value>> {
+    let path = format!("{}/fixtures/enrich/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let e = &fixture["environment"];
+    let env = Environment {
+        function_name: e["functionName"].as_str().map(String::from),
+        function_version: e["functionVersion"].as_str().map(String::from),
+        memory_size_mb: e["memorySizeMB"].as_u64(),
+        initialization_type: e["initializationType"].as_str().map(String::from),
+        extension_started: Some(time(&e["extensionStarted"])),
+        extension_ready: Some(time(&e["extensionReady"])),
+    };
+    let mut enricher = Enricher::new(settings, env);
+    let mut counter = 0x1000_u64;
+    let mut next_id = move || {
+        counter += 1;
+        counter
+    };
+    let mut out = Vec::new();
+    for step in fixture["steps"].as_array().unwrap() {
+        let docs = if let Some(inv) = step.get("invoke") {
+            enricher.on_invoke(
+                &Invoke {
+                    request_id: inv["requestId"].as_str().unwrap().into(),
+                    trace: inv
+                        .get("trace")
+                        .map(|t| TraceHeader::parse(t.as_str().unwrap()).unwrap()),
+                    deadline: time(&inv["deadline"]),
+                    received_at: time(&inv["receivedAt"]),
+                },
+                &mut next_id,
+            )
+        } else if let Some(records) = step.get("telemetry") {
+            let decoded = telemetry::decode(records.to_string().as_bytes());
+            decoded
+                .events
+                .iter()
+                .flat_map(|ev| enricher.on_telemetry(ev, &mut next_id))
+                .collect()
+        } else {
+            let s = &step["shutdown"];
+            enricher.on_shutdown(s["reason"].as_str().unwrap(), time(&s["at"]), &mut next_id)
+        };
+        out.push(
+            docs.iter()
+                .map(|d| {
+                    // Everything we produce passes our own ingest checks.
+                    let checked = parse_document(d.body.as_bytes()).unwrap();
+                    assert_eq!(checked.id, d.id);
+                    serde_json::from_str::<Value>(&d.body).unwrap()
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+fn run(name: &str) -> Vec<Vec<Value>> {
+    run_with(name, Settings::default())
+}
+
+fn names(docs: &[Value]) -> Vec<&str> {
+    docs.iter().map(|d| d["name"].as_str().unwrap()).collect()
+}
+
+fn children(doc: &Value) -> Vec<&str> {
+    doc["subsegments"]
+        .as_array()
+        .map(|a| a.iter().map(|c| c["name"].as_str().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+fn close(a: &Value, b: f64) -> bool {
+    (a.as_f64().unwrap() - b).abs() < 1e-6
+}
+
+#[test]
+fn on_demand_cold_start_then_warm() {
+    let steps = run("on_demand_cold_then_warm");
+    // Nothing before runtimeDone.
+    assert!(steps[0].is_empty() && steps[1].is_empty());
+    let first = &steps[2];
+    assert_eq!(names(first), ["Cold Start", "Runtime"]);
+    let (cold, runtime) = (&first[0], &first[1]);
+    for d in first {
+        assert_eq!(d["trace_id"], ROOT);
+        assert_eq!(d["parent_id"], PARENT);
+        assert_eq!(d["type"], "subsegment");
+    }
+    // Cold Start spans initStart → initStart + initReport duration.
+    let init_start = EpochSeconds::parse_rfc3339("2022-10-12T00:00:14.600Z")
+        .unwrap()
+        .0;
+    assert!(close(&cold["start_time"], init_start));
+    assert!(close(&cold["end_time"], init_start + 0.397));
+    assert_eq!(children(cold), ["Extension Init", "Runtime Init"]);
+    assert!(close(
+        &cold["subsegments"][0]["end_time"],
+        init_start + 0.040
+    ));
+    assert_eq!(cold["metadata"]["lambda"]["extensionInitMs"], json!(35.0));
+    // Runtime: platform.start → runtimeDone, three children, annotations.
+    assert_eq!(
+        children(runtime),
+        ["Response Latency", "Response Duration", "Runtime Overhead"]
+    );
+    assert!(runtime.get("fault").is_none());
+    assert_eq!(
+        runtime["annotations"],
+        json!({"ColdStart": true, "FunctionName": "orders", "FunctionVersion": "$LATEST", "InitType": "on-demand"})
+    );
+    let meta = &runtime["metadata"]["lambda"];
+    assert_eq!(meta["requestId"], "r-1");
+    assert_eq!(meta["runtimeVersion"], "python:3.12.v10");
+    assert_eq!(meta["producedBytes"], 8);
+    assert!(meta.get("billedDurationMs").is_none());
+
+    // Second invocation: the report of the first arrives and re-sends its Runtime under the
+    // same id, then the warm Runtime is sent.
+    let second = &steps[4];
+    assert_eq!(names(second), ["Runtime", "Runtime"]);
+    let resent = &second[0];
+    assert_eq!(resent["id"], runtime["id"]);
+    assert_eq!(resent["metadata"]["lambda"]["billedDurationMs"], 102);
+    assert_eq!(resent["metadata"]["lambda"]["maxMemoryUsedMB"], 84);
+    assert_eq!(resent["metadata"]["lambda"]["initDurationMs"], 397.0);
+    assert!(children(resent).contains(&"Extension Overhead"));
+    assert!(resent["annotations"].get("OutOfMemory").is_none());
+    let warm = &second[1];
+    assert_eq!(warm["annotations"]["ColdStart"], false);
+    assert_eq!(warm["trace_id"], "1-62e900b3-810d76f009d6e7785905449b");
+    assert_ne!(warm["id"], runtime["id"]);
+    // Spindown SHUTDOWN adds nothing; the last report, arriving at shutdown, re-sends warm.
+    assert!(steps[5].is_empty());
+    assert_eq!(names(&steps[6]), ["Runtime"]);
+    assert_eq!(steps[6][0]["id"], warm["id"]);
+    assert_eq!(steps[6][0]["metadata"]["lambda"]["billedDurationMs"], 102);
+}
+
+#[test]
+fn provisioned_concurrency_is_not_a_cold_start() {
+    let steps = run("provisioned_concurrency");
+    let docs = &steps[2];
+    assert_eq!(names(docs), ["Runtime"]);
+    let a = &docs[0]["annotations"];
+    assert_eq!(a["ColdStart"], false);
+    assert_eq!(a["InitType"], "provisioned-concurrency");
+    let init = &docs[0]["metadata"]["lambda"]["init"];
+    assert_eq!(init["initDurationMs"], 397.0);
+    assert_eq!(init["initializationType"], "provisioned-concurrency");
+}
+
+#[test]
+fn proactive_init_is_not_a_cold_start() {
+    let steps = run("proactive_init");
+    let docs = &steps[2];
+    assert_eq!(names(docs), ["Runtime"]);
+    let a = &docs[0]["annotations"];
+    assert_eq!(a["ColdStart"], false);
+    assert_eq!(a["ProactiveInit"], true);
+    assert_eq!(a["InitType"], "on-demand");
+    let idle = docs[0]["metadata"]["lambda"]["init"]["idleBeforeInvokeSeconds"]
+        .as_f64()
+        .unwrap();
+    assert!((idle - 44.003).abs() < 1e-3, "{idle}");
+}
+
+#[test]
+fn snapstart_restore_replaces_cold_start() {
+    let steps = run("snapstart_restore");
+    let docs = &steps[2];
+    assert_eq!(names(docs), ["Restore", "Runtime"]);
+    let restore = &docs[0];
+    let start = EpochSeconds::parse_rfc3339("2022-10-12T00:00:14.800Z")
+        .unwrap()
+        .0;
+    assert!(close(&restore["start_time"], start));
+    assert!(close(&restore["end_time"], start + 0.160));
+    assert_eq!(restore["metadata"]["lambda"]["restoreDurationMs"], 160.0);
+    let a = &docs[1]["annotations"];
+    assert_eq!(a["ColdStart"], true);
+    assert_eq!(a["InitType"], "snap-start");
+    // The snapshot's own init (a day earlier) is not shown as this start's cost.
+    assert!(!names(docs).contains(&"Cold Start"));
+}
+
+#[test]
+fn suppressed_init_is_a_cold_start_inside_the_invocation() {
+    let steps = run("suppressed_init");
+    let docs = &steps[1];
+    assert_eq!(names(docs), ["Cold Start", "Runtime"]);
+    assert_eq!(docs[0]["metadata"]["lambda"]["suppressed"], true);
+    assert_eq!(docs[0]["metadata"]["lambda"]["initPhase"], "invoke");
+    assert_eq!(docs[1]["annotations"]["ColdStart"], true);
+    assert_eq!(docs[1]["annotations"]["SuppressedInit"], true);
+}
+
+#[test]
+fn an_error_is_a_fault_with_its_type() {
+    let steps = run("error");
+    let runtime = &steps[2][1];
+    assert_eq!(runtime["name"], "Runtime");
+    assert_eq!(runtime["fault"], true);
+    let ex = &runtime["cause"]["exceptions"][0];
+    assert_eq!(ex["type"], "Handled.ValueError");
+    assert!(
+        ex["message"]
+            .as_str()
+            .unwrap()
+            .contains("Handled.ValueError")
+    );
+    assert_eq!(
+        runtime["metadata"]["lambda"]["errorType"],
+        "Handled.ValueError"
+    );
+}
+
+#[test]
+fn a_timeout_reported_by_runtime_done_ends_at_the_deadline() {
+    let steps = run("timeout_runtime_done");
+    let runtime = &steps[2][1];
+    assert_eq!(runtime["fault"], true);
+    let deadline = EpochSeconds::parse_rfc3339("2022-10-12T00:00:18.000Z")
+        .unwrap()
+        .0;
+    assert!(close(&runtime["end_time"], deadline));
+    let ex = &runtime["cause"]["exceptions"][0];
+    assert_eq!(ex["message"], "Task timed out after 3.00 seconds");
+    // Already reported: the SHUTDOWN that follows adds nothing.
+    assert!(steps[3].is_empty());
+}
+
+#[test]
+fn a_timeout_seen_only_at_shutdown_still_reaches_x_ray() {
+    let steps = run("timeout_at_shutdown");
+    assert!(steps[2].is_empty());
+    let docs = &steps[3];
+    assert_eq!(names(docs), ["Cold Start", "Runtime"]);
+    let runtime = &docs[1];
+    assert_eq!(runtime["fault"], true);
+    assert_eq!(
+        runtime["cause"]["exceptions"][0]["message"],
+        "Task timed out after 3.00 seconds"
+    );
+    let deadline = EpochSeconds::parse_rfc3339("2022-10-12T00:00:18.000Z")
+        .unwrap()
+        .0;
+    assert!(close(&runtime["end_time"], deadline));
+}
+
+#[test]
+fn unsampled_and_untraced_invocations_send_nothing() {
+    let steps = run("unsampled_and_untraced");
+    assert!(steps.iter().all(Vec::is_empty), "{steps:?}");
+}
+
+#[test]
+fn out_of_order_records_unknown_types_and_late_reports() {
+    let steps = run("out_of_order_and_unknown");
+    // runtimeDone before INVOKE and before platform.start: sent at once, with the trace from
+    // the record and the start from the earliest span.
+    let first = &steps[1];
+    assert_eq!(names(first), ["Cold Start", "Runtime"]);
+    let span_start = EpochSeconds::parse_rfc3339("2022-10-12T00:00:15.001Z")
+        .unwrap()
+        .0;
+    assert!(close(&first[1]["start_time"], span_start));
+    // INVOKE afterwards adds nothing.
+    assert!(steps[2].is_empty());
+    // The late platform.start corrects the start time (same id); the bad record is skipped.
+    assert_eq!(names(&steps[3]), ["Runtime"]);
+    let start = EpochSeconds::parse_rfc3339("2022-10-12T00:00:15.000Z")
+        .unwrap()
+        .0;
+    assert!(close(&steps[3][0]["start_time"], start));
+    assert_eq!(steps[3][0]["id"], first[1]["id"]);
+    // Memory at the limit: flagged.
+    let last = &steps[4][0];
+    assert_eq!(last["annotations"]["OutOfMemory"], true);
+    assert_eq!(last["id"], first[1]["id"]);
+}
+
+#[test]
+fn annotations_can_be_chosen_and_extended() {
+    let (builtins, _) = annotations::BuiltinSet::parse("ColdStart");
+    let (static_annotations, _) = annotations::parse_static("team=payments,tier=3");
+    let steps = run_with(
+        "on_demand_cold_then_warm",
+        Settings {
+            builtins,
+            static_annotations,
+        },
+    );
+    assert_eq!(
+        steps[2][1]["annotations"],
+        json!({"ColdStart": true, "team": "payments", "tier": 3})
+    );
+    let steps = run_with(
+        "on_demand_cold_then_warm",
+        Settings {
+            builtins: annotations::BuiltinSet::none(),
+            static_annotations: Vec::new(),
+        },
+    );
+    assert!(steps[2][1].get("annotations").is_none());
+}
+
+#[test]
+fn the_number_of_tracked_invocations_is_bounded() {
+    let mut e = Enricher::new(Settings::default(), Environment::default());
+    let mut n = 0;
+    let mut next_id = move || {
+        n += 1;
+        n
+    };
+    for i in 0..100 {
+        let ev = Event {
+            time: EpochSeconds(1_700_000_000.0 + f64::from(i)),
+            record: Record::Start(telemetry::Start {
+                request_id: format!("r-{i}"),
+                version: None,
+                tracing: None,
+            }),
+        };
+        e.on_telemetry(&ev, &mut next_id);
+    }
+    assert_eq!(e.invocations.len(), MAX_TRACKED_INVOCATIONS);
+}

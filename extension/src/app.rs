@@ -21,12 +21,15 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::enrich::{self, Enricher};
 use crate::export::buffer::{self, Buffer};
 use crate::export::xray::{self, FlushReport, XrayClient};
+use crate::ingest::protocol::Document;
 use crate::ingest::udp::Ingested;
 use crate::lambda::api::Telemetry;
-use crate::lambda::telemetry::{Event, Record};
+use crate::lambda::telemetry::{EpochSeconds, Event, Record};
 use crate::metrics::{self, LogLimiter, Metrics};
+use crate::trace::TraceHeader;
 
 /// Without telemetry, flush buffered documents this often while the environment runs (the
 /// daemon's idle interval).
@@ -36,6 +39,9 @@ pub const IDLE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub const RECENT_RUNTIME_DONE: usize = 16;
 /// Extra time past an invocation's deadline before we answer no matter what.
 pub const HARD_DEADLINE_SLACK: Duration = Duration::from_secs(1);
+/// At SHUTDOWN, how long to wait for the `platform.report` of the last invocation (Lambda
+/// emits it once every extension has called next; it arrives within the 25 ms buffering).
+pub const REPORT_WAIT: Duration = Duration::from_millis(150);
 /// One log line per this interval for buffer overflows.
 pub const SPILL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -52,6 +58,20 @@ pub struct LifecycleEvent {
 /// flush.
 pub type ClientCell = Arc<OnceCell<Arc<XrayClient>>>;
 
+/// What the loop owns from the start.
+pub struct Setup {
+    /// Settings.
+    pub config: Config,
+    /// Whether telemetry records will arrive.
+    pub telemetry: Telemetry,
+    /// Shared counters.
+    pub metrics: Arc<Metrics>,
+    /// The X-Ray client, built lazily.
+    pub client: ClientCell,
+    /// Our own subsegments; `None` when turned off or without telemetry.
+    pub enricher: Option<Enricher>,
+}
+
 /// Everything the loop reads from.
 pub struct Inputs {
     /// Extensions API events.
@@ -67,6 +87,7 @@ pub struct Inputs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     AwaitRuntimeDone,
+    AwaitReport,
     Draining,
     Flushing,
 }
@@ -77,6 +98,7 @@ struct Pending {
     flush_deadline: Option<Instant>,
     deadline: Instant,
     hard_deadline: Instant,
+    wait_until: Option<Instant>,
     stage: Stage,
     done: oneshot::Sender<()>,
     shutdown: bool,
@@ -99,16 +121,18 @@ struct App {
     drain: mpsc::Sender<()>,
     spills: LogLimiter,
     finished: bool,
+    enricher: Option<Enricher>,
 }
 
 /// Runs the loop until SHUTDOWN has been handled.
-pub async fn run(
-    config: Config,
-    telemetry: Telemetry,
-    metrics: Arc<Metrics>,
-    client: ClientCell,
-    inputs: Inputs,
-) {
+pub async fn run(setup: Setup, inputs: Inputs) {
+    let Setup {
+        config,
+        telemetry,
+        metrics,
+        client,
+        enricher,
+    } = setup;
     let Inputs {
         mut lifecycle,
         mut documents,
@@ -127,6 +151,7 @@ pub async fn run(
         drain,
         spills: LogLimiter::new(SPILL_LOG_INTERVAL),
         finished: false,
+        enricher,
     };
     let mut idle_tick = tokio::time::interval(IDLE_FLUSH_INTERVAL);
     idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -134,6 +159,7 @@ pub async fn run(
     while !app.finished {
         let wake_at = app.pending.as_ref().map(|p| match p.stage {
             Stage::AwaitRuntimeDone => p.deadline,
+            Stage::AwaitReport => p.wait_until.unwrap_or(p.hard_deadline),
             _ => p.hard_deadline,
         });
         tokio::select! {
@@ -184,6 +210,15 @@ fn epoch_now() -> Duration {
         .unwrap_or_default()
 }
 
+/// The wall clock as X-Ray times it.
+pub fn epoch_seconds_now() -> EpochSeconds {
+    EpochSeconds(epoch_now().as_secs_f64())
+}
+
+fn random_id() -> u64 {
+    fastrand::u64(1..)
+}
+
 impl App {
     fn on_lifecycle(&mut self, event: LifecycleEvent) {
         let now = Instant::now();
@@ -192,6 +227,24 @@ impl App {
             NextEvent::Invoke(invoke) => {
                 let deadline = deadline_instant(invoke.deadline_ms, now, epoch_now());
                 debug!(request_id = %invoke.request_id, "INVOKE");
+                if let Some(enricher) = self.enricher.as_mut() {
+                    let trace = TraceHeader::parse(&invoke.tracing.value).ok();
+                    #[allow(
+                        clippy::cast_precision_loss,
+                        reason = "epoch milliseconds fit f64's 53 bits"
+                    )]
+                    let deadline = EpochSeconds(invoke.deadline_ms as f64 / 1e3);
+                    let docs = enricher.on_invoke(
+                        &enrich::Invoke {
+                            request_id: invoke.request_id.clone(),
+                            trace,
+                            deadline,
+                            received_at: epoch_seconds_now(),
+                        },
+                        &mut random_id,
+                    );
+                    self.enqueue_generated(docs);
+                }
                 let stage = if self.telemetry == Telemetry::Subscribed {
                     Stage::AwaitRuntimeDone
                 } else {
@@ -204,6 +257,7 @@ impl App {
                     hard_deadline: deadline.max(now)
                         + self.config.flush_timeout
                         + HARD_DEADLINE_SLACK,
+                    wait_until: None,
                     stage,
                     done,
                     shutdown: false,
@@ -225,16 +279,32 @@ impl App {
                 if let Some(p) = self.pending.take() {
                     let _ = p.done.send(());
                 }
+                let mut awaiting_report = false;
+                if let Some(enricher) = self.enricher.as_mut() {
+                    let docs = enricher.on_shutdown(
+                        &shutdown.shutdown_reason,
+                        epoch_seconds_now(),
+                        &mut random_id,
+                    );
+                    self.enqueue_generated(docs);
+                    awaiting_report = self
+                        .enricher
+                        .as_ref()
+                        .is_some_and(Enricher::awaiting_report);
+                }
                 self.pending = Some(Pending {
                     request_id: None,
                     flush_deadline: Some(deadline),
                     deadline,
                     hard_deadline: deadline,
-                    stage: Stage::Draining,
+                    wait_until: Some((now + REPORT_WAIT).min(deadline)),
+                    stage: Stage::AwaitReport,
                     done,
                     shutdown: true,
                 });
-                self.begin_drain();
+                if !awaiting_report {
+                    self.begin_drain();
+                }
             }
         }
     }
@@ -246,19 +316,28 @@ impl App {
             .is_some_and(|id| self.runtime_done.iter().any(|d| d == id))
     }
 
+    fn enqueue(&mut self, doc: Document) {
+        if self.buffer.push(doc).is_err() {
+            metrics::add(&self.metrics.spilled, 1);
+            if let Some(suppressed) = self.spills.allow(std::time::Instant::now()) {
+                warn!(
+                    limit_bytes = self.config.buffer_bytes,
+                    suppressed, "export buffer full; document dropped"
+                );
+            }
+        }
+    }
+
+    fn enqueue_generated(&mut self, docs: Vec<Document>) {
+        metrics::add(&self.metrics.generated, docs.len() as u64);
+        for doc in docs {
+            self.enqueue(doc);
+        }
+    }
+
     fn on_ingested(&mut self, item: Ingested) {
         match item {
-            Ingested::Document(doc) => {
-                if self.buffer.push(doc).is_err() {
-                    metrics::add(&self.metrics.spilled, 1);
-                    if let Some(suppressed) = self.spills.allow(std::time::Instant::now()) {
-                        warn!(
-                            limit_bytes = self.config.buffer_bytes,
-                            suppressed, "export buffer full; document dropped"
-                        );
-                    }
-                }
-            }
+            Ingested::Document(doc) => self.enqueue(doc),
             Ingested::Drained => {
                 let now = Instant::now();
                 if self
@@ -273,6 +352,13 @@ impl App {
     }
 
     fn on_telemetry(&mut self, events: &[Event]) {
+        if let Some(enricher) = self.enricher.as_mut() {
+            let docs: Vec<_> = events
+                .iter()
+                .flat_map(|e| enricher.on_telemetry(e, &mut random_id))
+                .collect();
+            self.enqueue_generated(docs);
+        }
         for event in events {
             if let Record::RuntimeDone(done) = &event.record {
                 debug!(request_id = %done.request_id, status = ?done.status, "platform.runtimeDone");
@@ -290,6 +376,17 @@ impl App {
         {
             self.begin_drain();
         }
+        let report_arrived = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.stage == Stage::AwaitReport)
+            && !self
+                .enricher
+                .as_ref()
+                .is_some_and(Enricher::awaiting_report);
+        if report_arrived {
+            self.begin_drain();
+        }
     }
 
     fn on_deadline(&mut self) {
@@ -300,6 +397,10 @@ impl App {
         match p.stage {
             Stage::AwaitRuntimeDone => {
                 debug!(request_id = ?p.request_id, "invocation deadline passed without runtimeDone");
+                self.begin_drain();
+            }
+            Stage::AwaitReport => {
+                debug!("no platform.report before the wait ended");
                 self.begin_drain();
             }
             _ if now >= p.hard_deadline => {

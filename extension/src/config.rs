@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::enrich::{self, annotations};
+
 /// Where the X-Ray SDKs send segment documents (the daemon's well-known address).
 pub const DEFAULT_UDP_ADDRESS: &str = "127.0.0.1:2000";
 /// Telemetry API listener port. Avoids 2000 (daemon), 3000 (Lambda Insights), 4243, 8126,
@@ -42,6 +44,12 @@ pub mod vars {
     pub const FLUSH_TIMEOUT_MS: &str = "XRAY_EXTENSION_FLUSH_TIMEOUT_MS";
     /// Shutdown safety margin in milliseconds.
     pub const SHUTDOWN_MARGIN_MS: &str = "XRAY_EXTENSION_SHUTDOWN_MARGIN_MS";
+    /// Turn our own subsegments on or off.
+    pub const ENRICH: &str = "XRAY_EXTENSION_ENRICH";
+    /// Which built-in annotations to add.
+    pub const ENRICH_ANNOTATIONS: &str = "XRAY_EXTENSION_ENRICH_ANNOTATIONS";
+    /// Static annotations `key=value,...`.
+    pub const ANNOTATIONS: &str = "XRAY_EXTENSION_ANNOTATIONS";
 }
 
 /// Log verbosity.
@@ -84,7 +92,7 @@ impl LogLevel {
 }
 
 /// The extension's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Where to listen for daemon-protocol datagrams.
     pub udp_address: SocketAddr,
@@ -98,6 +106,8 @@ pub struct Config {
     pub flush_timeout: Duration,
     /// Time kept free before the SHUTDOWN deadline.
     pub shutdown_margin: Duration,
+    /// Our own subsegments: `None` when turned off.
+    pub enrich: Option<enrich::Settings>,
 }
 
 impl Default for Config {
@@ -109,6 +119,7 @@ impl Default for Config {
             buffer_bytes: DEFAULT_BUFFER_BYTES,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
             shutdown_margin: DEFAULT_SHUTDOWN_MARGIN,
+            enrich: Some(enrich::Settings::default()),
         }
     }
 }
@@ -221,8 +232,43 @@ impl Config {
         ) {
             config.shutdown_margin = d;
         }
+        config.enrich = enrichment(&get, &mut warnings);
         (config, warnings)
     }
+}
+
+fn enrichment(
+    get: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Option<enrich::Settings> {
+    if let Some(v) = get(vars::ENRICH) {
+        match parse_bool(&v) {
+            Some(false) => return None,
+            Some(true) => {}
+            None => warnings.push(warning(vars::ENRICH, &v, "true or false", "true")),
+        }
+    }
+    let mut settings = enrich::Settings::default();
+    if let Some(v) = get(vars::ENRICH_ANNOTATIONS) {
+        let (set, unknown) = annotations::BuiltinSet::parse(&v);
+        settings.builtins = set;
+        for name in unknown {
+            warnings.push(warning(
+                vars::ENRICH_ANNOTATIONS,
+                &name,
+                "all, none, or a list of ColdStart, FunctionName, FunctionVersion, InitType, ProactiveInit, OutOfMemory, SuppressedInit",
+                "ignored",
+            ));
+        }
+    }
+    if let Some(v) = get(vars::ANNOTATIONS) {
+        let (pairs, rejected) = annotations::parse_static(&v);
+        settings.static_annotations = pairs;
+        for r in rejected {
+            warnings.push(warning(vars::ANNOTATIONS, &r.pair, r.reason, "ignored"));
+        }
+    }
+    Some(settings)
 }
 
 fn duration_ms(
@@ -342,6 +388,33 @@ mod tests {
         ]);
         assert_eq!(config.udp_address.to_string(), "0.0.0.0:2000");
         assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn enrichment_settings() {
+        let (config, warnings) = load(&[(vars::ENRICH, "false")]);
+        assert!(config.enrich.is_none());
+        assert!(warnings.is_empty());
+
+        let (config, warnings) = load(&[
+            (vars::ENRICH_ANNOTATIONS, "ColdStart,Nope"),
+            (vars::ANNOTATIONS, "team=payments,bad key=1"),
+        ]);
+        let settings = config.enrich.unwrap();
+        assert!(settings.builtins.contains(annotations::Builtin::ColdStart));
+        assert!(!settings.builtins.contains(annotations::Builtin::InitType));
+        assert_eq!(settings.static_annotations.len(), 1);
+        let named: Vec<(&str, &str)> = warnings
+            .iter()
+            .map(|w| (w.variable, w.value.as_str()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (vars::ENRICH_ANNOTATIONS, "Nope"),
+                (vars::ANNOTATIONS, "bad key=1")
+            ]
+        );
     }
 
     #[test]

@@ -8,12 +8,14 @@ use anyhow::Context as _;
 use lambda_extension::{Extension, LambdaEvent, NextEvent, service_fn};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{error, info, warn};
-use xray_extension::app::{self, ClientCell, Inputs, LifecycleEvent};
+use xray_extension::app::{self, ClientCell, Inputs, LifecycleEvent, Setup};
 use xray_extension::config::Config;
+use xray_extension::enrich::{Enricher, Environment};
 use xray_extension::export::xray::XrayClient;
 use xray_extension::ingest::udp;
 use xray_extension::lambda::api::{LambdaApi, Telemetry};
 use xray_extension::lambda::listener;
+use xray_extension::lambda::telemetry::EpochSeconds;
 use xray_extension::metrics::Metrics;
 
 /// Documents waiting between the UDP reader and the lifecycle loop.
@@ -22,6 +24,7 @@ const DOCUMENT_CHANNEL_CAPACITY: usize = 4_096;
 const TELEMETRY_CHANNEL_CAPACITY: usize = 64;
 
 fn main() -> ExitCode {
+    let started = app::epoch_seconds_now();
     let (config, warnings) = Config::from_lookup(|k| std::env::var(k).ok());
     tracing_subscriber::fmt()
         .with_max_level(config.log_level.as_tracing())
@@ -43,7 +46,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, started)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = format!("{e:#}"), "extension stopped");
@@ -52,7 +55,20 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// What Lambda tells every extension through its environment (contracts §1).
+fn environment(started: EpochSeconds) -> Environment {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    Environment {
+        function_name: var("AWS_LAMBDA_FUNCTION_NAME"),
+        function_version: var("AWS_LAMBDA_FUNCTION_VERSION"),
+        memory_size_mb: var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse().ok()),
+        initialization_type: var("AWS_LAMBDA_INITIALIZATION_TYPE"),
+        extension_started: Some(started),
+        extension_ready: None,
+    }
+}
+
+async fn run(config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     let runtime_api = std::env::var("AWS_LAMBDA_RUNTIME_API")
         .context("AWS_LAMBDA_RUNTIME_API is not set: not running inside Lambda")?;
     let api = LambdaApi::new(&runtime_api)?;
@@ -127,11 +143,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let telemetry = subscribe(&api, &extension_id, config.telemetry_port).await;
     info!(udp = %config.udp_address, telemetry = ?telemetry, "ready");
 
+    let enricher = match (&config.enrich, telemetry) {
+        (Some(settings), Telemetry::Subscribed) => {
+            let mut env = environment(started);
+            env.extension_ready = Some(app::epoch_seconds_now());
+            Some(Enricher::new(settings.clone(), env))
+        }
+        _ => None,
+    };
     tokio::spawn(app::run(
-        config,
-        telemetry,
-        metrics,
-        client,
+        Setup {
+            config,
+            telemetry,
+            metrics,
+            client,
+            enricher,
+        },
         Inputs {
             lifecycle: lifecycle_rx,
             documents: documents_rx,

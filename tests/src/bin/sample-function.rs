@@ -1,0 +1,134 @@
+//! A Lambda function on the real `lambda_runtime` that emits X-Ray subsegments over the daemon
+//! protocol, driven by its event:
+//!
+//! | field | default | effect |
+//! |---|---|---|
+//! | `subsegments` | 3 | independent subsegments sent, one UDP datagram each |
+//! | `sleep_ms` | 0 | time spent in the handler before answering |
+//! | `error` | false | return an error (the runtime posts `/error`, type `SampleError`) |
+//! | `hang` | false | sleep far past any deadline |
+//! | `payload_bytes` | — | pad each subsegment's metadata to about this many bytes |
+//!
+//! Datagrams go to `AWS_XRAY_DAEMON_ADDRESS` (default `127.0.0.1:2000`), only when the invoke's
+//! trace header says `Sampled=1`. The response is
+//! `{"trace_id": <Root or null>, "sent_ids": [...], "sampled": bool}`.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, SystemTime};
+
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use xray_extension_tests::clock::epoch_seconds;
+use xray_extension_tests::trace::{TraceHeader, new_segment_id};
+
+const DAEMON_ADDRESS_DEFAULT: &str = "127.0.0.1:2000";
+const DAEMON_HEADER: &str = "{\"format\":\"json\",\"version\":1}";
+const HANG: Duration = Duration::from_hours(1);
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct Event {
+    subsegments: usize,
+    sleep_ms: u64,
+    error: bool,
+    hang: bool,
+    payload_bytes: Option<usize>,
+}
+
+impl Default for Event {
+    fn default() -> Self {
+        Self {
+            subsegments: 3,
+            sleep_ms: 0,
+            error: false,
+            hang: false,
+            payload_bytes: None,
+        }
+    }
+}
+
+/// The error the function returns when asked to.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SampleError(String);
+
+impl From<SampleError> for Diagnostic {
+    fn from(error: SampleError) -> Self {
+        Diagnostic {
+            error_type: "SampleError".to_owned(),
+            error_message: error.0,
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let daemon = std::env::var("AWS_XRAY_DAEMON_ADDRESS")
+        .unwrap_or_else(|_| DAEMON_ADDRESS_DEFAULT.to_owned());
+    let daemon: SocketAddr = daemon
+        .parse()
+        .map_err(|e| format!("AWS_XRAY_DAEMON_ADDRESS {daemon:?} is not host:port: {e}"))?;
+    let socket = UdpSocket::bind(("127.0.0.1", 0))?;
+    let socket = &socket;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handle(event, socket, daemon).await
+    }))
+    .await
+}
+
+async fn handle(
+    event: LambdaEvent<Value>,
+    socket: &UdpSocket,
+    daemon: SocketAddr,
+) -> Result<Value, SampleError> {
+    let (payload, context) = event.into_parts();
+    let request: Event = serde_json::from_value(payload)
+        .map_err(|e| SampleError(format!("unexpected event: {e}")))?;
+    let trace = context
+        .xray_trace_id
+        .as_deref()
+        .and_then(TraceHeader::parse);
+    let sampled = trace.as_ref().is_some_and(TraceHeader::is_sampled);
+    let mut sent_ids = Vec::new();
+    if let Some(trace) = trace.as_ref().filter(|_| sampled) {
+        for i in 0..request.subsegments {
+            let start = epoch_seconds(SystemTime::now());
+            let id = new_segment_id();
+            let mut doc = json!({
+                "id": id,
+                "name": format!("work-{i}"),
+                "start_time": start,
+                "end_time": epoch_seconds(SystemTime::now()),
+                "type": "subsegment",
+                "trace_id": trace.root,
+                "parent_id": trace.parent,
+                "annotations": {"i": i},
+            });
+            if let Some(target) = request.payload_bytes {
+                let size = doc.to_string().len() + r#","metadata":{"sample":{"padding":""}}"#.len();
+                doc["metadata"] =
+                    json!({"sample": {"padding": "x".repeat(target.saturating_sub(size))}});
+            }
+            let datagram = format!("{DAEMON_HEADER}\n{doc}");
+            socket
+                .send_to(datagram.as_bytes(), daemon)
+                .map_err(|e| SampleError(format!("send to {daemon}: {e}")))?;
+            sent_ids.push(id);
+        }
+    }
+    if request.hang {
+        tokio::time::sleep(HANG).await;
+    }
+    if request.sleep_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(request.sleep_ms)).await;
+    }
+    if request.error {
+        return Err(SampleError("the event asked for an error".to_owned()));
+    }
+    Ok(json!({
+        "trace_id": trace.as_ref().map(|t| t.root.clone()),
+        "sent_ids": sent_ids,
+        "sampled": sampled,
+    }))
+}

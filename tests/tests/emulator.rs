@@ -1,0 +1,663 @@
+//! Self-tests of the emulator, with the real `sample-function` and `empty-extension` binaries.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed step fails the test"
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use xray_extension_tests::emulator::{
+    Emulator, EmulatorBuilder, ExtensionSpec, FunctionSpec, InitializationType, InvocationStatus,
+    Invoke, Observer, ShutdownReason,
+};
+use xray_extension_tests::http::{self as h, Server};
+use xray_extension_tests::trace::TraceHeader;
+
+const SAMPLE_FUNCTION: &str = env!("CARGO_BIN_EXE_sample-function");
+const EMPTY_EXTENSION: &str = env!("CARGO_BIN_EXE_empty-extension");
+const EMPTY_NAME: &str = "empty-extension";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn function() -> FunctionSpec {
+    FunctionSpec::command([SAMPLE_FUNCTION])
+}
+
+fn with_empty_extension() -> EmulatorBuilder {
+    Emulator::builder()
+        .extension(ExtensionSpec::new(EMPTY_EXTENSION))
+        .function(function())
+}
+
+fn quiet_event() -> Value {
+    json!({"subsegments": 0})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_then_warm_invoke_with_the_empty_extension() {
+    let mut lambda = with_empty_extension().start().await.unwrap();
+    assert!(!lambda.is_initialized());
+
+    let cold = lambda.invoke(Invoke::new(quiet_event())).await.unwrap();
+    assert!(cold.cold, "the first invoke initializes");
+    assert_eq!(cold.status, InvocationStatus::Success, "{cold:?}");
+    let body = cold.response_json().unwrap();
+    assert_eq!(body["sampled"], false);
+    assert_eq!(body["sent_ids"], json!([]));
+    let init = cold.init.as_ref().unwrap();
+    assert_eq!(init.status, "success");
+    assert_eq!(init.initialization_type, InitializationType::OnDemand);
+    let timing = init.extension(EMPTY_NAME).unwrap();
+    assert!(timing.external);
+    let (spawned, registered, first_next) = (
+        timing.spawned_at.unwrap(),
+        timing.registered_at.unwrap(),
+        timing.first_next_at.unwrap(),
+    );
+    assert!(spawned <= registered && registered <= first_next);
+    // The runtime starts only once every extension has registered.
+    assert!(init.runtime_spawned_at.unwrap() >= registered);
+    assert!(timing.init_duration().unwrap() < init.duration());
+    // The extension may call next before or after the runtime; the invocation waits for both.
+    assert!(cold.extension_next(EMPTY_NAME).unwrap() >= cold.started_at);
+    assert!(cold.finished_at >= cold.runtime_done_at.unwrap());
+    assert!(cold.post_runtime.is_some());
+
+    let warm = lambda.invoke(Invoke::new(quiet_event())).await.unwrap();
+    assert!(!warm.cold);
+    assert_eq!(warm.status, InvocationStatus::Success);
+    assert_ne!(warm.request_id, cold.request_id);
+    assert_eq!(lambda.inits().len(), 1);
+    assert_eq!(lambda.extension_init_times(), init.extensions);
+
+    let events = lambda.extension_events(EMPTY_NAME);
+    let invokes: Vec<&str> = events.iter().filter_map(|e| e.request_id()).collect();
+    assert_eq!(
+        invokes,
+        [cold.request_id.as_str(), warm.request_id.as_str()]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event["invokedFunctionArn"] == lambda.function_arn())
+    );
+    // No trace header: no `tracing` in INVOKE.
+    assert!(events.iter().all(|e| e.event.get("tracing").is_none()));
+
+    let report = lambda.shutdown().await.unwrap();
+    let ext = report.extension(EMPTY_NAME).unwrap();
+    assert_eq!(ext.exit_code(), Some(0));
+    assert!(ext.exited_before_deadline && !ext.killed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_is_reported_with_its_type_and_keeps_the_environment() {
+    let mut lambda = with_empty_extension().start().await.unwrap();
+    let failed = lambda
+        .invoke(Invoke::new(json!({"error": true, "subsegments": 0})))
+        .await
+        .unwrap();
+    assert_eq!(failed.status, InvocationStatus::Error);
+    assert!(failed.response.is_none());
+    let error = failed.error.as_ref().unwrap();
+    assert_eq!(error.error_type(), Some("SampleError"));
+    assert_eq!(
+        error.message.as_deref(),
+        Some("the event asked for an error")
+    );
+    assert!(failed.reset.is_none());
+
+    let log = lambda.telemetry_log();
+    let done = log
+        .iter()
+        .find(|e| {
+            e.event_type == "platform.runtimeDone" && e.request_id() == Some(&failed.request_id)
+        })
+        .unwrap();
+    assert_eq!(done.record["status"], "error");
+    assert!(done.record["errorType"].is_string());
+
+    let next = lambda.invoke(Invoke::new(quiet_event())).await.unwrap();
+    assert!(!next.cold, "an error does not reset the environment");
+    assert_eq!(next.status, InvocationStatus::Success);
+    lambda.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_shuts_down_with_reason_timeout_and_the_next_invoke_is_cold() {
+    let mut lambda = with_empty_extension()
+        .function_timeout(Duration::from_millis(800))
+        .start()
+        .await
+        .unwrap();
+    let hung = lambda
+        .invoke(Invoke::new(json!({"hang": true, "subsegments": 0})))
+        .await
+        .unwrap();
+    assert!(hung.timed_out);
+    assert_eq!(hung.status, InvocationStatus::Timeout);
+    assert!(hung.response.is_none());
+    assert!(hung.finished_at.duration_since(hung.started_at) >= Duration::from_millis(800));
+    let reset = hung.reset.as_ref().unwrap();
+    assert_eq!(reset.reason, ShutdownReason::Timeout);
+    assert!(reset.runtime.as_ref().unwrap().killed);
+    let ext = reset.extension(EMPTY_NAME).unwrap();
+    assert!(ext.shutdown_delivered);
+    assert_eq!(ext.exit_code(), Some(0));
+    assert!(ext.exited_before_deadline);
+
+    let shutdown = lambda.extension_events(EMPTY_NAME).pop().unwrap();
+    assert_eq!(shutdown.event_type(), "SHUTDOWN");
+    assert_eq!(shutdown.shutdown_reason(), Some("timeout"));
+    assert_eq!(shutdown.event["deadlineMs"], reset.deadline_ms);
+
+    let log = lambda.telemetry_log();
+    for kind in ["platform.runtimeDone", "platform.report"] {
+        let record = log
+            .iter()
+            .find(|e| e.event_type == kind && e.request_id() == Some(&hung.request_id))
+            .unwrap();
+        assert_eq!(record.record["status"], "timeout", "{kind}");
+    }
+
+    let fresh = lambda.invoke(Invoke::new(quiet_event())).await.unwrap();
+    assert!(fresh.cold, "a reset environment initializes again");
+    assert_eq!(fresh.status, InvocationStatus::Success);
+    assert_eq!(lambda.inits().len(), 2);
+    lambda.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_spindown_and_the_extension_exits_before_the_deadline() {
+    let mut lambda = with_empty_extension().start().await.unwrap();
+    let init = lambda.prewarm().await.unwrap();
+    assert_eq!(
+        init.initialization_type,
+        InitializationType::ProvisionedConcurrency
+    );
+    let first = lambda.invoke(Invoke::new(quiet_event())).await.unwrap();
+    assert!(!first.cold, "a provisioned environment is not a cold start");
+
+    let report = lambda.shutdown().await.unwrap();
+    assert_eq!(report.reason, ShutdownReason::Spindown);
+    let runtime = report.runtime.as_ref().unwrap();
+    assert!(runtime.exit.is_some());
+    let ext = report.extension(EMPTY_NAME).unwrap();
+    assert!(ext.shutdown_sent && ext.shutdown_delivered);
+    assert_eq!(ext.exit_code(), Some(0));
+    assert!(ext.exited_before_deadline && !ext.killed);
+    assert!(ext.took.unwrap() < Duration::from_secs(2));
+    let shutdown = lambda.extension_events(EMPTY_NAME).pop().unwrap();
+    assert_eq!(shutdown.shutdown_reason(), Some("spindown"));
+    assert_eq!(shutdown.event["deadlineMs"], report.deadline_ms);
+    assert!(!lambda.is_initialized());
+}
+
+/// An HTTP listener standing in for an extension's telemetry endpoint.
+struct Collector {
+    _server: Server,
+    port: u16,
+    batches: mpsc::Receiver<(Instant, Vec<Value>)>,
+    seen: Vec<(Instant, Value)>,
+}
+
+impl Collector {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, batches) = mpsc::channel(1024);
+        let server = Server::start(
+            listener,
+            1 << 20,
+            Arc::new(move |req: h::Request| {
+                let tx = tx.clone();
+                Box::pin(async move {
+                    let batch: Vec<Value> = serde_json::from_slice(&req.body).unwrap_or_default();
+                    let _ = tx.send((req.body_done_at, batch)).await;
+                    h::empty_response(StatusCode::OK)
+                })
+            }),
+        )
+        .unwrap();
+        Self {
+            _server: server,
+            port,
+            batches,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Receives batches until an event of `kind` (for `request_id`, when given) has arrived.
+    async fn until(&mut self, kind: &str, request_id: Option<&str>) -> (Instant, Value) {
+        let matches = |e: &Value| {
+            e["type"] == kind && request_id.is_none_or(|id| e["record"]["requestId"] == id)
+        };
+        loop {
+            if let Some(found) = self.seen.iter().find(|(_, e)| matches(e)) {
+                return found.clone();
+            }
+            let (at, batch) = tokio::time::timeout(WAIT, self.batches.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {kind} within {WAIT:?}; seen {:?}", self.seen))
+                .unwrap();
+            self.seen.extend(batch.into_iter().map(|e| (at, e)));
+        }
+    }
+}
+
+fn subscription(port: u16, host: &str) -> Value {
+    json!({
+        "schemaVersion": "2022-12-13",
+        "types": ["platform"],
+        "buffering": {"maxItems": 1000, "maxBytes": 262_144, "timeoutMs": 25},
+        "destination": {"protocol": "HTTP", "URI": format!("http://{host}:{port}/telemetry")},
+    })
+}
+
+/// What a test-driven extension saw.
+struct ProbeReport {
+    /// Each subscription attempt: status and body.
+    subscriptions: Vec<(StatusCode, Value)>,
+}
+
+/// Runs an attached extension: registers during the next init, tries each subscription, then
+/// takes events until SHUTDOWN.
+fn spawn_probe(
+    observer: Observer,
+    name: &'static str,
+    subscriptions: Vec<Value>,
+) -> (
+    oneshot::Receiver<ProbeReport>,
+    tokio::task::JoinHandle<Vec<Value>>,
+) {
+    let (report_tx, report_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        observer.wait_for_init_start(WAIT).await.unwrap();
+        let api = observer.runtime_api();
+        let register = h::request(Method::POST, api, "/2020-01-01/extension/register")
+            .header("Lambda-Extension-Name", name)
+            .body(h::body(r#"{"events":["INVOKE","SHUTDOWN"]}"#))
+            .unwrap();
+        let registered = h::send(api, register, Some(WAIT)).await.unwrap();
+        assert_eq!(registered.status, StatusCode::OK, "{}", registered.text());
+        let id = registered
+            .header("Lambda-Extension-Identifier")
+            .unwrap()
+            .to_owned();
+        let mut results = Vec::new();
+        for body in subscriptions {
+            let put = h::request(Method::PUT, api, "/2022-07-01/telemetry")
+                .header("Lambda-Extension-Identifier", &id)
+                .header("Content-Type", "application/json")
+                .body(h::body(body.to_string()))
+                .unwrap();
+            let answer = h::send(api, put, Some(WAIT)).await.unwrap();
+            let parsed = answer
+                .json()
+                .unwrap_or_else(|_| Value::String(answer.text()));
+            results.push((answer.status, parsed));
+        }
+        let _ = report_tx.send(ProbeReport {
+            subscriptions: results,
+        });
+        let mut events = Vec::new();
+        loop {
+            let next = h::request(Method::GET, api, "/2020-01-01/extension/event/next")
+                .header("Lambda-Extension-Identifier", &id)
+                .body(h::body(""))
+                .unwrap();
+            let event = h::send(api, next, None).await.unwrap().json().unwrap();
+            let shutdown = event["eventType"] == "SHUTDOWN";
+            events.push(event);
+            if shutdown {
+                return events;
+            }
+        }
+    });
+    (report_rx, task)
+}
+
+async fn udp_sink() -> (UdpSocket, SocketAddr) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_reaches_a_subscriber_and_report_follows_every_next() {
+    let mut collector = Collector::start().await;
+    let (_daemon, daemon_addr) = udp_sink().await;
+    let mut lambda = Emulator::builder()
+        .extension(ExtensionSpec::new(EMPTY_EXTENSION))
+        .extension(ExtensionSpec::attached("probe"))
+        .function(function().env("AWS_XRAY_DAEMON_ADDRESS", daemon_addr.to_string()))
+        .start()
+        .await
+        .unwrap();
+    let (report, probe) = spawn_probe(
+        lambda.observer(),
+        "probe",
+        vec![subscription(collector.port, "sandbox.localdomain")],
+    );
+
+    let header = TraceHeader::sampled();
+    let cold = lambda
+        .invoke(Invoke::new(json!({"subsegments": 1})).traced(header.clone()))
+        .await
+        .unwrap();
+    assert!(cold.cold);
+    assert_eq!(cold.status, InvocationStatus::Success);
+    let subscribed = report.await.unwrap();
+    assert_eq!(subscribed.subscriptions[0].0, StatusCode::OK);
+    assert_eq!(
+        subscribed.subscriptions[0].1,
+        Value::String("OK".to_owned())
+    );
+    assert!(lambda.observer().telemetry_subscriptions()[0].during_init);
+
+    // Records from before the subscription arrive after it.
+    let (_, init_start) = collector.until("platform.initStart", None).await;
+    assert_eq!(init_start["record"]["initializationType"], "on-demand");
+    assert_eq!(init_start["record"]["phase"], "init");
+    assert_eq!(init_start["record"]["instanceMaxMemory"], 128 * 1024 * 1024);
+    collector.until("platform.extension", None).await;
+    collector.until("platform.initReport", None).await;
+
+    let id = cold.request_id.as_str();
+    let (_, start) = collector.until("platform.start", Some(id)).await;
+    assert_eq!(start["record"]["tracing"]["value"], header.to_string());
+    assert_eq!(start["record"]["tracing"]["type"], "X-Amzn-Trace-Id");
+    let (_, done) = collector.until("platform.runtimeDone", Some(id)).await;
+    assert_eq!(done["record"]["status"], "success");
+    assert!(done["record"]["metrics"]["producedBytes"].as_u64().unwrap() > 0);
+    let spans: Vec<&str> = done["record"]["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        spans,
+        ["responseLatency", "responseDuration", "runtimeOverhead"]
+    );
+    let (report_at, report) = collector.until("platform.report", Some(id)).await;
+    assert_eq!(report["record"]["status"], "success");
+    assert!(
+        report["record"]["metrics"]["initDurationMs"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(report["record"]["tracing"]["value"], header.to_string());
+    assert_eq!(
+        cold.extension_next_at.len(),
+        2,
+        "both extensions called next"
+    );
+    for (name, at) in &cold.extension_next_at {
+        assert!(*at <= report_at, "report arrived before {name} called next");
+    }
+    let time = report["time"].as_str().unwrap();
+    assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
+
+    // The probe saw the INVOKE with the trace header.
+    let warm = lambda.invoke(Invoke::new(quiet_event())).await.unwrap();
+    assert!(!warm.cold);
+    let (_, warm_report) = collector
+        .until("platform.report", Some(&warm.request_id))
+        .await;
+    assert!(
+        warm_report["record"]["metrics"]
+            .get("initDurationMs")
+            .is_none()
+    );
+    assert!(warm_report["record"].get("tracing").is_none());
+
+    let shutdown = lambda.shutdown().await.unwrap();
+    let probe_exit = shutdown.extension("probe").unwrap();
+    assert!(probe_exit.attached && probe_exit.shutdown_delivered);
+    let events = tokio::time::timeout(WAIT, probe).await.unwrap().unwrap();
+    assert_eq!(events[0]["requestId"], id);
+    assert_eq!(events[0]["tracing"]["value"], header.to_string());
+    assert_eq!(events.last().unwrap()["shutdownReason"], "spindown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_can_answer_not_supported_like_aws_emulator() {
+    let collector = Collector::start().await;
+    let mut lambda = with_empty_extension()
+        .extension(ExtensionSpec::attached("probe"))
+        .telemetry_supported(false)
+        .start()
+        .await
+        .unwrap();
+    let (report, probe) = spawn_probe(
+        lambda.observer(),
+        "probe",
+        vec![subscription(collector.port, "sandbox.localdomain")],
+    );
+    lambda.init_ahead().await.unwrap();
+    let report = report.await.unwrap();
+    assert_eq!(report.subscriptions[0].0, StatusCode::ACCEPTED);
+    assert_eq!(
+        report.subscriptions[0].1["errorType"],
+        "Telemetry.NotSupported"
+    );
+    assert!(lambda.observer().telemetry_subscriptions().is_empty());
+    let invoked = lambda.invoke(Invoke::new(quiet_event())).await.unwrap();
+    assert!(
+        !invoked.cold,
+        "an init ahead of time is not a cold start for the caller"
+    );
+    lambda.shutdown().await.unwrap();
+    tokio::time::timeout(WAIT, probe).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_outside_sandbox_localdomain_is_rejected() {
+    let collector = Collector::start().await;
+    let mut lambda = with_empty_extension()
+        .extension(ExtensionSpec::attached("probe"))
+        .start()
+        .await
+        .unwrap();
+    let bad = subscription(collector.port, "localhost");
+    let mut out_of_range = subscription(collector.port, "sandbox.localdomain");
+    out_of_range["buffering"]["timeoutMs"] = json!(10);
+    let (report, probe) = spawn_probe(lambda.observer(), "probe", vec![bad, out_of_range]);
+    lambda.init_ahead().await.unwrap();
+    let report = report.await.unwrap();
+    for (status, body) in &report.subscriptions {
+        assert_eq!(*status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["errorType"], "ValidationError");
+    }
+    assert!(lambda.observer().telemetry_subscriptions().is_empty());
+    lambda.shutdown().await.unwrap();
+    tokio::time::timeout(WAIT, probe).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_is_validated() {
+    let mut lambda = with_empty_extension()
+        .extension(ExtensionSpec::attached("probe"))
+        .start()
+        .await
+        .unwrap();
+    let observer = lambda.observer();
+    let api = lambda.runtime_api();
+    let checks = tokio::spawn(async move {
+        observer.wait_for_init_start(WAIT).await.unwrap();
+        let register = |name: &str, body: &str, feature: bool| {
+            let mut req = h::request(Method::POST, api, "/2020-01-01/extension/register")
+                .header("Lambda-Extension-Name", name);
+            if feature {
+                req = req.header("Lambda-Extension-Accept-Feature", "accountId");
+            }
+            h::send(api, req.body(h::body(body.to_owned())).unwrap(), Some(WAIT))
+        };
+        // An internal extension (no such executable) cannot subscribe to SHUTDOWN.
+        let internal = register("in-process", r#"{"events":["INVOKE","SHUTDOWN"]}"#, false)
+            .await
+            .unwrap();
+        assert_eq!(internal.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            internal.json().unwrap()["errorType"],
+            "Extension.InvalidEventType"
+        );
+        let empty = register("", r#"{"events":["INVOKE"]}"#, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            empty.json().unwrap()["errorType"],
+            "Extension.InvalidExtensionName"
+        );
+        let ok = register("probe", r#"{"events":["INVOKE","SHUTDOWN"]}"#, true)
+            .await
+            .unwrap();
+        assert_eq!(ok.status, StatusCode::OK);
+        let body = ok.json().unwrap();
+        assert_eq!(body["functionName"], "xray-test-function");
+        assert_eq!(body["functionVersion"], "$LATEST");
+        assert_eq!(body["accountId"], "123456789012");
+        assert!(body["handler"].is_string());
+        let twice = register("probe", r#"{"events":["INVOKE"]}"#, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            twice.json().unwrap()["errorType"],
+            "Extension.InvalidExtensionState"
+        );
+        let id = ok.header("Lambda-Extension-Identifier").unwrap().to_owned();
+        let unknown = h::request(Method::GET, api, "/2020-01-01/extension/event/next")
+            .header(
+                "Lambda-Extension-Identifier",
+                "00000000-0000-4000-8000-000000000000",
+            )
+            .body(h::body(""))
+            .unwrap();
+        assert_eq!(
+            h::send(api, unknown, Some(WAIT)).await.unwrap().status,
+            StatusCode::FORBIDDEN
+        );
+        loop {
+            let next = h::request(Method::GET, api, "/2020-01-01/extension/event/next")
+                .header("Lambda-Extension-Identifier", &id)
+                .body(h::body(""))
+                .unwrap();
+            if h::send(api, next, None).await.unwrap().json().unwrap()["eventType"] == "SHUTDOWN" {
+                return;
+            }
+        }
+    });
+    lambda.init_ahead().await.unwrap();
+    // Registration closes with the init.
+    let late = h::request(Method::POST, api, "/2020-01-01/extension/register")
+        .header("Lambda-Extension-Name", "late")
+        .body(h::body(r#"{"events":["INVOKE"]}"#))
+        .unwrap();
+    let late = h::send(api, late, Some(WAIT)).await.unwrap();
+    assert_eq!(
+        late.json().unwrap()["errorType"],
+        "Extension.RegistrationClosed"
+    );
+    // A response for an unknown request id is refused.
+    let stray = h::request(
+        Method::POST,
+        api,
+        "/2018-06-01/runtime/invocation/nope/response",
+    )
+    .body(h::body("{}"))
+    .unwrap();
+    let stray = h::send(api, stray, Some(WAIT)).await.unwrap();
+    assert_eq!(stray.status, StatusCode::BAD_REQUEST);
+    assert_eq!(stray.json().unwrap()["errorType"], "InvalidRequestID");
+    lambda.shutdown().await.unwrap();
+    tokio::time::timeout(WAIT, checks).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_function_sends_one_datagram_per_subsegment() {
+    let (daemon, daemon_addr) = udp_sink().await;
+    let mut lambda = Emulator::builder()
+        .function(function().env("AWS_XRAY_DAEMON_ADDRESS", daemon_addr.to_string()))
+        .start()
+        .await
+        .unwrap();
+    let header = TraceHeader::sampled();
+    let traced = lambda
+        .invoke(Invoke::new(json!({"subsegments": 3})).traced(header.clone()))
+        .await
+        .unwrap();
+    assert_eq!(traced.status, InvocationStatus::Success);
+    assert_eq!(
+        traced.post_runtime,
+        Some(Duration::ZERO),
+        "no extension, nothing after the runtime"
+    );
+    let body = traced.response_json().unwrap();
+    assert_eq!(body["trace_id"], header.root);
+    assert_eq!(body["sampled"], true);
+    let sent: Vec<String> = serde_json::from_value(body["sent_ids"].clone()).unwrap();
+    assert_eq!(sent.len(), 3);
+
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        let doc = receive(&daemon).await;
+        assert_eq!(doc["type"], "subsegment");
+        assert_eq!(doc["trace_id"], header.root);
+        assert_eq!(doc["parent_id"], header.parent.clone().unwrap());
+        assert!(doc["end_time"].as_f64().unwrap() >= doc["start_time"].as_f64().unwrap());
+        received.push(doc["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(received, sent);
+
+    let unsampled = lambda
+        .invoke(Invoke::new(json!({"subsegments": 3})).traced(TraceHeader::not_sampled()))
+        .await
+        .unwrap();
+    let body = unsampled.response_json().unwrap();
+    assert_eq!(body["sampled"], false);
+    assert_eq!(body["sent_ids"], json!([]));
+
+    // The next datagram is the padded one of the next invoke: nothing came from the unsampled one.
+    let padded = lambda
+        .invoke(
+            Invoke::new(json!({"subsegments": 1, "payload_bytes": 2000}))
+                .traced(TraceHeader::sampled()),
+        )
+        .await
+        .unwrap();
+    let id = padded.response_json().unwrap()["sent_ids"][0].clone();
+    let mut buf = vec![0u8; 65_536];
+    let len = tokio::time::timeout(WAIT, daemon.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = std::str::from_utf8(&buf[..len]).unwrap();
+    let (_, doc) = text.split_once('\n').unwrap();
+    assert!(
+        (1900..=2100).contains(&doc.len()),
+        "document of {} bytes",
+        doc.len()
+    );
+    assert_eq!(serde_json::from_str::<Value>(doc).unwrap()["id"], id);
+    lambda.shutdown().await.unwrap();
+}
+
+async fn receive(socket: &UdpSocket) -> Value {
+    let mut buf = vec![0u8; 65_536];
+    let len = tokio::time::timeout(WAIT, socket.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = std::str::from_utf8(&buf[..len]).unwrap();
+    let (header, body) = text.split_once('\n').unwrap();
+    assert_eq!(header, r#"{"format":"json","version":1}"#);
+    serde_json::from_str(body).unwrap()
+}

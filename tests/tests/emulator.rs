@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use xray_extension_tests::emulator::{
-    Emulator, EmulatorBuilder, ExtensionSpec, FunctionSpec, InitializationType, InvocationStatus,
-    Invoke, Observer, ShutdownReason,
+    Emulator, EmulatorBuilder, EmulatorError, ExtensionSpec, FunctionSpec, InitializationType,
+    InvocationStatus, Invoke, Observer, ShutdownReason, TelemetryDelivery,
 };
 use xray_extension_tests::http::{self as h, Server};
 use xray_extension_tests::trace::TraceHeader;
@@ -209,6 +209,12 @@ struct Collector {
 
 impl Collector {
     async fn start() -> Self {
+        Self::failing_first(0).await
+    }
+
+    /// A collector that answers 500 to its first `failures` deliveries.
+    async fn failing_first(failures: usize) -> Self {
+        let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(failures));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, batches) = mpsc::channel(1024);
@@ -217,7 +223,18 @@ impl Collector {
             1 << 20,
             Arc::new(move |req: h::Request| {
                 let tx = tx.clone();
+                let remaining = Arc::clone(&remaining);
                 Box::pin(async move {
+                    let fail = remaining
+                        .fetch_update(
+                            std::sync::atomic::Ordering::SeqCst,
+                            std::sync::atomic::Ordering::SeqCst,
+                            |n| n.checked_sub(1),
+                        )
+                        .is_ok();
+                    if fail {
+                        return h::empty_response(StatusCode::INTERNAL_SERVER_ERROR);
+                    }
                     let batch: Vec<Value> = serde_json::from_slice(&req.body).unwrap_or_default();
                     let _ = tx.send((req.body_done_at, batch)).await;
                     h::empty_response(StatusCode::OK)
@@ -660,4 +677,143 @@ async fn receive(socket: &UdpSocket) -> Value {
     let (header, body) = text.split_once('\n').unwrap();
     assert_eq!(header, r#"{"format":"json","version":1}"#);
     serde_json::from_str(body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_telemetry_delivery_is_retried() {
+    let mut collector = Collector::failing_first(2).await;
+    let mut lambda = with_empty_extension()
+        .extension(ExtensionSpec::attached("probe"))
+        .start()
+        .await
+        .unwrap();
+    let (report, probe) = spawn_probe(
+        lambda.observer(),
+        "probe",
+        vec![subscription(collector.port, "sandbox.localdomain")],
+    );
+    lambda.init_ahead().await.unwrap();
+    assert_eq!(report.await.unwrap().subscriptions[0].0, StatusCode::OK);
+    collector.until("platform.initStart", None).await;
+    let deliveries = lambda
+        .observer()
+        .wait_for_deliveries("a successful delivery", WAIT, |d| {
+            d.iter().any(TelemetryDelivery::succeeded)
+        })
+        .await
+        .unwrap();
+    let first = deliveries
+        .iter()
+        .position(TelemetryDelivery::succeeded)
+        .unwrap();
+    assert!(first >= 2, "{deliveries:?}");
+    assert_eq!(deliveries[0].outcome, Ok(500));
+    assert_eq!(deliveries[0].attempt, 1);
+    assert_eq!(
+        deliveries[first].events, deliveries[0].events,
+        "the same batch is resent"
+    );
+    lambda.shutdown().await.unwrap();
+    tokio::time::timeout(WAIT, probe).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_crash_resets_with_reason_failure() {
+    let mut lambda = with_empty_extension().start().await.unwrap();
+    let crashed = lambda
+        .invoke(Invoke::new(json!({"crash": true, "subsegments": 0})))
+        .await
+        .unwrap();
+    assert_eq!(crashed.status, InvocationStatus::Failure);
+    assert!(!crashed.timed_out);
+    let failure = crashed.failure.as_deref().unwrap();
+    assert!(failure.contains("exit code 3"), "{failure}");
+    let reset = crashed.reset.as_ref().unwrap();
+    assert_eq!(reset.reason, ShutdownReason::Failure);
+    assert_eq!(reset.extension(EMPTY_NAME).unwrap().exit_code(), Some(0));
+    let shutdown = lambda.extension_events(EMPTY_NAME).pop().unwrap();
+    assert_eq!(shutdown.shutdown_reason(), Some("failure"));
+    let log = lambda.telemetry_log();
+    let report = log
+        .iter()
+        .find(|e| e.event_type == "platform.report" && e.request_id() == Some(&crashed.request_id))
+        .unwrap();
+    assert_eq!(report.record["status"], "failure");
+    assert_eq!(report.record["errorType"], "Runtime.ExitError");
+
+    let next = lambda.invoke(Invoke::new(quiet_event())).await.unwrap();
+    assert!(next.cold);
+    assert_eq!(next.status, InvocationStatus::Success);
+    lambda.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_init_is_reported_then_retried_in_the_invoke_phase() {
+    let mut lambda = Emulator::builder()
+        .extension(ExtensionSpec::new(EMPTY_EXTENSION))
+        .function(FunctionSpec::command(["false"]))
+        .start()
+        .await
+        .unwrap();
+    for phase in ["init", "invoke"] {
+        let error = lambda.invoke(Invoke::new(quiet_event())).await.unwrap_err();
+        let EmulatorError::InitFailed { record, reset } = error else {
+            panic!("expected an init failure, got {error}");
+        };
+        assert_eq!(record.status, "failure");
+        assert_eq!(record.error_type.as_deref(), Some("Runtime.ExitError"));
+        assert_eq!(record.phase, phase);
+        assert_eq!(reset.reason, ShutdownReason::Failure);
+        assert_eq!(reset.extension(EMPTY_NAME).unwrap().exit_code(), Some(0));
+    }
+    let reports: Vec<(String, String)> = lambda
+        .telemetry_log()
+        .iter()
+        .filter(|e| e.event_type == "platform.initReport")
+        .map(|e| {
+            (
+                e.record["phase"].as_str().unwrap().to_owned(),
+                e.record["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reports,
+        [
+            ("init".to_owned(), "failure".to_owned()),
+            ("invoke".to_owned(), "failure".to_owned())
+        ]
+    );
+    assert!(!lambda.is_initialized());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_wrapper_starts_the_runtime_with_its_own_environment() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (daemon, daemon_addr) = udp_sink().await;
+    let dir = std::env::temp_dir().join(format!("xray-emulator-wrapper-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrapper = dir.join("wrapper");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexport AWS_XRAY_DAEMON_ADDRESS={daemon_addr}\nexec \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut lambda = Emulator::builder()
+        .function(function().env("AWS_LAMBDA_EXEC_WRAPPER", wrapper.to_string_lossy()))
+        .start()
+        .await
+        .unwrap();
+    let header = TraceHeader::sampled();
+    let invoked = lambda
+        .invoke(Invoke::new(json!({"subsegments": 1})).traced(header.clone()))
+        .await
+        .unwrap();
+    assert_eq!(invoked.status, InvocationStatus::Success);
+    let doc = receive(&daemon).await;
+    assert_eq!(doc["trace_id"], header.root);
+    assert_eq!(doc["id"], invoked.response_json().unwrap()["sent_ids"][0]);
+    lambda.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

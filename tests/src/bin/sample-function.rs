@@ -7,6 +7,7 @@
 //! | `sleep_ms` | 0 | time spent in the handler before answering |
 //! | `error` | false | return an error (the runtime posts `/error`, type `SampleError`) |
 //! | `hang` | false | sleep far past any deadline |
+//! | `crash` | false | exit the process with code 3 mid-invoke (after sending) |
 //! | `payload_bytes` | — | pad each subsegment's metadata to about this many bytes |
 //!
 //! Datagrams go to `AWS_XRAY_DAEMON_ADDRESS` (default `127.0.0.1:2000`), only when the invoke's
@@ -24,6 +25,7 @@ use xray_extension_tests::trace::{TraceHeader, new_segment_id};
 
 const DAEMON_ADDRESS_DEFAULT: &str = "127.0.0.1:2000";
 const DAEMON_HEADER: &str = "{\"format\":\"json\",\"version\":1}";
+const CRASH_EXIT_CODE: i32 = 3;
 const HANG: Duration = Duration::from_hours(1);
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +35,7 @@ struct Event {
     sleep_ms: u64,
     error: bool,
     hang: bool,
+    crash: bool,
     payload_bytes: Option<usize>,
 }
 
@@ -43,6 +46,7 @@ impl Default for Event {
             sleep_ms: 0,
             error: false,
             hang: false,
+            crash: false,
             payload_bytes: None,
         }
     }
@@ -116,6 +120,10 @@ async fn handle(
                 .map_err(|e| SampleError(format!("send to {daemon}: {e}")))?;
             sent_ids.push(id);
         }
+    }
+    if request.crash {
+        // A runtime crash as Lambda sees one: the process is gone before it answers.
+        std::process::exit(CRASH_EXIT_CODE);
     }
     if request.hang {
         tokio::time::sleep(HANG).await;

@@ -788,6 +788,26 @@ impl Observer {
             })
     }
 
+    /// Waits until `predicate` holds over the telemetry delivery attempts.
+    pub async fn wait_for_deliveries(
+        &self,
+        what: &str,
+        timeout: Duration,
+        predicate: impl Fn(&[TelemetryDelivery]) -> bool,
+    ) -> Result<Vec<TelemetryDelivery>, EmulatorError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.shared
+            .telemetry
+            .wait_until(deadline, |_, deliveries| {
+                predicate(deliveries).then(|| deliveries.to_vec())
+            })
+            .await
+            .ok_or_else(|| EmulatorError::Timeout {
+                what: what.to_owned(),
+                waited: timeout,
+            })
+    }
+
     /// Events delivered to extension `name` (all generations), in order.
     pub fn extension_events(&self, name: &str) -> Vec<DeliveredEvent> {
         self.shared.read(|s| {

@@ -22,6 +22,11 @@ use super::{EmulatorError, ProcessExit};
 
 static NEXT_PROCESS_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Spawn attempts when the executable is busy (ETXTBSY).
+const SPAWN_ATTEMPTS: u32 = 5;
+/// Pause between those attempts.
+const SPAWN_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What a process is to Lambda; decides the telemetry type of its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -85,7 +90,7 @@ pub(crate) fn spawn(
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
     let spawned_at = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| EmulatorError::Spawn {
+    let mut child = spawn_retrying_busy(&mut cmd).map_err(|source| EmulatorError::Spawn {
         name: name.to_owned(),
         source,
     })?;
@@ -140,6 +145,24 @@ pub(crate) fn spawn(
         spawned_at,
         control,
     })
+}
+
+/// Spawns, retrying briefly on ETXTBSY: an executable written just before (a test's wrapper
+/// script) can still be open for writing in a child that another thread forked at that moment.
+fn spawn_retrying_busy(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut attempt = 1;
+    loop {
+        match cmd.spawn() {
+            Err(error)
+                if error.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && attempt < SPAWN_ATTEMPTS =>
+            {
+                attempt += 1;
+                std::thread::sleep(SPAWN_RETRY_DELAY);
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Owns the child: forwards signals until it exits, then records the exit.

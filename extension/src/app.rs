@@ -530,6 +530,7 @@ impl App {
             spilled = metrics::get(&m.spilled),
             rejected = metrics::get(&m.rejected),
             unprocessed = metrics::get(&m.unprocessed),
+            generated = metrics::get(&m.generated),
             dropped_at_shutdown = metrics::get(&m.dropped_at_shutdown),
             api_calls = metrics::get(&m.api_calls),
             backend_timeout = metrics::get(&m.backend_timeout),

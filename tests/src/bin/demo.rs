@@ -1,0 +1,254 @@
+//! `make demo`: the extension end to end on a local Lambda, no AWS account.
+//!
+//! Starts the embedded X-Ray sink and the emulator with the real extension and the sample
+//! function, runs a cold start, warm invocations, an error and a shutdown, then prints every trace
+//! the sink received as a tree (offsets and durations in milliseconds) and a summary line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use xray_extension_tests::emulator::{Emulator, ExtensionSpec, FunctionSpec, Invocation, Invoke};
+use xray_extension_tests::net;
+use xray_extension_tests::sink::{ReceivedDocument, XraySink};
+use xray_extension_tests::trace::TraceHeader;
+
+const EXTENSION: &str = "xray-extension";
+
+fn sibling(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let path = exe.parent().ok_or("no parent directory")?.join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found: run `make build` first",
+            path.display()
+        ))
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let sink = XraySink::start().await?;
+    let udp_port = net::free_udp_port()?;
+    let telemetry_port = net::free_tcp_port()?;
+    let mut lambda = Emulator::builder()
+        .extension(
+            ExtensionSpec::new(sibling(EXTENSION)?)
+                .env(
+                    "XRAY_EXTENSION_UDP_ADDRESS",
+                    format!("127.0.0.1:{udp_port}"),
+                )
+                .env("XRAY_EXTENSION_TELEMETRY_PORT", telemetry_port.to_string())
+                .env("XRAY_EXTENSION_ANNOTATIONS", "team=demo"),
+        )
+        .function(
+            FunctionSpec::command([sibling("sample-function")?])
+                .env("AWS_XRAY_DAEMON_ADDRESS", format!("127.0.0.1:{udp_port}")),
+        )
+        .function_name("demo-orders")
+        .function_timeout(Duration::from_secs(3))
+        .xray_endpoint(sink.endpoint())
+        .start()
+        .await?;
+
+    println!(
+        "local Lambda at {}, X-Ray sink at {}",
+        lambda.runtime_api(),
+        sink.endpoint()
+    );
+    println!();
+    let plan = [
+        ("cold start", json!({"subsegments": 2, "sleep_ms": 20})),
+        ("warm", json!({"subsegments": 3, "sleep_ms": 10})),
+        ("warm", json!({"subsegments": 1, "sleep_ms": 5})),
+        ("warm", json!({"subsegments": 2})),
+        ("error", json!({"subsegments": 1, "error": true})),
+    ];
+    let mut roots = Vec::new();
+    for (label, event) in plan {
+        let trace = TraceHeader::sampled();
+        let inv = lambda
+            .invoke(Invoke::new(event).traced(trace.clone()))
+            .await?;
+        print_invocation(label, &inv);
+        roots.push((label, trace.root));
+    }
+    let report = lambda.shutdown().await?;
+    if let Some(ext) = report.extension(EXTENSION) {
+        println!(
+            "shutdown     extension exit {:?} in {} ms (deadline 2000 ms)",
+            ext.exit_code(),
+            ext.took.map_or(0, |d| d.as_millis())
+        );
+    }
+    println!();
+
+    let docs = sink.documents();
+    for (label, root) in &roots {
+        println!("trace {root}  ({label})");
+        print_tree(&docs, root);
+        println!();
+    }
+    let counters = counters(&lambda);
+    let get = |k: &str| counters.get(k).copied().unwrap_or(0);
+    println!(
+        "summary: documents received {} (rejected {}), generated {}, sent {}, PutTraceSegments calls {}, distinct documents in X-Ray {}",
+        get("received"),
+        get("rejected"),
+        get("generated"),
+        get("sent"),
+        sink.put_calls().len(),
+        docs.len()
+    );
+    Ok(())
+}
+
+fn print_invocation(label: &str, inv: &Invocation) {
+    let ms = |d: Option<Duration>| {
+        d.map_or(String::from("-"), |d| {
+            format!("{:.1}", d.as_secs_f64() * 1e3)
+        })
+    };
+    println!(
+        "{label:<12} request {}  status {:<7} response {:>6} ms  post-runtime {:>5} ms{}",
+        &inv.request_id[..8],
+        inv.status.as_str(),
+        ms(inv.response_latency()),
+        ms(inv.post_runtime),
+        if inv.cold { "  (cold)" } else { "" }
+    );
+}
+
+fn counters(lambda: &Emulator) -> HashMap<String, u64> {
+    lambda
+        .output(EXTENSION)
+        .into_iter()
+        .rev()
+        .find(|l| l.contains("counters"))
+        .map(|line| {
+            line.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One node of the printed tree: a document or an embedded subsegment.
+struct Node<'a> {
+    value: &'a Value,
+    children: Vec<Node<'a>>,
+}
+
+fn print_tree(docs: &[ReceivedDocument], root: &str) {
+    let in_trace: Vec<&ReceivedDocument> = docs.iter().filter(|d| d.trace_id == root).collect();
+    if in_trace.is_empty() {
+        println!("  (nothing)");
+        return;
+    }
+    let t0 = in_trace
+        .iter()
+        .map(|d| d.value["start_time"].as_f64().unwrap_or(f64::MAX))
+        .fold(f64::MAX, f64::min);
+    let ids: HashMap<&str, &ReceivedDocument> =
+        in_trace.iter().map(|d| (d.id.as_str(), *d)).collect();
+    let mut by_parent: BTreeMap<String, Vec<&ReceivedDocument>> = BTreeMap::new();
+    let mut tops = Vec::new();
+    for d in &in_trace {
+        match d.parent_id() {
+            Some(p) if ids.contains_key(p) => by_parent.entry(p.to_owned()).or_default().push(d),
+            _ => tops.push(*d),
+        }
+    }
+    let parent = tops.first().and_then(|d| d.parent_id()).unwrap_or("-");
+    println!("  AWS::Lambda::Function {parent} (Lambda's segment)");
+    let mut nodes: Vec<Node<'_>> = tops.iter().map(|d| build(d, &by_parent)).collect();
+    sort(&mut nodes);
+    let count = nodes.len();
+    for (i, n) in nodes.iter().enumerate() {
+        print_node(n, t0, "  ", i + 1 == count);
+    }
+}
+
+fn build<'a>(
+    d: &'a ReceivedDocument,
+    by_parent: &BTreeMap<String, Vec<&'a ReceivedDocument>>,
+) -> Node<'a> {
+    let mut children: Vec<Node<'a>> = embedded(&d.value);
+    if let Some(kids) = by_parent.get(&d.id) {
+        children.extend(kids.iter().map(|k| build(k, by_parent)));
+    }
+    sort(&mut children);
+    Node {
+        value: &d.value,
+        children,
+    }
+}
+
+fn embedded(v: &Value) -> Vec<Node<'_>> {
+    v["subsegments"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| Node {
+                    value: c,
+                    children: embedded(c),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn sort(nodes: &mut [Node<'_>]) {
+    nodes.sort_by(|a, b| {
+        let s = |n: &Node<'_>| n.value["start_time"].as_f64().unwrap_or(0.0);
+        s(a).total_cmp(&s(b))
+    });
+}
+
+fn print_node(n: &Node<'_>, t0: f64, indent: &str, last: bool) {
+    let v = n.value;
+    let start = v["start_time"].as_f64().unwrap_or(t0);
+    let end = v["end_time"].as_f64().unwrap_or(start);
+    let mut extra = String::new();
+    if v["fault"] == json!(true) {
+        let msg = v["cause"]["exceptions"][0]["message"]
+            .as_str()
+            .unwrap_or("fault");
+        let _ = write!(extra, "  FAULT: {msg}");
+    }
+    if let Some(a) = v["annotations"].as_object() {
+        let pairs: Vec<String> = a.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = write!(extra, "  [{}]", pairs.join(" "));
+    }
+    if let Some(billed) = v["metadata"]["lambda"]["billedDurationMs"].as_u64() {
+        let _ = write!(extra, "  billed {billed} ms");
+    }
+    println!(
+        "{indent}{} {:<20} +{:>8.1} ms {:>8.1} ms{extra}",
+        if last { "└─" } else { "├─" },
+        v["name"].as_str().unwrap_or("?"),
+        (start - t0) * 1e3,
+        (end - start) * 1e3,
+    );
+    let child_indent = format!("{indent}{}", if last { "   " } else { "│  " });
+    let count = n.children.len();
+    for (i, c) in n.children.iter().enumerate() {
+        print_node(c, t0, &child_indent, i + 1 == count);
+    }
+}

@@ -1,0 +1,167 @@
+//! Shared set-up for the end-to-end tests: the real extension binary and the sample function
+//! in the emulator, with the embedded X-Ray sink (or another X-Ray endpoint).
+
+#![allow(dead_code, reason = "each test file uses a different part")]
+#![allow(
+    clippy::expect_used,
+    clippy::missing_panics_doc,
+    reason = "test support: a failed set-up is a failed test"
+)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use xray_extension_tests::emulator::{Emulator, ExtensionSpec, FunctionSpec, Invocation};
+use xray_extension_tests::net;
+use xray_extension_tests::sink::{ReceivedDocument, XraySink};
+
+/// The extension's name in the Extensions API (its file name).
+pub const EXTENSION: &str = "xray-extension";
+/// Generous bound for waits on the sink.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A binary of the workspace, next to the test executable's directory (`target/<profile>`).
+/// `XRAY_EXTENSION_BIN` overrides the extension (e.g. an arm64 build run under qemu).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    if name == EXTENSION
+        && let Ok(path) = std::env::var("XRAY_EXTENSION_BIN")
+    {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`make test` runs `cargo build -p xray-extension -p xray-extension-tests --bins`)",
+        path.display()
+    );
+    path
+}
+
+/// Options for [`Harness::start`].
+pub struct Options {
+    /// Answer the Telemetry API subscription with 202 `Telemetry.NotSupported`.
+    pub telemetry: bool,
+    /// The function timeout.
+    pub function_timeout: Duration,
+    /// Extra variables for the extension.
+    pub extension_env: Vec<(String, String)>,
+    /// X-Ray endpoint; the embedded sink when `None`.
+    pub xray_endpoint: Option<String>,
+    /// The function command; the sample function when `None`.
+    pub function: Option<FunctionSpec>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            telemetry: true,
+            function_timeout: Duration::from_secs(3),
+            extension_env: Vec::new(),
+            xray_endpoint: None,
+            function: None,
+        }
+    }
+}
+
+/// A running environment: the emulator, the sink and the ports in use.
+pub struct Harness {
+    /// The local Lambda.
+    pub lambda: Emulator,
+    /// The embedded X-Ray API.
+    pub sink: XraySink,
+    /// Where the extension listens for datagrams.
+    pub udp_port: u16,
+}
+
+impl Harness {
+    /// Starts the sink and the emulator with the real extension and the function.
+    pub async fn start(options: Options) -> Harness {
+        let sink = XraySink::start().await.expect("sink");
+        let udp_port = net::free_udp_port().expect("udp port");
+        let telemetry_port = net::free_tcp_port().expect("tcp port");
+        let mut extension = ExtensionSpec::new(workspace_binary(EXTENSION))
+            .env(
+                "XRAY_EXTENSION_UDP_ADDRESS",
+                format!("127.0.0.1:{udp_port}"),
+            )
+            .env("XRAY_EXTENSION_TELEMETRY_PORT", telemetry_port.to_string())
+            .env("XRAY_EXTENSION_LOG_LEVEL", "debug");
+        for (k, v) in &options.extension_env {
+            extension = extension.env(k, v);
+        }
+        let function = options
+            .function
+            .unwrap_or_else(|| FunctionSpec::command([workspace_binary("sample-function")]))
+            .env("AWS_XRAY_DAEMON_ADDRESS", format!("127.0.0.1:{udp_port}"));
+        let lambda = Emulator::builder()
+            .extension(extension)
+            .function(function)
+            .function_name("orders")
+            .function_timeout(options.function_timeout)
+            .telemetry_supported(options.telemetry)
+            .xray_endpoint(options.xray_endpoint.unwrap_or_else(|| sink.endpoint()))
+            .start()
+            .await
+            .expect("emulator");
+        Harness {
+            lambda,
+            sink,
+            udp_port,
+        }
+    }
+}
+
+/// The ids the sample function reports it sent.
+pub fn sent_ids(inv: &Invocation) -> Vec<String> {
+    inv.response_json()
+        .and_then(|v| v.get("sent_ids").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+/// Documents of one trace.
+pub fn in_trace<'a>(docs: &'a [ReceivedDocument], root: &str) -> Vec<&'a ReceivedDocument> {
+    docs.iter().filter(|d| d.trace_id == root).collect()
+}
+
+/// Our documents of one trace, by name.
+pub fn named<'a>(
+    docs: &'a [ReceivedDocument],
+    root: &str,
+    name: &str,
+) -> Vec<&'a ReceivedDocument> {
+    in_trace(docs, root)
+        .into_iter()
+        .filter(|d| d.name() == name)
+        .collect()
+}
+
+/// The extension's log lines (stderr and stdout, captured by the emulator).
+pub fn extension_log(lambda: &Emulator) -> Vec<String> {
+    lambda.output(EXTENSION)
+}
+
+/// The last `counters` line the extension logged, as key → number.
+pub fn counters(lambda: &Emulator) -> Option<std::collections::HashMap<String, u64>> {
+    let line = extension_log(lambda)
+        .into_iter()
+        .rev()
+        .find(|l| l.contains("counters"))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+            .collect(),
+    )
+}
+
+/// A field of a JSON document as f64.
+pub fn f(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}

@@ -156,12 +156,17 @@ async fn an_error_is_a_fault_naming_the_error_type() {
         .await
         .expect("invoke");
     assert_eq!(inv.status, InvocationStatus::Error);
-    let error_type = inv
-        .error
-        .as_ref()
-        .and_then(|e| e.error_type())
-        .unwrap()
-        .to_owned();
+    assert!(inv.error.is_some());
+    // The cause names the error type the platform reported in platform.runtimeDone.
+    let error_type = lambda
+        .telemetry_log()
+        .into_iter()
+        .find(|e| {
+            e.event_type == "platform.runtimeDone" && e.record["requestId"] == json!(inv.request_id)
+        })
+        .map(|e| e.record["errorType"].clone())
+        .expect("runtimeDone");
+    assert!(error_type.is_string());
     let docs = sink.documents();
     let runtime = named(&docs, &trace.root, "Runtime");
     assert_eq!(runtime.len(), 1);

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use xray_extension_tests::emulator::{
     Emulator, EmulatorBuilder, EmulatorError, ExtensionSpec, FunctionSpec, InitializationType,
-    InvocationStatus, Invoke, Observer, ShutdownReason, TelemetryDelivery,
+    Invocation, InvocationStatus, Invoke, Observer, ShutdownReason, TelemetryDelivery,
 };
 use xray_extension_tests::http::{self as h, Server};
 use xray_extension_tests::trace::TraceHeader;
@@ -378,6 +378,44 @@ async fn telemetry_reaches_a_subscriber_and_report_follows_every_next() {
     );
     assert!(lambda.observer().telemetry_subscriptions()[0].during_init);
 
+    check_cold_records(&mut collector, &cold, &header).await;
+
+    // Not sampled: no `tracing` in the platform records (the runtime still gets the header).
+    let warm = lambda
+        .invoke(Invoke::new(quiet_event()).traced(TraceHeader::not_sampled()))
+        .await
+        .unwrap();
+    assert!(!warm.cold);
+    assert!(warm.span_id.is_none());
+    let (_, warm_report) = collector
+        .until("platform.report", Some(&warm.request_id))
+        .await;
+    assert!(
+        warm_report["record"]["metrics"]
+            .get("initDurationMs")
+            .is_none()
+    );
+    assert!(warm_report["record"].get("tracing").is_none());
+
+    let shutdown = lambda.shutdown().await.unwrap();
+    let probe_exit = shutdown.extension("probe").unwrap();
+    assert!(probe_exit.attached && probe_exit.shutdown_delivered);
+    let events = tokio::time::timeout(WAIT, probe).await.unwrap().unwrap();
+    // The probe saw each INVOKE with the header the runtime got.
+    assert_eq!(events[0]["requestId"], cold.request_id.as_str());
+    assert_eq!(events[0]["tracing"]["value"], header.to_string());
+    assert_eq!(events[1]["requestId"], warm.request_id.as_str());
+    assert!(
+        events[1]["tracing"]["value"]
+            .as_str()
+            .unwrap()
+            .ends_with("Sampled=0")
+    );
+    assert_eq!(events.last().unwrap()["shutdownReason"], "spindown");
+}
+
+/// The records of a traced cold invocation, as the subscriber received them.
+async fn check_cold_records(collector: &mut Collector, cold: &Invocation, header: &TraceHeader) {
     // Records from before the subscription arrive after it.
     let (_, init_start) = collector.until("platform.initStart", None).await;
     assert_eq!(init_start["record"]["initializationType"], "on-demand");
@@ -388,7 +426,17 @@ async fn telemetry_reaches_a_subscriber_and_report_follows_every_next() {
 
     let id = cold.request_id.as_str();
     let (_, start) = collector.until("platform.start", Some(id)).await;
-    assert_eq!(start["record"]["tracing"]["value"], header.to_string());
+    // As AWS's emulator: spanId is the caller's Parent, the value's Parent is Lambda's segment.
+    let platform_trace = TraceHeader {
+        parent: cold.lambda_segment_id.clone(),
+        ..header.clone()
+    }
+    .to_string();
+    assert_eq!(start["record"]["tracing"]["value"], platform_trace);
+    assert_eq!(
+        start["record"]["tracing"]["spanId"],
+        header.parent.clone().unwrap()
+    );
     assert_eq!(start["record"]["tracing"]["type"], "X-Amzn-Trace-Id");
     let (_, done) = collector.until("platform.runtimeDone", Some(id)).await;
     assert_eq!(done["record"]["status"], "success");
@@ -411,7 +459,8 @@ async fn telemetry_reaches_a_subscriber_and_report_follows_every_next() {
             .unwrap()
             > 0.0
     );
-    assert_eq!(report["record"]["tracing"]["value"], header.to_string());
+    assert_eq!(report["record"]["tracing"]["value"], platform_trace);
+    assert_eq!(done["record"]["tracing"]["value"], platform_trace);
     assert_eq!(
         cold.extension_next_at.len(),
         2,
@@ -422,27 +471,6 @@ async fn telemetry_reaches_a_subscriber_and_report_follows_every_next() {
     }
     let time = report["time"].as_str().unwrap();
     assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
-
-    // The probe saw the INVOKE with the trace header.
-    let warm = lambda.invoke(Invoke::new(quiet_event())).await.unwrap();
-    assert!(!warm.cold);
-    let (_, warm_report) = collector
-        .until("platform.report", Some(&warm.request_id))
-        .await;
-    assert!(
-        warm_report["record"]["metrics"]
-            .get("initDurationMs")
-            .is_none()
-    );
-    assert!(warm_report["record"].get("tracing").is_none());
-
-    let shutdown = lambda.shutdown().await.unwrap();
-    let probe_exit = shutdown.extension("probe").unwrap();
-    assert!(probe_exit.attached && probe_exit.shutdown_delivered);
-    let events = tokio::time::timeout(WAIT, probe).await.unwrap().unwrap();
-    assert_eq!(events[0]["requestId"], id);
-    assert_eq!(events[0]["tracing"]["value"], header.to_string());
-    assert_eq!(events.last().unwrap()["shutdownReason"], "spindown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -165,3 +165,59 @@ pub fn counters(lambda: &Emulator) -> Option<std::collections::HashMap<String, u
 pub fn f(v: &Value, key: &str) -> f64 {
     v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
+
+/// The project's Python virtualenv (`make venv`), where moto, awslambdaric and aws-xray-sdk live.
+pub fn venv() -> PathBuf {
+    let dir = std::env::var("XRAY_TEST_VENV").map_or_else(
+        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("bin/python").exists(),
+        "{} has no Python: run `make venv` (make test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// moto's X-Ray server on a free loopback port, stopped when dropped.
+pub struct Moto {
+    child: tokio::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Starts `moto_server` and waits until it answers.
+    pub async fn start() -> Moto {
+        let port = net::free_tcp_port().expect("tcp port");
+        let child = tokio::process::Command::new(venv().join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("moto_server");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // moto is an external process: its readiness can only be observed by connecting.
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "moto_server did not start within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// The process id (for diagnostics).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}

@@ -2,6 +2,8 @@
 //! AWS's runtime interface client (`awslambdaric`) and traced with the real `aws-xray-sdk`. The
 //! results are read back with `BatchGetTraces`.
 
+#![allow(clippy::expect_used, reason = "test helpers: a failed call is a failed test")]
+
 mod common;
 
 use std::collections::HashSet;
@@ -40,7 +42,7 @@ async fn batch_get(client: &aws_sdk_xray::Client, trace_id: &str) -> Vec<Value> 
         .expect("BatchGetTraces");
     out.traces()
         .iter()
-        .flat_map(|t| t.segments())
+        .flat_map(aws_sdk_xray::types::Trace::segments)
         .filter_map(|s| s.document())
         .map(|d| serde_json::from_str::<Value>(d).expect("stored document is JSON"))
         .collect()

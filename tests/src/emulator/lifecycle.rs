@@ -32,6 +32,33 @@ enum Outcome {
     ExtensionCrashed(String),
 }
 
+/// The `tracing` of the platform records of a sampled invocation, as AWS's emulator builds it:
+/// `spanId` is the caller's `Parent`, and `value` carries the trace with `Parent` set to the
+/// segment Lambda records for the invocation.
+struct PlatformTracing {
+    span_id: String,
+    lambda_segment_id: String,
+    value: String,
+}
+
+impl PlatformTracing {
+    /// `None` unless the header has a root and says `Sampled=1`.
+    fn of(header: &str) -> Option<Self> {
+        let caller = TraceHeader::parse(header).filter(TraceHeader::is_sampled)?;
+        let lambda_segment_id = new_segment_id();
+        let value = TraceHeader {
+            parent: Some(lambda_segment_id.clone()),
+            ..caller.clone()
+        }
+        .to_string();
+        Some(Self {
+            span_id: caller.parent.unwrap_or_else(|| lambda_segment_id.clone()),
+            lambda_segment_id,
+            value,
+        })
+    }
+}
+
 /// Why an init failed: status, errorType, message.
 type InitFailure = (&'static str, String, String);
 
@@ -341,12 +368,10 @@ impl Emulator {
         let deadline = started_at + config.function_timeout;
         let deadline_ms = shared.clock.epoch_millis(deadline);
         let request_id = invoke.request_id.clone().unwrap_or_else(new_uuid);
-        let span_id = invoke.trace.as_ref().map(|_| new_segment_id());
-        let tracing = invoke
-            .trace
-            .as_deref()
-            .zip(span_id.as_deref())
-            .map(|(header, span)| records::tracing(span, header));
+        let platform_tracing = invoke.trace.as_deref().and_then(PlatformTracing::of);
+        let tracing = platform_tracing
+            .as_ref()
+            .map(|t| records::tracing(&t.span_id, &t.value));
         let function_arn = config.function_arn();
 
         shared.update(|s| {
@@ -420,7 +445,7 @@ impl Emulator {
             }
         })?;
         Ok(self
-            .finish_invocation(outcome, progress, init, span_id)
+            .finish_invocation(outcome, progress, init, platform_tracing)
             .await)
     }
 
@@ -429,7 +454,7 @@ impl Emulator {
         outcome: Outcome,
         progress: InvocationProgress,
         init: Option<InitRecord>,
-        span_id: Option<String>,
+        platform_tracing: Option<PlatformTracing>,
     ) -> Invocation {
         let now = Instant::now();
         let (status, error_type) =
@@ -455,7 +480,8 @@ impl Emulator {
                 .trace_header
                 .as_deref()
                 .and_then(TraceHeader::parse),
-            span_id,
+            span_id: platform_tracing.as_ref().map(|t| t.span_id.clone()),
+            lambda_segment_id: platform_tracing.map(|t| t.lambda_segment_id),
             cold: init.is_some(),
             init,
             status,

@@ -363,8 +363,11 @@ pub struct Invocation {
     pub request_id: String,
     /// The trace header sent, parsed (when the invoke was traced).
     pub trace: Option<TraceHeader>,
-    /// The `spanId` in the records' `tracing`.
+    /// `tracing.spanId` of the platform records (sampled invokes only): the caller's `Parent`.
     pub span_id: Option<String>,
+    /// The `Parent` in the platform records' `tracing.value` (sampled invokes only): the segment
+    /// Lambda records for the invocation.
+    pub lambda_segment_id: Option<String>,
     /// This invoke performed the environment's init (a cold start).
     pub cold: bool,
     /// The init it performed, when cold.

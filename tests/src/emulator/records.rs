@@ -96,10 +96,8 @@ pub(crate) struct ResponseTiming {
 }
 
 pub(crate) fn runtime_done(clock: &Clock, done: &RuntimeDone<'_>) -> Value {
-    let duration = done
-        .response
-        .map_or(done.done_at, |r| r.body_done_at)
-        .saturating_duration_since(done.started_at);
+    // From the invoke to the runtime's next, as AWS's emulator measures it.
+    let duration = done.done_at.saturating_duration_since(done.started_at);
     let mut record = Map::new();
     record.insert("requestId".into(), json!(done.request_id));
     record.insert("status".into(), json!(done.status));
@@ -214,7 +212,7 @@ mod tests {
             },
         );
         assert_eq!(record["metrics"]["producedBytes"], 8);
-        assert!((record["metrics"]["durationMs"].as_f64().unwrap() - 11.0).abs() < 1e-9);
+        assert!((record["metrics"]["durationMs"].as_f64().unwrap() - 12.0).abs() < 1e-9);
         let spans = record["spans"].as_array().unwrap();
         let names: Vec<&str> = spans.iter().map(|s| s["name"].as_str().unwrap()).collect();
         assert_eq!(

@@ -2,7 +2,10 @@
 //! AWS's runtime interface client (`awslambdaric`) and traced with the real `aws-xray-sdk`. The
 //! results are read back with `BatchGetTraces`.
 
-#![allow(clippy::expect_used, reason = "test helpers: a failed call is a failed test")]
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers: a failed call is a failed test"
+)]
 
 mod common;
 

@@ -88,6 +88,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         print_invocation(label, &inv);
         roots.push((label, trace.root));
     }
+    for timing in lambda.extension_init_times() {
+        if let (Some(init), Some(register)) = (timing.init_duration(), timing.register_duration()) {
+            println!(
+                "init         extension {}: spawn → register {:.1} ms, spawn → first /event/next {:.1} ms",
+                timing.name,
+                register.as_secs_f64() * 1e3,
+                init.as_secs_f64() * 1e3
+            );
+        }
+    }
     let report = lambda.shutdown().await?;
     if let Some(ext) = report.extension(EXTENSION) {
         println!(

@@ -2,6 +2,7 @@
 """Smoke test for a built extension binary, native or under an emulator such as qemu-aarch64.
 
     stub.py --binary PATH [--launcher qemu-aarch64]
+            [--example-python PYTHON --example-dir DIR --wrapper SCRIPT]
 
 One small HTTP server on 127.0.0.1 plays both the Lambda Extensions API (register, event/next,
 init/exit error, and a Telemetry API that answers "not supported", as AWS's local emulator does)
@@ -10,7 +11,10 @@ and the X-Ray API (PUT TraceSegments). Each scenario starts the binary against i
 - it registers as `xray-extension` for INVOKE and SHUTDOWN;
 - it takes an INVOKE, then a SHUTDOWN, and exits with code 0 before the deadline;
 - a subsegment sent to its UDP port during the invocation reaches PutTraceSegments;
-- with invalid settings it still registers and works, warning about each variable.
+- with invalid settings it still registers and works, warning about each variable;
+- with --example-python: the example function (layer/example/app.py, real aws_xray_sdk),
+  started through the layer's wrapper script during the invocation, gets its subsegments, with
+  their annotations, exported through the extension.
 
 Ports are free ones picked at start, so it runs beside a real daemon or another test. Prints
 "N passed, N failed" last and exits non-zero on any failure.
@@ -28,6 +32,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 EXTENSIONS = "/2020-01-01/extension"
@@ -54,6 +59,8 @@ class Stub:
         self.notes: list[str] = []
         self.documents: list[dict] = []
         self.shutdown_sent_at: float | None = None
+        # Runs "the function" during the invocation instead of sending one datagram.
+        self.function: Callable[[Stub], None] | None = None
 
     def datagram(self) -> bytes:
         now = time.time()
@@ -164,10 +171,13 @@ def handler_for(stub: Stub) -> type[BaseHTTPRequestHandler]:
                     },
                 )
             elif call == 2:
-                # The function's SDK sent its subsegment during the invocation.
+                # The function ran (and its SDK sent subsegments) during the invocation.
                 assert stub.udp_address is not None
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                    s.sendto(stub.datagram(), stub.udp_address)
+                if stub.function is not None:
+                    stub.function(stub)
+                else:
+                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                        s.sendto(stub.datagram(), stub.udp_address)
                 with stub.lock:
                     stub.shutdown_sent_at = time.monotonic()
                 self.reply(
@@ -195,9 +205,29 @@ def free_port(kind: int, host: str) -> int:
         return s.getsockname()[1]
 
 
-def run_scenario(name: str, command: list[str], extra_env: dict[str, str]) -> list[str]:
-    """Runs the binary once; returns the failures (empty when it passed)."""
+def run_scenario(
+    name: str,
+    command: list[str],
+    extra_env: dict[str, str],
+    function: Callable[[Stub], list[str]] | None = None,
+) -> list[str]:
+    """Runs the binary once; returns the failures (empty when it passed).
+
+    `function` runs in place of the single test datagram and returns the names of the
+    subsegments it expects exported.
+    """
     stub = Stub()
+    expected_names: list[str] = []
+    function_failures: list[str] = []
+    if function is not None:
+
+        def run_function(st: Stub) -> None:
+            try:
+                expected_names.extend(function(st))
+            except Exception as e:  # noqa: BLE001 (reported as a failure of the scenario)
+                function_failures.append(f"the example function failed: {e}")
+
+        stub.function = run_function
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(stub))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -263,13 +293,17 @@ def run_scenario(name: str, command: list[str], extra_env: dict[str, str]) -> li
         if after_shutdown > SHUTDOWN_DEADLINE_MS / 1000 + 1.0:
             failures.append(f"exited {after_shutdown:.2f} s after SHUTDOWN")
     failures.extend(stub.errors)
-    exported = [d for d in stub.documents if d.get("id") == stub.subsegment_id]
-    if not exported:
-        failures.append(
-            f"the UDP subsegment was not exported ({len(stub.documents)} other documents)"
-        )
-    elif exported[0].get("trace_id") != stub.trace_id:
-        failures.append("the exported subsegment lost its trace_id")
+    failures.extend(function_failures)
+    if function is not None:
+        failures.extend(check_example_documents(stub, expected_names))
+    else:
+        exported = [d for d in stub.documents if d.get("id") == stub.subsegment_id]
+        if not exported:
+            failures.append(
+                f"the UDP subsegment was not exported ({len(stub.documents)} other documents)"
+            )
+        elif exported[0].get("trace_id") != stub.trace_id:
+            failures.append("the exported subsegment lost its trace_id")
     for variable in extra_env:
         if variable.startswith("XRAY_EXTENSION_") and variable not in stderr:
             failures.append(f"no warning naming {variable}")
@@ -285,26 +319,121 @@ def run_scenario(name: str, command: list[str], extra_env: dict[str, str]) -> li
     return failures
 
 
+def example_function(python: str, example_dir: str, wrapper: str) -> Callable[[Stub], list[str]]:
+    """The example handler, run as Lambda's Python runtime would be: through the wrapper."""
+    code = (
+        "import app\n"
+        "print(app.handler({'order_id': 'o-smoke', 'customer_tier': 'gold',"
+        " 'items': [{'sku': 'tea', 'qty': 2}]}, None))\n"
+        "try:\n"
+        "    app.handler({'order_id': 'o-fail', 'fail': True}, None)\n"
+        "except app.OrderError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('expected OrderError')\n"
+    )
+
+    def run(stub: Stub) -> list[str]:
+        assert stub.udp_address is not None
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": example_dir,
+            "LAMBDA_TASK_ROOT": example_dir,
+            "AWS_LAMBDA_FUNCTION_NAME": "smoke",
+            "AWS_REGION": "us-east-1",
+            "_X_AMZN_TRACE_ID": f"Root={stub.trace_id};Parent={stub.parent_id};Sampled=1",
+            # Lambda's own daemon; the wrapper must replace it with the extension's address.
+            "AWS_XRAY_DAEMON_ADDRESS": "169.254.79.129:2000",
+            "XRAY_EXTENSION_UDP_ADDRESS": f"{stub.udp_address[0]}:{stub.udp_address[1]}",
+        }
+        proc = subprocess.run(
+            [wrapper, python, "-c", code],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+        # Two invocations: handle_order, load_customer, price_order; then handle_order and
+        # load_customer for the failing order.
+        return ["handle_order", "load_customer", "price_order", "handle_order", "load_customer"]
+
+    return run
+
+
+def check_example_documents(stub: Stub, expected: list[str]) -> list[str]:
+    failures: list[str] = []
+    docs = [d for d in stub.documents if d.get("trace_id") == stub.trace_id]
+    names = sorted(d.get("name", "") for d in docs)
+    if names != sorted(expected):
+        failures.append(f"exported {names}, expected {sorted(expected)}")
+        return failures
+    ok = [
+        d
+        for d in docs
+        if d["name"] == "handle_order" and d.get("annotations", {}).get("order_id") == "o-smoke"
+    ]
+    failed = [
+        d
+        for d in docs
+        if d["name"] == "handle_order" and d.get("annotations", {}).get("order_id") == "o-fail"
+    ]
+    priced = [d for d in docs if d["name"] == "price_order"]
+    if not ok or ok[0].get("annotations", {}).get("accepted") is not True:
+        failures.append("handle_order for o-smoke lacks its annotations")
+    if not failed or not (failed[0].get("fault") or failed[0].get("error")):
+        failures.append("handle_order for o-fail is not marked as failed")
+    elif not failed[0].get("cause", {}).get("exceptions"):
+        failures.append("handle_order for o-fail has no exception in its cause")
+    if not priced or priced[0].get("annotations", {}).get("total_cents") != 900:
+        failures.append("price_order lacks total_cents=900")
+    top = [d for d in docs if d.get("parent_id") == stub.parent_id]
+    if sorted(d["name"] for d in top) != ["handle_order", "handle_order"]:
+        failures.append("handle_order is not parented on the function's facade segment")
+    return failures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", required=True)
     parser.add_argument("--launcher", help="emulator to run the binary with, e.g. qemu-aarch64")
+    parser.add_argument("--example-python", help="a python with aws_xray_sdk installed")
+    parser.add_argument("--example-dir", help="the example function's code (layer/example)")
+    parser.add_argument("--wrapper", help="the layer's exec wrapper script")
     args = parser.parse_args()
+    example = (args.example_python, args.example_dir, args.wrapper)
+    if any(example) and not all(example):
+        parser.error("--example-python, --example-dir and --wrapper go together")
     command = ([args.launcher] if args.launcher else []) + [os.path.abspath(args.binary)]
     print(f"smoke: {' '.join(command)}")
 
-    scenarios = {
-        "register, invoke, export, shutdown": {},
-        "invalid settings still register and export": {
-            "XRAY_EXTENSION_LOG_LEVEL": "loud",
-            "XRAY_EXTENSION_FLUSH_TIMEOUT_MS": "soon",
-            "XRAY_EXTENSION_BUFFER_BYTES": "-1",
-            "XRAY_EXTENSION_ANNOTATIONS": "not a pair",
-        },
-    }
+    scenarios: list[tuple[str, dict[str, str], Callable[[Stub], list[str]] | None]] = [
+        ("register, invoke, export, shutdown", {}, None),
+        (
+            "invalid settings still register and export",
+            {
+                "XRAY_EXTENSION_LOG_LEVEL": "loud",
+                "XRAY_EXTENSION_FLUSH_TIMEOUT_MS": "soon",
+                "XRAY_EXTENSION_BUFFER_BYTES": "-1",
+                "XRAY_EXTENSION_ANNOTATIONS": "not a pair",
+            },
+            None,
+        ),
+    ]
+    if all(example):
+        scenarios.append(
+            (
+                "example function through the wrapper, real X-Ray SDK",
+                {},
+                example_function(*(os.path.abspath(p) for p in example)),
+            )
+        )
     passed = failed = 0
-    for name, env in scenarios.items():
-        if run_scenario(name, command, env):
+    for name, env, function in scenarios:
+        if run_scenario(name, command, env, function):
             failed += 1
         else:
             passed += 1

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::enrich::{self, Enricher};
 use crate::export::buffer::{self, Buffer};
+use crate::export::policy::{AtRuntimeDone, BufferState, Policy, Strategy};
 use crate::export::xray::{self, FlushReport, XrayClient};
 use crate::ingest::protocol::Document;
 use crate::ingest::udp::Ingested;
@@ -107,6 +108,9 @@ struct Pending {
 struct Flight {
     handle: JoinHandle<FlushReport>,
     bytes: usize,
+    started: Instant,
+    /// Started by the pending flush point (not a background send it must wait out first).
+    for_pending: bool,
 }
 
 struct App {
@@ -122,6 +126,7 @@ struct App {
     spills: LogLimiter,
     finished: bool,
     enricher: Option<Enricher>,
+    policy: Policy,
 }
 
 /// Runs the loop until SHUTDOWN has been handled.
@@ -133,6 +138,7 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         client,
         enricher,
     } = setup;
+    let config_policy = config.policy;
     let Inputs {
         mut lifecycle,
         mut documents,
@@ -152,6 +158,7 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         spills: LogLimiter::new(SPILL_LOG_INTERVAL),
         finished: false,
         enricher,
+        policy: Policy::new(config_policy),
     };
     let mut idle_tick = tokio::time::interval(IDLE_FLUSH_INTERVAL);
     idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -173,7 +180,7 @@ pub async fn run(setup: Setup, inputs: Inputs) {
             () = sleep_until_opt(wake_at) => app.on_deadline(),
             _ = idle_tick.tick(), if app.telemetry == Telemetry::NotSupported && app.pending.is_none() => {
                 if !app.buffer.is_empty() && app.flight.is_none() {
-                    app.start_flush(Instant::now() + app.config.flush_timeout);
+                    app.start_flush(Instant::now() + app.config.flush_timeout, false);
                 }
             }
         }
@@ -244,6 +251,19 @@ impl App {
                         &mut random_id,
                     );
                     self.enqueue_generated(docs);
+                }
+                let background = self.policy.on_invoke(now, self.buffer_state());
+                let hold_without_telemetry = self.policy.strategy() == Strategy::End;
+                if self.telemetry == Telemetry::NotSupported && !hold_without_telemetry {
+                    // Nothing tells us when the runtime is done: send while it runs.
+                    if !self.buffer.is_empty() && self.flight.is_none() {
+                        self.start_flush(self.flush_deadline(now, deadline), false);
+                    }
+                    let _ = done.send(());
+                    return;
+                }
+                if background && self.flight.is_none() {
+                    self.start_flush(self.flush_deadline(now, deadline), false);
                 }
                 let stage = if self.telemetry == Telemetry::Subscribed {
                     Stage::AwaitRuntimeDone
@@ -317,7 +337,7 @@ impl App {
     }
 
     fn enqueue(&mut self, doc: Document) {
-        if self.buffer.push(doc).is_err() {
+        if self.buffer.push(doc, Instant::now()).is_err() {
             metrics::add(&self.metrics.spilled, 1);
             if let Some(suppressed) = self.spills.allow(std::time::Instant::now()) {
                 warn!(
@@ -338,16 +358,7 @@ impl App {
     fn on_ingested(&mut self, item: Ingested) {
         match item {
             Ingested::Document(doc) => self.enqueue(doc),
-            Ingested::Drained => {
-                let now = Instant::now();
-                if self
-                    .pending
-                    .as_ref()
-                    .is_some_and(|p| p.stage == Stage::Draining)
-                {
-                    self.begin_flush_stage(now);
-                }
-            }
+            Ingested::Drained => self.drained(Instant::now()),
         }
     }
 
@@ -423,19 +434,62 @@ impl App {
         }
     }
 
+    /// The UDP socket has been drained for the pending flush point.
+    fn drained(&mut self, now: Instant) {
+        let Some(p) = self.pending.as_ref() else {
+            return;
+        };
+        if p.stage != Stage::Draining {
+            return;
+        }
+        if p.shutdown {
+            self.begin_flush_stage(now);
+            return;
+        }
+        match self.policy.on_runtime_done(now, self.buffer_state()) {
+            AtRuntimeDone::FlushThenRelease => self.begin_flush_stage(now),
+            AtRuntimeDone::Release { send } => {
+                if send && self.flight.is_none() {
+                    self.start_flush(now + self.config.flush_timeout, false);
+                }
+                self.finish_pending();
+            }
+        }
+    }
+
+    fn buffer_state(&self) -> BufferState {
+        BufferState {
+            queued: self.buffer.len(),
+            oldest: self.buffer.oldest(),
+        }
+    }
+
+    /// A flush's deadline: the flush timeout, capped by the invocation's deadline when it is
+    /// still ahead.
+    fn flush_deadline(&self, now: Instant, invocation_deadline: Instant) -> Instant {
+        let cap = now + self.config.flush_timeout;
+        if invocation_deadline > now {
+            cap.min(invocation_deadline)
+        } else {
+            cap
+        }
+    }
+
     fn begin_flush_stage(&mut self, now: Instant) {
         let Some(p) = self.pending.as_mut() else {
             return;
         };
         p.stage = Stage::Flushing;
-        let deadline = *p.flush_deadline.get_or_insert_with(|| {
-            let cap = now + self.config.flush_timeout;
-            if p.deadline > now {
-                cap.min(p.deadline)
-            } else {
-                cap
+        let invocation_deadline = p.deadline;
+        let deadline = if let Some(d) = p.flush_deadline {
+            d
+        } else {
+            let d = self.flush_deadline(now, invocation_deadline);
+            if let Some(p) = self.pending.as_mut() {
+                p.flush_deadline = Some(d);
             }
-        });
+            d
+        };
         self.continue_flushing(deadline);
     }
 
@@ -458,10 +512,12 @@ impl App {
             self.finish_pending();
             return;
         }
-        self.start_flush(deadline);
+        self.start_flush(deadline, true);
     }
 
-    fn start_flush(&mut self, deadline: Instant) {
+    fn start_flush(&mut self, deadline: Instant, for_pending: bool) {
+        let now = Instant::now();
+        self.policy.sent(now);
         let docs = self.buffer.take(usize::MAX);
         let bytes = buffer::weight_of(&docs);
         let client = self.client.clone();
@@ -474,7 +530,12 @@ impl App {
                 .clone();
             xray::flush(client, docs, deadline, metrics).await
         });
-        self.flight = Some(Flight { handle, bytes });
+        self.flight = Some(Flight {
+            handle,
+            bytes,
+            started: now,
+            for_pending,
+        });
     }
 
     fn on_flush_done(&mut self, report: Result<FlushReport, tokio::task::JoinError>) {
@@ -490,11 +551,13 @@ impl App {
                     calls = report.calls,
                     "flush done"
                 );
-                self.buffer.settle(flight.bytes, report.unsent);
+                self.buffer
+                    .settle(flight.bytes, report.unsent, flight.started);
             }
             Err(e) => {
-                warn!(error = %e, "flush task failed");
-                self.buffer.settle(flight.bytes, Vec::new());
+                warn!(error = %e, "flush task failed; its documents are lost");
+                metrics::add(&self.metrics.spilled, 1);
+                self.buffer.settle(flight.bytes, Vec::new(), flight.started);
             }
         }
         let round_deadline = self
@@ -504,7 +567,9 @@ impl App {
             .and_then(|p| p.flush_deadline);
         if let Some(deadline) = round_deadline {
             let shutdown = self.pending.as_ref().is_some_and(|p| p.shutdown);
-            if shutdown {
+            if shutdown || !flight.for_pending {
+                // Shutdown sends until empty; a background send we waited out is followed by
+                // this flush point's own round.
                 self.continue_flushing(deadline);
             } else {
                 // One round per invocation: whatever failed stays for the next flush point.

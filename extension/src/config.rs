@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::enrich::{self, annotations};
+use crate::export::policy::{self, PolicyConfig, Strategy};
 
 /// Where the X-Ray SDKs send segment documents (the daemon's well-known address).
 pub const DEFAULT_UDP_ADDRESS: &str = "127.0.0.1:2000";
@@ -25,6 +26,10 @@ pub const FLUSH_TIMEOUT_MS_RANGE: (u64, u64) = (10, 30_000);
 pub const DEFAULT_SHUTDOWN_MARGIN: Duration = Duration::from_millis(200);
 /// Accepted range for the shutdown margin, in milliseconds.
 pub const SHUTDOWN_MARGIN_MS_RANGE: (u64, u64) = (10, 1_500);
+/// Accepted range for the flush interval, in milliseconds.
+pub const FLUSH_INTERVAL_MS_RANGE: (u64, u64) = (100, 60_000);
+/// Accepted range for the maximum buffered age, in milliseconds.
+pub const MAX_AGE_MS_RANGE: (u64, u64) = (100, 300_000);
 /// Default log level.
 pub const DEFAULT_LOG_LEVEL: LogLevel = LogLevel::Info;
 
@@ -44,6 +49,12 @@ pub mod vars {
     pub const FLUSH_TIMEOUT_MS: &str = "XRAY_EXTENSION_FLUSH_TIMEOUT_MS";
     /// Shutdown safety margin in milliseconds.
     pub const SHUTDOWN_MARGIN_MS: &str = "XRAY_EXTENSION_SHUTDOWN_MARGIN_MS";
+    /// `end`, `background` or `adaptive`.
+    pub const FLUSH_STRATEGY: &str = "XRAY_EXTENSION_FLUSH_STRATEGY";
+    /// Adaptive threshold and least time between background sends, in milliseconds.
+    pub const FLUSH_INTERVAL_MS: &str = "XRAY_EXTENSION_FLUSH_INTERVAL_MS";
+    /// Maximum age of buffered documents in adaptive's busy mode, in milliseconds.
+    pub const MAX_AGE_MS: &str = "XRAY_EXTENSION_MAX_AGE_MS";
     /// Turn our own subsegments on or off.
     pub const ENRICH: &str = "XRAY_EXTENSION_ENRICH";
     /// Which built-in annotations to add.
@@ -106,6 +117,8 @@ pub struct Config {
     pub flush_timeout: Duration,
     /// Time kept free before the SHUTDOWN deadline.
     pub shutdown_margin: Duration,
+    /// When to flush and whether the function waits.
+    pub policy: PolicyConfig,
     /// Our own subsegments: `None` when turned off.
     pub enrich: Option<enrich::Settings>,
 }
@@ -119,6 +132,7 @@ impl Default for Config {
             buffer_bytes: DEFAULT_BUFFER_BYTES,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
             shutdown_margin: DEFAULT_SHUTDOWN_MARGIN,
+            policy: PolicyConfig::default(),
             enrich: Some(enrich::Settings::default()),
         }
     }
@@ -232,9 +246,47 @@ impl Config {
         ) {
             config.shutdown_margin = d;
         }
+        config.policy = flush_policy(&get, &mut warnings);
         config.enrich = enrichment(&get, &mut warnings);
         (config, warnings)
     }
+}
+
+fn flush_policy(
+    get: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<ConfigWarning>,
+) -> PolicyConfig {
+    let mut config = PolicyConfig::default();
+    if let Some(v) = get(vars::FLUSH_STRATEGY) {
+        match Strategy::parse(&v) {
+            Some(s) => config.strategy = s,
+            None => warnings.push(warning(
+                vars::FLUSH_STRATEGY,
+                &v,
+                "end, background or adaptive",
+                "adaptive",
+            )),
+        }
+    }
+    if let Some(d) = duration_ms(
+        &get,
+        vars::FLUSH_INTERVAL_MS,
+        FLUSH_INTERVAL_MS_RANGE,
+        policy::DEFAULT_FLUSH_INTERVAL,
+        warnings,
+    ) {
+        config.interval = d;
+    }
+    if let Some(d) = duration_ms(
+        &get,
+        vars::MAX_AGE_MS,
+        MAX_AGE_MS_RANGE,
+        policy::DEFAULT_MAX_AGE,
+        warnings,
+    ) {
+        config.max_age = d;
+    }
+    config
 }
 
 fn enrichment(
@@ -340,6 +392,9 @@ mod tests {
             (vars::BUFFER_BYTES, "1048576"),
             (vars::FLUSH_TIMEOUT_MS, "250"),
             (vars::SHUTDOWN_MARGIN_MS, "300"),
+            (vars::FLUSH_STRATEGY, "Background"),
+            (vars::FLUSH_INTERVAL_MS, "2500"),
+            (vars::MAX_AGE_MS, "10000"),
         ]);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(config.udp_address.port(), 2999);
@@ -348,6 +403,9 @@ mod tests {
         assert_eq!(config.buffer_bytes, 1_048_576);
         assert_eq!(config.flush_timeout, Duration::from_millis(250));
         assert_eq!(config.shutdown_margin, Duration::from_millis(300));
+        assert_eq!(config.policy.strategy, Strategy::Background);
+        assert_eq!(config.policy.interval, Duration::from_millis(2500));
+        assert_eq!(config.policy.max_age, Duration::from_secs(10));
     }
 
     #[test]
@@ -359,6 +417,8 @@ mod tests {
             (vars::BUFFER_BYTES, "12"),
             (vars::FLUSH_TIMEOUT_MS, "5s"),
             (vars::SHUTDOWN_MARGIN_MS, "999999"),
+            (vars::FLUSH_STRATEGY, "sometimes"),
+            (vars::FLUSH_INTERVAL_MS, "5"),
         ]);
         assert_eq!(config, Config::default());
         let named: Vec<&str> = warnings.iter().map(|w| w.variable).collect();
@@ -370,7 +430,9 @@ mod tests {
                 vars::LOG_LEVEL,
                 vars::BUFFER_BYTES,
                 vars::FLUSH_TIMEOUT_MS,
-                vars::SHUTDOWN_MARGIN_MS
+                vars::SHUTDOWN_MARGIN_MS,
+                vars::FLUSH_STRATEGY,
+                vars::FLUSH_INTERVAL_MS
             ]
         );
         assert!(warnings[4].to_string().contains("10-30000 milliseconds"));

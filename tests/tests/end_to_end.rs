@@ -15,7 +15,7 @@ use xray_extension_tests::trace::TraceHeader;
 async fn cold_and_warm_invocations_arrive_before_each_invocation_ends() {
     let Harness {
         mut lambda, sink, ..
-    } = Harness::start(Options::default()).await;
+    } = Harness::start(Options::strategy("end")).await;
 
     let mut traces = Vec::new();
     for i in 0..4 {

@@ -6,12 +6,15 @@
 
 use std::collections::VecDeque;
 
+use tokio::time::Instant;
+
 use crate::ingest::protocol::Document;
 
 /// A bounded FIFO of documents.
 #[derive(Debug)]
 pub struct Buffer {
     queue: VecDeque<Document>,
+    since: VecDeque<Instant>,
     queued_bytes: usize,
     in_flight_bytes: usize,
     limit_bytes: usize,
@@ -30,14 +33,15 @@ impl Buffer {
     pub fn new(limit_bytes: usize) -> Self {
         Self {
             queue: VecDeque::new(),
+            since: VecDeque::new(),
             queued_bytes: 0,
             in_flight_bytes: 0,
             limit_bytes,
         }
     }
 
-    /// Appends a document, or refuses it when the limit would be exceeded.
-    pub fn push(&mut self, doc: Document) -> Result<(), BufferFull> {
+    /// Appends a document buffered at `now`, or refuses it when the limit would be exceeded.
+    pub fn push(&mut self, doc: Document, now: Instant) -> Result<(), BufferFull> {
         let weight = doc.weight();
         if self.queued_bytes + self.in_flight_bytes + weight > self.limit_bytes {
             return Err(BufferFull {
@@ -46,6 +50,7 @@ impl Buffer {
         }
         self.queued_bytes += weight;
         self.queue.push_back(doc);
+        self.since.push_back(now);
         Ok(())
     }
 
@@ -54,19 +59,27 @@ impl Buffer {
     pub fn take(&mut self, max: usize) -> Vec<Document> {
         let n = max.min(self.queue.len());
         let docs: Vec<Document> = self.queue.drain(..n).collect();
+        self.since.drain(..n);
         let bytes: usize = docs.iter().map(Document::weight).sum();
         self.queued_bytes -= bytes;
         self.in_flight_bytes += bytes;
         docs
     }
 
-    /// Ends a flush that took `taken_bytes`: `unsent` documents return to the front in order.
-    pub fn settle(&mut self, taken_bytes: usize, unsent: Vec<Document>) {
+    /// Ends a flush that took `taken_bytes`: `unsent` documents return to the front in order,
+    /// counted as buffered since `since` (when the flush took them).
+    pub fn settle(&mut self, taken_bytes: usize, unsent: Vec<Document>, since: Instant) {
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(taken_bytes);
         for doc in unsent.into_iter().rev() {
             self.queued_bytes += doc.weight();
             self.queue.push_front(doc);
+            self.since.push_front(since);
         }
+    }
+
+    /// When the oldest queued document was buffered.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.since.front().copied()
     }
 
     /// Queued documents (not counting those in flight).
@@ -88,6 +101,7 @@ impl Buffer {
     pub fn clear(&mut self) -> usize {
         let n = self.queue.len();
         self.queue.clear();
+        self.since.clear();
         self.queued_bytes = 0;
         n
     }
@@ -102,6 +116,7 @@ pub fn weight_of(docs: &[Document]) -> usize {
 mod tests {
     use super::*;
     use crate::trace::{SegmentId, TraceId};
+    use std::time::Duration;
 
     fn doc(n: u64, pad: usize) -> Document {
         Document {
@@ -113,32 +128,38 @@ mod tests {
 
     #[test]
     fn refuses_past_the_limit_counting_in_flight() {
+        let t = Instant::now();
         let w = doc(0, 100).weight();
         let mut b = Buffer::new(w * 3);
         for n in 0..3 {
-            b.push(doc(n, 100)).unwrap();
+            b.push(doc(n, 100), t).unwrap();
         }
-        assert_eq!(b.push(doc(3, 100)), Err(BufferFull { limit_bytes: w * 3 }));
+        assert_eq!(
+            b.push(doc(3, 100), t),
+            Err(BufferFull { limit_bytes: w * 3 })
+        );
         let taken = b.take(2);
         assert_eq!(b.len(), 1);
         // In-flight documents still count: nothing new fits.
-        assert!(b.push(doc(4, 100)).is_err());
-        b.settle(weight_of(&taken), Vec::new());
-        assert!(b.push(doc(5, 100)).is_ok());
-        assert!(b.push(doc(6, 100)).is_ok());
-        assert!(b.push(doc(7, 100)).is_err());
+        assert!(b.push(doc(4, 100), t).is_err());
+        b.settle(weight_of(&taken), Vec::new(), t);
+        assert!(b.push(doc(5, 100), t).is_ok());
+        assert!(b.push(doc(6, 100), t).is_ok());
+        assert!(b.push(doc(7, 100), t).is_err());
     }
 
     #[test]
     fn unsent_documents_return_to_the_front_in_order() {
+        let t = Instant::now();
         let mut b = Buffer::new(1 << 20);
         for n in 0..5 {
-            b.push(doc(n, 10)).unwrap();
+            b.push(doc(n, 10), t).unwrap();
         }
         let taken = b.take(3);
         let bytes = weight_of(&taken);
-        b.push(doc(9, 10)).unwrap();
-        b.settle(bytes, taken[1..].to_vec());
+        b.push(doc(9, 10), t + Duration::from_secs(1)).unwrap();
+        b.settle(bytes, taken[1..].to_vec(), t);
+        assert_eq!(b.oldest(), Some(t));
         let ids: Vec<String> = b.take(10).iter().map(|d| d.id.to_string()).collect();
         let expect: Vec<String> = [1, 2, 3, 4, 9]
             .iter()
@@ -149,11 +170,13 @@ mod tests {
 
     #[test]
     fn clear_reports_what_was_dropped() {
+        let t = Instant::now();
         let mut b = Buffer::new(1 << 20);
-        b.push(doc(1, 10)).unwrap();
-        b.push(doc(2, 10)).unwrap();
+        b.push(doc(1, 10), t).unwrap();
+        b.push(doc(2, 10), t).unwrap();
         assert_eq!(b.clear(), 2);
         assert!(b.is_empty());
         assert_eq!(b.bytes(), 0);
+        assert_eq!(b.oldest(), None);
     }
 }

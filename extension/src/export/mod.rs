@@ -2,4 +2,5 @@
 
 pub mod batcher;
 pub mod buffer;
+pub mod policy;
 pub mod xray;

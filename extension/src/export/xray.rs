@@ -261,46 +261,74 @@ async fn send_batch(
     metrics: &Metrics,
 ) -> BatchResult {
     let mut result = BatchResult::default();
+    let mut pending = batch;
     let mut attempt = 0;
     loop {
         attempt += 1;
         result.calls += 1;
         metrics::add(&metrics.api_calls, 1);
-        let outcome = match tokio::time::timeout_at(deadline, client.put(&batch)).await {
+        let outcome = match tokio::time::timeout_at(deadline, client.put(&pending)).await {
             Ok(r) => r,
             Err(_) => Err(ExportError::Timeout),
         };
-        match outcome {
+        let retryable_error = match outcome {
             Ok(unprocessed) => {
-                result.unprocessed = unprocessed.len();
-                result.sent = batch.len().saturating_sub(unprocessed.len());
-                metrics::add(&metrics.sent, result.sent as u64);
-                metrics::add(&metrics.unprocessed, unprocessed.len() as u64);
-                for u in &unprocessed {
-                    warn!(id = %u.id, code = %u.code, message = %u.message, "X-Ray rejected a document");
+                let (retry, rejected): (Vec<Unprocessed>, Vec<Unprocessed>) = unprocessed
+                    .into_iter()
+                    .partition(|u| is_retryable_code(&u.code));
+                for u in &rejected {
+                    warn!(id = %u.id, code = %u.code, message = %u.message, "X-Ray rejected a document; dropped");
                 }
-                return result;
+                result.unprocessed += rejected.len();
+                metrics::add(&metrics.unprocessed, rejected.len() as u64);
+                let (again, done): (Vec<Document>, Vec<Document>) = pending
+                    .into_iter()
+                    .partition(|d| retry.iter().any(|u| u.id == d.id.as_str()));
+                let sent = done.len().saturating_sub(rejected.len());
+                result.sent += sent;
+                metrics::add(&metrics.sent, sent as u64);
+                if again.is_empty() {
+                    return result;
+                }
+                debug!(documents = again.len(), "X-Ray asked to retry documents");
+                pending = again;
+                None
             }
             Err(e) => {
                 e.count(metrics);
-                let delay = backoff(attempt, fastrand::f64());
-                let out_of_time = Instant::now() + delay >= deadline;
-                if !e.is_retryable() || attempt >= MAX_ATTEMPTS_PER_FLUSH || out_of_time {
-                    if e.is_retryable() {
-                        debug!(error = %e, attempt, documents = batch.len(), "PutTraceSegments failed; kept for the next flush");
-                        result.unsent = batch;
-                    } else {
-                        warn!(error = %e, documents = batch.len(), "PutTraceSegments refused the batch; dropped");
-                        metrics::add(&metrics.unprocessed, batch.len() as u64);
-                        result.unprocessed = batch.len();
-                    }
+                if !e.is_retryable() {
+                    warn!(error = %e, documents = pending.len(), "PutTraceSegments refused the batch; dropped");
+                    metrics::add(&metrics.unprocessed, pending.len() as u64);
+                    result.unprocessed += pending.len();
                     return result;
                 }
-                debug!(error = %e, attempt, delay_ms = delay.as_millis(), "PutTraceSegments failed; retrying");
-                tokio::time::sleep(delay).await;
+                Some(e)
             }
+        };
+        let delay = backoff(attempt, fastrand::f64());
+        if attempt >= MAX_ATTEMPTS_PER_FLUSH || Instant::now() + delay >= deadline {
+            debug!(error = ?retryable_error, attempt, documents = pending.len(), "not sent in this flush; kept for the next");
+            result.unsent = pending;
+            return result;
         }
+        debug!(error = ?retryable_error, attempt, delay_ms = delay.as_millis(), "retrying PutTraceSegments");
+        tokio::time::sleep(delay).await;
     }
+}
+
+/// Whether an `UnprocessedTraceSegments` error code is worth another try (throttling and
+/// service-side failures), rather than a verdict on the document itself.
+pub fn is_retryable_code(code: &str) -> bool {
+    [
+        "Throttl",
+        "Internal",
+        "ServiceUnavailable",
+        "Unavailable",
+        "Timeout",
+        "TooManyRequests",
+    ]
+    .iter()
+    .any(|k| code.contains(k))
 }
 
 /// Full-jitter exponential backoff: uniform in `[0, min(max, base * 2^(attempt-1))]`.
@@ -321,6 +349,16 @@ mod tests {
         assert_eq!(backoff(2, 1.0), RETRY_BASE_DELAY * 2);
         assert_eq!(backoff(30, 1.0), RETRY_MAX_DELAY);
         assert_eq!(backoff(3, 0.5), RETRY_BASE_DELAY * 2);
+    }
+
+    #[test]
+    fn unprocessed_codes() {
+        assert!(is_retryable_code("ThrottledException"));
+        assert!(is_retryable_code("InternalFailure"));
+        assert!(is_retryable_code("ServiceUnavailable"));
+        assert!(!is_retryable_code("InvalidTraceId"));
+        assert!(!is_retryable_code("MissingRequiredField"));
+        assert!(!is_retryable_code(""));
     }
 
     #[test]

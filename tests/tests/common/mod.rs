@@ -57,6 +57,19 @@ pub struct Options {
     pub function: Option<FunctionSpec>,
 }
 
+impl Options {
+    /// Defaults with `XRAY_EXTENSION_FLUSH_STRATEGY` set.
+    pub fn strategy(strategy: &str) -> Options {
+        Options {
+            extension_env: vec![(
+                "XRAY_EXTENSION_FLUSH_STRATEGY".to_owned(),
+                strategy.to_owned(),
+            )],
+            ..Options::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {

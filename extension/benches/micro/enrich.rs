@@ -1,0 +1,120 @@
+//! The enrichment step: INVOKE, telemetry records and SHUTDOWN into our subsegments.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput};
+use serde_json::Value;
+use xray_extension::enrich::{Enricher, Environment, Invoke, Settings};
+use xray_extension::lambda::telemetry::{self, EpochSeconds, Event};
+use xray_extension::trace::TraceHeader;
+
+use crate::docs;
+
+/// One step of a fixture, decoded ahead of the measurement.
+enum Step {
+    Invoke(Invoke),
+    Telemetry(Vec<Event>),
+    Shutdown(String, EpochSeconds),
+}
+
+fn time(v: &Value) -> EpochSeconds {
+    v.as_str()
+        .and_then(EpochSeconds::parse_rfc3339)
+        .unwrap_or_else(|| panic!("not an RFC 3339 time: {v}"))
+}
+
+fn text(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_owned()
+}
+
+/// The fixture's environment, and its steps with telemetry bodies kept raw (for the
+/// decode + enrich bench) and decoded.
+fn load(name: &str) -> (Environment, Vec<Step>, Vec<Vec<u8>>) {
+    let path = docs::fixture(&format!("enrich/{name}.json"));
+    let raw =
+        std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let fixture: Value = serde_json::from_slice(&raw)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    let e = &fixture["environment"];
+    let env = Environment {
+        function_name: e["functionName"].as_str().map(String::from),
+        function_version: e["functionVersion"].as_str().map(String::from),
+        memory_size_mb: e["memorySizeMB"].as_u64(),
+        initialization_type: e["initializationType"].as_str().map(String::from),
+        extension_started: Some(time(&e["extensionStarted"])),
+        extension_ready: Some(time(&e["extensionReady"])),
+    };
+    let mut steps = Vec::new();
+    let mut bodies = Vec::new();
+    for step in fixture["steps"].as_array().into_iter().flatten() {
+        if let Some(inv) = step.get("invoke") {
+            steps.push(Step::Invoke(Invoke {
+                request_id: text(&inv["requestId"]),
+                trace: inv
+                    .get("trace")
+                    .and_then(Value::as_str)
+                    .and_then(|t| TraceHeader::parse(t).ok()),
+                deadline: time(&inv["deadline"]),
+                received_at: time(&inv["receivedAt"]),
+            }));
+        } else if let Some(records) = step.get("telemetry") {
+            let body = records.to_string().into_bytes();
+            steps.push(Step::Telemetry(telemetry::decode(&body).events));
+            bodies.push(body);
+        } else {
+            let s = &step["shutdown"];
+            steps.push(Step::Shutdown(text(&s["reason"]), time(&s["at"])));
+        }
+    }
+    (env, steps, bodies)
+}
+
+/// Runs every step; returns the number of documents produced.
+fn run(enricher: &mut Enricher, steps: &[Step]) -> usize {
+    let mut counter = 0x1000_u64;
+    let mut next_id = move || {
+        counter += 1;
+        counter
+    };
+    let mut produced = 0;
+    for step in steps {
+        produced += match step {
+            Step::Invoke(invoke) => enricher.on_invoke(invoke, &mut next_id).len(),
+            Step::Telemetry(events) => events
+                .iter()
+                .map(|ev| enricher.on_telemetry(ev, &mut next_id).len())
+                .sum(),
+            Step::Shutdown(reason, at) => enricher.on_shutdown(reason, *at, &mut next_id).len(),
+        };
+    }
+    produced
+}
+
+pub fn bench(c: &mut Criterion) {
+    let (env, steps, bodies) = load("on_demand_cold_then_warm");
+    let fresh = || Enricher::new(Settings::default(), env.clone());
+    assert!(
+        run(&mut fresh(), &steps) > 0,
+        "the sequence must produce documents"
+    );
+    let mut group = c.benchmark_group("enrich");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("cold_then_warm_sequence", |b| {
+        b.iter_batched(
+            fresh,
+            |mut enricher| run(&mut enricher, black_box(&steps)),
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("decode_telemetry_bodies", |b| {
+        b.iter(|| {
+            bodies
+                .iter()
+                .map(|body| telemetry::decode(black_box(body)).events.len())
+                .sum::<usize>()
+        });
+    });
+    group.finish();
+}

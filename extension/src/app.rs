@@ -109,6 +109,7 @@ struct Flight {
     handle: JoinHandle<FlushReport>,
     bytes: usize,
     started: Instant,
+    docs: usize,
     /// Started by the pending flush point (not a background send it must wait out first).
     for_pending: bool,
 }
@@ -222,6 +223,15 @@ pub fn epoch_seconds_now() -> EpochSeconds {
     EpochSeconds(epoch_now().as_secs_f64())
 }
 
+/// This process's peak resident set size (`VmHWM`), for the shutdown counters line.
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 fn random_id() -> u64 {
     fastrand::u64(1..)
 }
@@ -316,7 +326,9 @@ impl App {
                     request_id: None,
                     flush_deadline: Some(deadline),
                     deadline,
-                    hard_deadline: deadline,
+                    // The flush's own timeouts end at `deadline`; this lets a call finishing
+                    // right then settle, and still leaves half the margin.
+                    hard_deadline: deadline + self.config.shutdown_margin / 2,
                     wait_until: Some((now + REPORT_WAIT).min(deadline)),
                     stage: Stage::AwaitReport,
                     done,
@@ -415,8 +427,12 @@ impl App {
                 self.begin_drain();
             }
             _ if now >= p.hard_deadline => {
-                warn!(stage = ?p.stage, "flush point overran its deadline; releasing the event loop");
-                self.finish_pending();
+                if p.shutdown {
+                    self.finish_shutdown();
+                } else {
+                    warn!(stage = ?p.stage, "flush point overran its deadline; releasing the event loop");
+                    self.finish_pending();
+                }
             }
             _ => {}
         }
@@ -502,14 +518,10 @@ impl App {
         let shutdown = self.pending.as_ref().is_some_and(|p| p.shutdown);
         if self.buffer.is_empty() || now >= deadline {
             if shutdown {
-                let dropped = self.buffer.clear();
-                if dropped > 0 {
-                    metrics::add(&self.metrics.dropped_at_shutdown, dropped as u64);
-                    warn!(dropped, "documents not sent before the shutdown deadline");
-                }
-                self.log_counters();
+                self.finish_shutdown();
+            } else {
+                self.finish_pending();
             }
-            self.finish_pending();
             return;
         }
         self.start_flush(deadline, true);
@@ -520,6 +532,7 @@ impl App {
         self.policy.sent(now);
         let docs = self.buffer.take(usize::MAX);
         let bytes = buffer::weight_of(&docs);
+        let count = docs.len();
         let client = self.client.clone();
         let metrics = self.metrics.clone();
         debug!(documents = docs.len(), "flush");
@@ -533,6 +546,7 @@ impl App {
         self.flight = Some(Flight {
             handle,
             bytes,
+            docs: count,
             started: now,
             for_pending,
         });
@@ -578,6 +592,22 @@ impl App {
         }
     }
 
+    /// The end of SHUTDOWN: whatever is still buffered or in flight is counted as dropped, the
+    /// counters are logged, and the event loop is released so the process can exit.
+    fn finish_shutdown(&mut self) {
+        let in_flight = self.flight.take().map_or(0, |f| {
+            f.handle.abort();
+            f.docs
+        });
+        let dropped = self.buffer.clear() + in_flight;
+        if dropped > 0 {
+            metrics::add(&self.metrics.dropped_at_shutdown, dropped as u64);
+            warn!(dropped, "documents not sent before the shutdown deadline");
+        }
+        self.log_counters();
+        self.finish_pending();
+    }
+
     fn finish_pending(&mut self) {
         if let Some(p) = self.pending.take() {
             if p.shutdown {
@@ -605,6 +635,7 @@ impl App {
             backend_unknown_host = metrics::get(&m.backend_unknown_host),
             backend_other = metrics::get(&m.backend_other),
             telemetry_invalid = metrics::get(&m.telemetry_invalid),
+            peak_rss_kb = peak_rss_kb().unwrap_or(0),
             "counters"
         );
     }

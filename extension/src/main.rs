@@ -9,7 +9,7 @@ use lambda_extension::{Extension, LambdaEvent, NextEvent, service_fn};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{error, info, warn};
 use xray_extension::app::{self, ClientCell, Inputs, LifecycleEvent, Setup};
-use xray_extension::config::Config;
+use xray_extension::config::{Config, LogLevel};
 use xray_extension::enrich::{Enricher, Environment};
 use xray_extension::export::xray::XrayClient;
 use xray_extension::ingest::udp;
@@ -26,13 +26,7 @@ const TELEMETRY_CHANNEL_CAPACITY: usize = 64;
 fn main() -> ExitCode {
     let started = app::epoch_seconds_now();
     let (config, warnings) = Config::from_lookup(|k| std::env::var(k).ok());
-    tracing_subscriber::fmt()
-        .with_max_level(config.log_level.as_tracing())
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .without_time()
-        .init();
+    init_logging(config.log_level);
     for w in &warnings {
         warn!(variable = w.variable, "{w}");
     }
@@ -53,6 +47,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr (Lambda sends it to CloudWatch, which adds the time). Our own events at the
+/// configured level; the libraries' (AWS SDK, hyper) at warn or quieter, unless `trace`.
+fn init_logging(level: LogLevel) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let ours = level.as_tracing();
+    let others = if level == LogLevel::Trace {
+        tracing::Level::TRACE
+    } else {
+        ours.min(tracing::Level::WARN)
+    };
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("xray_extension", ours)
+        .with_default(others);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .without_time();
+    tracing_subscriber::registry().with(fmt).with(filter).init();
 }
 
 /// What Lambda tells every extension through its environment (contracts §1).

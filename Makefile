@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 CARGO ?= cargo
 
-.PHONY: all build demo test test-unit lint fmt clippy layer bench fuzz clean venv
+.PHONY: all build demo test test-unit lint fmt clippy layer bench fuzz clean venv node-deps
 
 all: build
 
@@ -22,13 +22,22 @@ $(VENV_STAMP): tests/requirements.txt
 	$(VENV)/bin/pip install --quiet -r tests/requirements.txt
 	touch $@
 
+NODE_FUNCTION := tests/functions/node
+NODE_STAMP := $(NODE_FUNCTION)/node_modules/.installed
+
+node-deps: $(NODE_STAMP)
+
+$(NODE_STAMP): $(NODE_FUNCTION)/package.json $(NODE_FUNCTION)/package-lock.json
+	cd $(NODE_FUNCTION) && npm ci --silent --no-audit --no-fund
+	touch $@
+
 ## demo: a local Lambda (emulator + embedded X-Ray sink) runs a sample function through a cold
 ## start, warm invocations, an error and a shutdown, then prints the traces.
 demo: build
 	$(CARGO) run --quiet -p xray-extension-tests --bin demo
 
 ## test: unit tests, then end-to-end tests through the emulator and against real peers.
-test: venv build
+test: venv node-deps build
 	XRAY_TEST_VENV=$(abspath $(VENV)) $(CARGO) test --workspace -- --test-threads=2
 
 test-unit:

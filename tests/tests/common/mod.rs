@@ -55,6 +55,9 @@ pub struct Options {
     pub xray_endpoint: Option<String>,
     /// The function command; the sample function when `None`.
     pub function: Option<FunctionSpec>,
+    /// Start the runtime through the layer's `AWS_LAMBDA_EXEC_WRAPPER` script, which points the
+    /// SDK at the extension, instead of setting `AWS_XRAY_DAEMON_ADDRESS` on the function.
+    pub wrapper: bool,
 }
 
 impl Options {
@@ -78,6 +81,7 @@ impl Default for Options {
             extension_env: Vec::new(),
             xray_endpoint: None,
             function: None,
+            wrapper: false,
         }
     }
 }
@@ -110,8 +114,22 @@ impl Harness {
         }
         let function = options
             .function
-            .unwrap_or_else(|| FunctionSpec::command([workspace_binary("sample-function")]))
-            .env("AWS_XRAY_DAEMON_ADDRESS", format!("127.0.0.1:{udp_port}"));
+            .unwrap_or_else(|| FunctionSpec::command([workspace_binary("sample-function")]));
+        let function = if options.wrapper {
+            let wrapper = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../layer/xray-extension-wrapper")
+                .canonicalize()
+                .expect("layer/xray-extension-wrapper");
+            // A function setting: the runtime (through the wrapper) and the extension both see it.
+            function
+                .env("AWS_LAMBDA_EXEC_WRAPPER", wrapper.to_string_lossy())
+                .env(
+                    "XRAY_EXTENSION_UDP_ADDRESS",
+                    format!("127.0.0.1:{udp_port}"),
+                )
+        } else {
+            function.env("AWS_XRAY_DAEMON_ADDRESS", format!("127.0.0.1:{udp_port}"))
+        };
         let lambda = Emulator::builder()
             .extension(extension)
             .function(function)

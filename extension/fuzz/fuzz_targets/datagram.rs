@@ -1,0 +1,36 @@
+//! One UDP datagram in the daemon protocol. `parse_datagram` must never panic, and whatever it
+//! accepts is what X-Ray will be sent: the body as received, within the size limit, a JSON
+//! object, and valid again on its own (as the export path re-reads our own documents).
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use serde_json::{Map, Value};
+use xray_extension::ingest::protocol::{MAX_DOCUMENT_BYTES, parse_datagram, parse_document};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(doc) = parse_datagram(data) else {
+        return;
+    };
+    assert!(
+        doc.body.len() <= MAX_DOCUMENT_BYTES,
+        "accepted a body of {} bytes",
+        doc.body.len()
+    );
+    // Forwarded byte for byte: the body is everything after the first newline.
+    let newline = data.iter().position(|&b| b == b'\n');
+    assert_eq!(
+        newline.map(|n| &data[n + 1..]),
+        Some(doc.body.as_bytes()),
+        "the body is not the datagram's tail"
+    );
+    let again = match parse_document(doc.body.as_bytes()) {
+        Ok(again) => again,
+        Err(e) => panic!("accepted datagram's body fails parse_document: {e}"),
+    };
+    assert_eq!(again.id, doc.id);
+    assert_eq!(again.trace_id, doc.trace_id);
+    if let Err(e) = serde_json::from_str::<Map<String, Value>>(&doc.body) {
+        panic!("accepted a body that is not a JSON object: {e}");
+    }
+});

@@ -1,0 +1,61 @@
+//! One Telemetry API POST body, decoded and fed through the enrichment state machine, then a
+//! SHUTDOWN. Nothing may panic, the decoder must account for each array element at most once,
+//! and every document enrichment produces must be one the protocol checks accept (it goes to
+//! X-Ray without further checks).
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use serde_json::value::RawValue;
+use xray_extension::enrich::{Enricher, Environment, Settings};
+use xray_extension::ingest::protocol::{Document, parse_document};
+use xray_extension::lambda::telemetry::{EpochSeconds, decode};
+
+/// When the SHUTDOWN arrives: 2023-11-14T22:13:20Z.
+const SHUTDOWN_AT: EpochSeconds = EpochSeconds(1_700_000_000.0);
+
+fn check(doc: &Document) {
+    match parse_document(doc.body.as_bytes()) {
+        Ok(again) => {
+            assert_eq!(again.id, doc.id, "{}", doc.body);
+            assert_eq!(again.trace_id, doc.trace_id, "{}", doc.body);
+        }
+        Err(e) => panic!(
+            "enrichment produced a document X-Ray would reject ({e}): {}",
+            doc.body
+        ),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let decoded = decode(data);
+    match serde_json::from_slice::<Vec<&RawValue>>(data) {
+        Ok(elements) => assert!(
+            decoded.events.len() + decoded.invalid <= elements.len(),
+            "{} events + {} invalid from {} elements",
+            decoded.events.len(),
+            decoded.invalid,
+            elements.len()
+        ),
+        Err(_) => assert!(
+            decoded.events.is_empty(),
+            "events from a body that is no array"
+        ),
+    }
+    assert!(decoded.skipped <= decoded.events.len());
+
+    let mut next = 0_u64;
+    let mut next_id = move || {
+        next += 1;
+        next
+    };
+    let mut enricher = Enricher::new(Settings::default(), Environment::default());
+    for event in &decoded.events {
+        for doc in enricher.on_telemetry(event, &mut next_id) {
+            check(&doc);
+        }
+    }
+    for doc in enricher.on_shutdown("timeout", SHUTDOWN_AT, &mut next_id) {
+        check(&doc);
+    }
+});

@@ -535,10 +535,11 @@ impl App {
         let count = docs.len();
         let client = self.client.clone();
         let metrics = self.metrics.clone();
+        let tls_roots = self.config.tls_roots;
         debug!(documents = docs.len(), "flush");
         let handle = tokio::spawn(async move {
             let client = client
-                .get_or_init(|| async { Arc::new(XrayClient::from_env().await) })
+                .get_or_init(|| async { Arc::new(XrayClient::from_env(tls_roots).await) })
                 .await
                 .clone();
             xray::flush(client, docs, deadline, metrics).await

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::enrich::{self, annotations};
 use crate::export::policy::{self, PolicyConfig, Strategy};
+use crate::export::xray::TlsRoots;
 
 /// Where the X-Ray SDKs send segment documents (the daemon's well-known address).
 pub const DEFAULT_UDP_ADDRESS: &str = "127.0.0.1:2000";
@@ -55,6 +56,8 @@ pub mod vars {
     pub const FLUSH_INTERVAL_MS: &str = "XRAY_EXTENSION_FLUSH_INTERVAL_MS";
     /// Maximum age of buffered documents in adaptive's busy mode, in milliseconds.
     pub const MAX_AGE_MS: &str = "XRAY_EXTENSION_MAX_AGE_MS";
+    /// `amazon` (compiled-in Amazon Trust Services roots) or `system`.
+    pub const TLS_ROOTS: &str = "XRAY_EXTENSION_TLS_ROOTS";
     /// Turn our own subsegments on or off.
     pub const ENRICH: &str = "XRAY_EXTENSION_ENRICH";
     /// Which built-in annotations to add.
@@ -119,6 +122,8 @@ pub struct Config {
     pub shutdown_margin: Duration,
     /// When to flush and whether the function waits.
     pub policy: PolicyConfig,
+    /// Which certificates the X-Ray client trusts.
+    pub tls_roots: TlsRoots,
     /// Our own subsegments: `None` when turned off.
     pub enrich: Option<enrich::Settings>,
 }
@@ -133,6 +138,7 @@ impl Default for Config {
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
             shutdown_margin: DEFAULT_SHUTDOWN_MARGIN,
             policy: PolicyConfig::default(),
+            tls_roots: TlsRoots::Amazon,
             enrich: Some(enrich::Settings::default()),
         }
     }
@@ -247,6 +253,16 @@ impl Config {
             config.shutdown_margin = d;
         }
         config.policy = flush_policy(&get, &mut warnings);
+        if let Some(v) = get(vars::TLS_ROOTS) {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "amazon" => config.tls_roots = TlsRoots::Amazon,
+                "system" => config.tls_roots = TlsRoots::System,
+                _ => warnings.push(warning(vars::TLS_ROOTS, &v, "amazon or system", "amazon")),
+            }
+        } else if get("AWS_REGION").is_some_and(|r| r.starts_with("cn-")) {
+            // China regions' endpoints are not certain to chain to Amazon's roots.
+            config.tls_roots = TlsRoots::System;
+        }
         config.enrich = enrichment(&get, &mut warnings);
         (config, warnings)
     }

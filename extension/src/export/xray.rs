@@ -26,6 +26,19 @@ pub const MAX_ATTEMPTS_PER_FLUSH: u32 = 3;
 pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(25);
 /// Largest retry delay.
 pub const RETRY_MAX_DELAY: Duration = Duration::from_millis(400);
+/// Amazon Trust Services' roots (and the Starfield root that cross-signs them): AWS endpoints
+/// chain to these. Compiled in so startup does not read the system store (~15 ms).
+pub const AMAZON_ROOTS_PEM: &[u8] = include_bytes!("../../certs/amazon-trust-services.pem");
+
+/// Which certificates the TLS client trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsRoots {
+    /// The compiled-in Amazon Trust Services roots.
+    Amazon,
+    /// The system store (for proxies or endpoints with other certificate authorities).
+    System,
+}
+
 /// TCP/TLS connect timeout for the X-Ray endpoint.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -102,12 +115,20 @@ pub struct XrayClient {
 impl XrayClient {
     /// Builds a client from the standard AWS environment (region, credentials,
     /// `AWS_ENDPOINT_URL_XRAY` / `AWS_ENDPOINT_URL`) with one TLS stack (rustls + ring).
-    pub async fn from_env() -> Self {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
+    pub async fn from_env(roots: TlsRoots) -> Self {
+        use aws_smithy_http_client::tls;
+        let trust = match roots {
+            TlsRoots::Amazon => tls::TrustStore::empty().with_pem_certificate(AMAZON_ROOTS_PEM),
+            TlsRoots::System => tls::TrustStore::empty().with_native_roots(true),
+        };
+        let context = tls::TlsContext::builder().with_trust_store(trust).build();
+        let builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ));
+        let http = match context {
+            Ok(context) => builder.tls_context(context).build_https(),
+            Err(_) => builder.build_https(),
+        };
         let config = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http)
             .retry_config(RetryConfig::disabled())
@@ -349,6 +370,13 @@ mod tests {
         assert_eq!(backoff(2, 1.0), RETRY_BASE_DELAY * 2);
         assert_eq!(backoff(30, 1.0), RETRY_MAX_DELAY);
         assert_eq!(backoff(3, 0.5), RETRY_BASE_DELAY * 2);
+    }
+
+    #[test]
+    fn the_compiled_in_roots_are_five_certificates() {
+        let text = std::str::from_utf8(AMAZON_ROOTS_PEM).unwrap();
+        assert_eq!(text.matches("-----BEGIN CERTIFICATE-----").count(), 5);
+        assert_eq!(text.matches("-----END CERTIFICATE-----").count(), 5);
     }
 
     #[test]

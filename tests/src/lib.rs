@@ -13,9 +13,11 @@
 //! X-Ray daemon protocol), `empty-extension` (the smallest external extension, a baseline) and
 //! `xray-sink` (the sink as a standalone server).
 
+pub mod bench;
 pub mod clock;
 pub mod emulator;
 pub mod http;
 pub mod net;
+pub mod scale_model;
 pub mod sink;
 pub mod trace;

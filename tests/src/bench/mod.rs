@@ -1,0 +1,184 @@
+//! The performance harness behind `make bench`: each figure of the performance targets measured
+//! through the emulator with the release binaries, side by side with the baseline where the
+//! target is a ratio, and printed as one table.
+//!
+//! - [`init`]: spawn → first `/event/next`, ours and `empty-extension`, interleaved cold starts;
+//! - [`post_runtime`]: `platform.runtimeDone` delivered → our `/event/next`, per flush strategy,
+//!   and the sink's round trip for the `end` target;
+//! - [`load`]: RSS idle and under a 20k documents/s UDP load, drops, batch fill;
+//! - [`size`]: the stripped `x86_64` binary;
+//! - [`micro`]: the criterion micro-benchmarks' medians (`cargo bench -p xray-extension`);
+//! - [`report`]: statistics, the table, the machine it ran on.
+
+pub mod docs;
+pub mod init;
+pub mod load;
+pub mod micro;
+pub mod post_runtime;
+pub mod procfs;
+pub mod report;
+pub mod size;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::emulator::{ChildOutput, Emulator, ExtensionSpec, FunctionSpec};
+use crate::net;
+
+/// The extension's name in the Extensions API (its file name).
+pub const EXTENSION: &str = "xray-extension";
+/// The baseline's name.
+pub const EMPTY_EXTENSION: &str = "empty-extension";
+/// The function every measurement runs.
+pub const SAMPLE_FUNCTION: &str = "sample-function";
+/// The extension's flush-strategy setting.
+pub const FLUSH_STRATEGY_VAR: &str = "XRAY_EXTENSION_FLUSH_STRATEGY";
+
+/// The binaries a run needs.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `target/<profile>`, where the binaries are.
+    pub dir: PathBuf,
+    /// Ours (`XRAY_EXTENSION_BIN` overrides it).
+    pub extension: PathBuf,
+    /// The baseline.
+    pub empty_extension: PathBuf,
+    /// The function.
+    pub function: PathBuf,
+}
+
+impl Binaries {
+    /// The binaries next to the running executable (`target/release` under `make bench`).
+    pub fn beside_current_exe() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the running executable")?;
+        let dir = exe
+            .parent()
+            .context("the running executable has no directory")?
+            .to_path_buf();
+        let extension = std::env::var_os("XRAY_EXTENSION_BIN")
+            .map_or_else(|| dir.join(EXTENSION), PathBuf::from);
+        let bins = Self {
+            extension,
+            empty_extension: dir.join(EMPTY_EXTENSION),
+            function: dir.join(SAMPLE_FUNCTION),
+            dir,
+        };
+        for path in [&bins.extension, &bins.empty_extension, &bins.function] {
+            anyhow::ensure!(
+                path.exists(),
+                "{} is missing: build it first (cargo build --release -p xray-extension -p xray-extension-tests --bins)",
+                path.display()
+            );
+        }
+        Ok(bins)
+    }
+
+    /// `target/`, the parent of the profile directory.
+    pub fn target_dir(&self) -> &Path {
+        self.dir.parent().unwrap_or(&self.dir)
+    }
+}
+
+/// One environment: an extension (ours or the baseline) and the sample function.
+#[derive(Debug, Clone)]
+pub struct EnvSpec {
+    /// The extension executable.
+    pub extension: PathBuf,
+    /// Extra variables for the extension.
+    pub extension_env: Vec<(String, String)>,
+    /// The function.
+    pub function: PathBuf,
+    /// `AWS_ENDPOINT_URL_XRAY`.
+    pub xray_endpoint: String,
+    /// The function timeout.
+    pub function_timeout: Duration,
+}
+
+/// A started emulator and the UDP port the extension listens on.
+pub struct Env {
+    /// The local Lambda.
+    pub lambda: Emulator,
+    /// The extension's daemon-protocol port.
+    pub udp_port: u16,
+}
+
+impl EnvSpec {
+    /// Ours or the baseline, with the sample function, against `xray_endpoint`.
+    pub fn new(extension: &Path, function: &Path, xray_endpoint: &str) -> Self {
+        Self {
+            extension: extension.to_path_buf(),
+            extension_env: Vec::new(),
+            function: function.to_path_buf(),
+            xray_endpoint: xray_endpoint.to_owned(),
+            function_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// An extra variable for the extension.
+    #[must_use]
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.extension_env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Starts the emulator (nothing runs until an init or invoke).
+    pub async fn start(&self) -> anyhow::Result<Env> {
+        let udp_port = net::free_udp_port()?;
+        let telemetry_port = net::free_tcp_port()?;
+        let mut extension = ExtensionSpec::new(&self.extension)
+            .env(
+                "XRAY_EXTENSION_UDP_ADDRESS",
+                format!("127.0.0.1:{udp_port}"),
+            )
+            .env("XRAY_EXTENSION_TELEMETRY_PORT", telemetry_port.to_string());
+        for (k, v) in &self.extension_env {
+            extension = extension.env(k, v);
+        }
+        let lambda = Emulator::builder()
+            .extension(extension)
+            .function(
+                FunctionSpec::command([&self.function])
+                    .env("AWS_XRAY_DAEMON_ADDRESS", format!("127.0.0.1:{udp_port}")),
+            )
+            .function_name("bench")
+            .function_timeout(self.function_timeout)
+            .xray_endpoint(&self.xray_endpoint)
+            .output(ChildOutput::Quiet)
+            .start()
+            .await?;
+        Ok(Env { lambda, udp_port })
+    }
+}
+
+/// The last `counters` line the extension logged, as key → number.
+pub fn counters(lambda: &Emulator) -> std::collections::HashMap<String, u64> {
+    lambda
+        .output(EXTENSION)
+        .into_iter()
+        .rev()
+        .find(|l| l.contains("counters"))
+        .map(|line| {
+            line.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `binary` knows the flush-strategy setting (its name appears in the executable);
+/// a build without it ignores the variable and flushes at the end of each invocation.
+pub fn knows_flush_strategy(binary: &Path) -> bool {
+    std::fs::read(binary).is_ok_and(|bytes| {
+        bytes
+            .windows(FLUSH_STRATEGY_VAR.len())
+            .any(|w| w == FLUSH_STRATEGY_VAR.as_bytes())
+    })
+}
+
+/// Milliseconds of a duration, as a float.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

@@ -1,0 +1,268 @@
+//! `make bench`: the performance figures of the extension, measured through the emulator with
+//! the release binaries, side by side with the empty extension where the target is a ratio,
+//! printed as one table (and, for a full run, written to `tests/bench/RESULTS.md`).
+//!
+//! ```text
+//! bench [--only init,post-runtime,load,size,micro,scale] [--quick] [--out FILE]
+//!       [--init-rounds N] [--post-rounds N] [--invokes N] [--load-runs N] [--load-seconds S]
+//! ```
+//!
+//! The micro-benchmark rows are read from criterion's results: run
+//! `cargo bench -p xray-extension --bench micro` first (`make bench` does).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use xray_extension_tests::bench::report::{
+    Machine, Row, load_average, render_markdown, render_text,
+};
+use xray_extension_tests::bench::{Binaries, init, load, micro, post_runtime, size};
+use xray_extension_tests::clock::iso8601_millis;
+use xray_extension_tests::scale_model;
+use xray_extension_tests::sink::XraySink;
+
+const SECTIONS: [&str; 6] = ["init", "post-runtime", "load", "size", "micro", "scale"];
+
+#[derive(Debug)]
+struct Options {
+    only: Vec<String>,
+    out: Option<PathBuf>,
+    init_rounds: usize,
+    post_rounds: usize,
+    invokes: usize,
+    load_runs: u64,
+    load_seconds: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            only: SECTIONS.iter().map(|s| (*s).to_owned()).collect(),
+            out: None,
+            init_rounds: 20,
+            post_rounds: 3,
+            invokes: 200,
+            load_runs: 3,
+            load_seconds: 5.0,
+        }
+    }
+}
+
+const USAGE: &str = "bench [--only init,post-runtime,load,size,micro,scale] [--quick] [--out FILE] \
+[--init-rounds N] [--post-rounds N] [--invokes N] [--load-runs N] [--load-seconds S]";
+
+fn value<T: std::str::FromStr>(flag: &str, v: Option<String>) -> anyhow::Result<T> {
+    let v = v.with_context(|| format!("{flag} needs a value"))?;
+    v.parse()
+        .map_err(|_| anyhow::anyhow!("{flag}: cannot read {v:?}"))
+}
+
+fn parse_args() -> anyhow::Result<Option<Options>> {
+    let mut o = Options::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--only" => {
+                let list: String = value(&arg, args.next())?;
+                o.only = list.split(',').map(|s| s.trim().to_owned()).collect();
+                for s in &o.only {
+                    anyhow::ensure!(
+                        SECTIONS.contains(&s.as_str()),
+                        "unknown section {s:?}; one of {}",
+                        SECTIONS.join(", ")
+                    );
+                }
+            }
+            "--quick" => {
+                o.init_rounds = 5;
+                o.post_rounds = 1;
+                o.invokes = 50;
+                o.load_runs = 1;
+                o.load_seconds = 3.0;
+            }
+            "--out" => o.out = Some(PathBuf::from(value::<String>(&arg, args.next())?)),
+            "--init-rounds" => o.init_rounds = value(&arg, args.next())?,
+            "--post-rounds" => o.post_rounds = value(&arg, args.next())?,
+            "--invokes" => o.invokes = value(&arg, args.next())?,
+            "--load-runs" => o.load_runs = value(&arg, args.next())?,
+            "--load-seconds" => o.load_seconds = value(&arg, args.next())?,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    anyhow::ensure!(
+        o.init_rounds > 0 && o.post_rounds > 0 && o.invokes > 0 && o.load_runs > 0,
+        "counts must be positive"
+    );
+    anyhow::ensure!(
+        o.load_seconds > 0.0 && o.load_seconds <= 60.0,
+        "--load-seconds must be in (0, 60]"
+    );
+    Ok(Some(o))
+}
+
+fn wants(o: &Options, section: &str) -> bool {
+    o.only.iter().any(|s| s == section)
+}
+
+async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    if wants(o, "init") {
+        eprintln!(
+            "bench: init, {} interleaved cold starts each",
+            o.init_rounds
+        );
+        let sink = XraySink::start().await?;
+        rows.extend(init::measure(bins, &sink.endpoint(), o.init_rounds).await?);
+    }
+    if wants(o, "post-runtime") {
+        eprintln!(
+            "bench: post-runtime, {} rounds × {} warm invokes per strategy",
+            o.post_rounds, o.invokes
+        );
+        rows.extend(post_runtime::measure(bins, o.post_rounds, o.invokes).await?);
+    }
+    if wants(o, "load") {
+        eprintln!(
+            "bench: load, {} runs × {} s at {} documents/s",
+            o.load_runs,
+            o.load_seconds,
+            load::RATE
+        );
+        rows.extend(
+            load::measure(
+                bins,
+                o.load_runs,
+                load::RATE,
+                Duration::from_secs_f64(o.load_seconds),
+            )
+            .await?,
+        );
+    }
+    if wants(o, "size") {
+        rows.extend(size::rows(bins));
+    }
+    if wants(o, "micro") {
+        rows.extend(micro::rows(bins.target_dir()));
+    }
+    Ok(rows)
+}
+
+fn markdown(
+    machine: &Machine,
+    o: &Options,
+    rows: &[Row],
+    scale: Option<&str>,
+    took: Duration,
+) -> String {
+    let mut md = String::from("# Performance results\n\n");
+    md.push_str(
+        "Written by `make bench` (`tests/src/bin/bench.rs`): release binaries driven through the \
+local Lambda emulator on loopback, with the X-Ray sink as the endpoint. Medians over runs; a \
+row passes when its median meets the target. Figures are from the run below only.\n\n",
+    );
+    let _ = write!(
+        md,
+        "- machine: {}\n- finished: {}, after {:.0} s; load average at the end {}\n- settings: {} init rounds; {} post-runtime rounds × {} invokes; {} load runs × {} s\n\n",
+        machine.describe(),
+        iso8601_millis(SystemTime::now()),
+        took.as_secs_f64(),
+        load_average(),
+        o.init_rounds,
+        o.post_rounds,
+        o.invokes,
+        o.load_runs,
+        o.load_seconds,
+    );
+    md.push_str(&render_markdown(rows));
+    if let Some(scale) = scale {
+        md.push_str("\n## Scale model\n\n");
+        md.push_str(scale);
+    }
+    md
+}
+
+fn scale_section() -> String {
+    format!(
+        "`scale-model` (`tests/src/scale_model.rs`): a deterministic simulation, no processes. \
+Account quota {} PutTraceSegments requests/s (a model parameter, not X-Ray's limit), {} s \
+simulated, seed {}, 50 ms handlers; the environment is frozen between invocations.\n\n{}",
+        scale_model::QUOTA_RPS_DEFAULT,
+        scale_model::SECONDS_DEFAULT,
+        scale_model::SEED_DEFAULT,
+        scale_model::table(&scale_model::grid(
+            scale_model::QUOTA_RPS_DEFAULT,
+            scale_model::SECONDS_DEFAULT,
+            scale_model::SEED_DEFAULT,
+        ))
+    )
+}
+
+async fn run(o: Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let machine = Machine::detect();
+    let bins = Binaries::beside_current_exe()?;
+    eprintln!("bench: {}", machine.describe());
+    let rows = measure(&o, &bins).await?;
+    let scale = wants(&o, "scale").then(scale_section);
+    println!("machine: {}", machine.describe());
+    println!();
+    print!("{}", render_text(&rows));
+    if let Some(scale) = &scale {
+        println!();
+        println!("scale model");
+        print!("{scale}");
+    }
+    let full = SECTIONS.iter().all(|s| wants(&o, s));
+    let out = o.out.clone().or_else(|| {
+        full.then(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/RESULTS.md"))
+    });
+    if let Some(path) = out {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(
+            &path,
+            markdown(&machine, &o, &rows, scale.as_deref(), started.elapsed()),
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+        println!();
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args() {
+        Ok(Some(o)) => o,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

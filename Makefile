@@ -58,3 +58,24 @@ layer:
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV) build
+
+## bench: release binaries (ours and the empty-extension baseline), the criterion micro-benchmarks,
+## then every performance figure through the emulator, printed as one table with the machine it
+## ran on and written to tests/bench/RESULTS.md. One row, fast: make bench BENCH_ARGS="--only init"
+## (sections: init, post-runtime, load, size, micro, scale; --quick for fewer repetitions).
+## scale-model: the simulation of many environments against one account quota, alone.
+BENCH_ARGS ?=
+
+.PHONY: bench-build bench-micro scale-model
+
+bench-build:
+	$(CARGO) build --release -p xray-extension -p xray-extension-tests --bins
+
+bench-micro:
+	$(CARGO) bench -p xray-extension --bench micro
+
+bench: bench-build bench-micro
+	$(CARGO) run --release --quiet -p xray-extension-tests --bin bench -- $(BENCH_ARGS)
+
+scale-model:
+	$(CARGO) run --release --quiet -p xray-extension-tests --bin scale-model

@@ -154,6 +154,36 @@ async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// The commit the binaries were built from, and whether the extension had uncommitted changes.
+fn source_revision() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(rev) => {
+            let dirty = git(&["status", "--porcelain", "--", "../extension"])
+                .is_some_and(|s| !s.trim().is_empty());
+            format!(
+                "{}{}",
+                rev.trim(),
+                if dirty {
+                    " with uncommitted changes in extension/"
+                } else {
+                    ""
+                }
+            )
+        }
+        None => String::from("unknown"),
+    }
+}
+
 fn markdown(
     machine: &Machine,
     o: &Options,
@@ -169,8 +199,9 @@ row passes when its median meets the target. Figures are from the run below only
     );
     let _ = write!(
         md,
-        "- machine: {}\n- finished: {}, after {:.0} s; load average at the end {}\n- settings: {} init rounds; {} post-runtime rounds × {} invokes; {} load runs × {} s\n\n",
+        "- machine: {}\n- source: {}\n- finished: {}, after {:.0} s; load average at the end {}\n- settings: {} init rounds; {} post-runtime rounds × {} invokes; {} load runs × {} s\n\n",
         machine.describe(),
+        source_revision(),
         iso8601_millis(SystemTime::now()),
         took.as_secs_f64(),
         load_average(),

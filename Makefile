@@ -59,6 +59,23 @@ clean:
 	$(CARGO) clean
 	rm -rf $(VENV) build
 
+## fuzz: each cargo-fuzz target in extension/fuzz for FUZZ_SECONDS, on the stable toolchain
+## (libFuzzer with coverage instrumentation, no sanitizer); fails when any target crashes.
+## fuzz-ci: the same, FUZZ_CI_SECONDS each. Corpora: extension/fuzz/corpus (seeded from fixtures).
+FUZZ_SECONDS ?= 60
+FUZZ_CI_SECONDS ?= 12
+
+.PHONY: fuzz-ci fuzz-tools
+
+fuzz-tools:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+fuzz: fuzz-tools
+	CARGO=$(CARGO) extension/fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-ci: fuzz-tools
+	CARGO=$(CARGO) extension/fuzz/run.sh $(FUZZ_CI_SECONDS)
+
 ## bench: release binaries (ours and the empty-extension baseline), the criterion micro-benchmarks,
 ## then every performance figure through the emulator, printed as one table with the machine it
 ## ran on and written to tests/bench/RESULTS.md. One row, fast: make bench BENCH_ARGS="--only init"

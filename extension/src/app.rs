@@ -26,7 +26,7 @@ use crate::export::buffer::{self, Buffer};
 use crate::export::policy::{AtRuntimeDone, BufferState, Policy, Strategy};
 use crate::export::xray::{self, FlushReport, XrayClient};
 use crate::ingest::protocol::Document;
-use crate::ingest::udp::Ingested;
+use crate::ingest::udp::{ChannelBudget, Ingested};
 use crate::lambda::api::Telemetry;
 use crate::lambda::telemetry::{EpochSeconds, Event, Record};
 use crate::metrics::{self, LogLimiter, Metrics};
@@ -83,6 +83,8 @@ pub struct Inputs {
     pub telemetry: mpsc::Receiver<Vec<Event>>,
     /// Asks the UDP reader to drain the socket.
     pub drain: mpsc::Sender<()>,
+    /// Bytes of documents in the channel, released as they are taken.
+    pub budget: ChannelBudget,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +130,7 @@ struct App {
     finished: bool,
     enricher: Option<Enricher>,
     policy: Policy,
+    budget: ChannelBudget,
 }
 
 /// Runs the loop until SHUTDOWN has been handled.
@@ -145,6 +148,7 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         mut documents,
         telemetry: mut records,
         drain,
+        budget,
     } = inputs;
     let mut app = App {
         buffer: Buffer::new(config.buffer_bytes),
@@ -160,6 +164,7 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         finished: false,
         enricher,
         policy: Policy::new(config_policy),
+        budget,
     };
     let mut idle_tick = tokio::time::interval(IDLE_FLUSH_INTERVAL);
     idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -369,7 +374,10 @@ impl App {
 
     fn on_ingested(&mut self, item: Ingested) {
         match item {
-            Ingested::Document(doc) => self.enqueue(doc),
+            Ingested::Document(doc) => {
+                self.budget.release(doc.weight());
+                self.enqueue(doc);
+            }
             Ingested::Drained => self.drained(Instant::now()),
         }
     }

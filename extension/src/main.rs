@@ -19,7 +19,7 @@ use xray_extension::lambda::telemetry::EpochSeconds;
 use xray_extension::metrics::Metrics;
 
 /// Documents waiting between the UDP reader and the lifecycle loop.
-const DOCUMENT_CHANNEL_CAPACITY: usize = 4_096;
+const DOCUMENT_CHANNEL_CAPACITY: usize = 1_024;
 /// Telemetry deliveries waiting for the lifecycle loop.
 const TELEMETRY_CHANNEL_CAPACITY: usize = 64;
 
@@ -134,9 +134,11 @@ async fn run(config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     let client = spawn_client(config.tls_roots);
     let (documents_tx, documents_rx) = mpsc::channel(DOCUMENT_CHANNEL_CAPACITY);
     let (drain_tx, drain_rx) = mpsc::channel(1);
+    let budget = udp::ChannelBudget::default();
     tokio::spawn(udp::run(
         udp_socket,
         documents_tx,
+        budget.clone(),
         drain_rx,
         metrics.clone(),
     ));
@@ -172,6 +174,7 @@ async fn run(config: Config, started: EpochSeconds) -> anyhow::Result<()> {
             documents: documents_rx,
             telemetry: telemetry_rx,
             drain: drain_tx,
+            budget,
         },
     ));
 

@@ -4,7 +4,11 @@
 //! Each scenario prints one line (documents sent/expected, calls, dropped, longest post-runtime
 //! duration, peak RSS) — run with `--nocapture` to see them.
 
-#![allow(clippy::expect_used, reason = "a failed invoke is a failed test")]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test helpers: a failed set-up is a failed test"
+)]
 
 mod common;
 
@@ -219,4 +223,65 @@ async fn shutdown_under_load_flushes_thousands_before_the_deadline() {
         assert!(h.sink.put_calls().iter().all(|c| c.documents.len() <= 50));
         report_line("shutdown with 3,000 buffered", strategy, &h, &ids, longest);
     }
+}
+
+/// Peak RSS (kB) the extension logged at shutdown after `flood` documents of about 1 KB arrived
+/// while the X-Ray endpoint never answered (nothing leaves the buffer).
+async fn peak_rss_after_flood(flood: usize, buffer_bytes: usize) -> (u64, u64, u64) {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", hole.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hole.accept().await {
+            held.push(conn);
+        }
+    });
+    let mut o = options("background");
+    o.xray_endpoint = Some(endpoint);
+    o.extension_env.push((
+        "XRAY_EXTENSION_BUFFER_BYTES".to_owned(),
+        buffer_bytes.to_string(),
+    ));
+    let mut h = Harness::start(o).await;
+    let trace = TraceHeader::sampled();
+    run_invocations(&mut h, 1, 1, Duration::ZERO).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pad = "x".repeat(900);
+    let parent = trace.parent.clone().unwrap();
+    for i in 0..flood {
+        let body = json!({
+            "id": format!("{:016x}", 0xf100_0000_u64 + i as u64), "name": "flood",
+            "trace_id": trace.root, "parent_id": parent, "type": "subsegment",
+            "start_time": 1.7e9, "end_time": 1.7e9 + 0.001, "metadata": {"pad": {"p": pad}},
+        });
+        let datagram = format!("{{\"format\":\"json\",\"version\":1}}\n{body}");
+        socket
+            .send_to(datagram.as_bytes(), ("127.0.0.1", h.udp_port))
+            .await
+            .unwrap();
+        if i % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    h.lambda.shutdown().await.expect("shutdown");
+    holder.abort();
+    let c = counters(&h.lambda).expect("counters");
+    (c["peak_rss_kb"], c["spilled"], c["received"])
+}
+
+#[tokio::test]
+async fn memory_stays_at_the_buffer_bound_under_a_flood() {
+    // The same extension, idle versus 20 MB of documents into a 256 KiB buffer.
+    let (idle_rss, _, _) = peak_rss_after_flood(0, 256 * 1024).await;
+    let (flood_rss, spilled, received) = peak_rss_after_flood(20_000, 256 * 1024).await;
+    eprintln!(
+        "| flood of 20,000 × 1 KB, 256 KiB buffer | received {received} | spilled {spilled} | peak RSS idle {idle_rss} kB, flooded {flood_rss} kB |"
+    );
+    assert!(received > 15_000, "received only {received}");
+    // Far more arrived than fits: most were dropped and counted.
+    assert!(spilled > 10_000, "spilled {spilled}");
+    // Growth stays near the buffer (256 KiB) plus the bounded channel and fixed overhead, far
+    // below the 20 MB that went through.
+    let growth = flood_rss.saturating_sub(idle_rss);
+    assert!(growth < 8 * 1024, "peak RSS grew by {growth} kB");
 }

@@ -23,6 +23,36 @@ pub const SOCKET_RECEIVE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// One log line per this interval for rejected datagrams and spills.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Bytes of documents allowed in the channel between the reader and the lifecycle loop, on top
+/// of its slot count: with 64 KB documents the slots alone would not bound memory.
+pub const CHANNEL_BYTE_BUDGET: usize = 1024 * 1024;
+
+/// A byte budget shared by the reader (reserves) and the lifecycle loop (releases).
+#[derive(Debug, Clone, Default)]
+pub struct ChannelBudget(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ChannelBudget {
+    /// Reserves `n` bytes; `false` when the budget would be exceeded.
+    pub fn try_reserve(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + n <= CHANNEL_BYTE_BUDGET).then_some(used + n)
+            })
+            .is_ok()
+    }
+
+    /// Gives `n` bytes back.
+    pub fn release(&self, n: usize) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(n))
+            });
+    }
+}
+
 /// What the reader hands to the lifecycle loop.
 #[derive(Debug)]
 pub enum Ingested {
@@ -70,6 +100,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<BoundSocket> {
 pub async fn run(
     bound: BoundSocket,
     docs: mpsc::Sender<Ingested>,
+    budget: ChannelBudget,
     mut drain_requests: mpsc::Receiver<()>,
     metrics: Arc<Metrics>,
 ) {
@@ -91,6 +122,7 @@ pub async fn run(
                     match drain.recv_from(&mut reader.buf) {
                         Ok((n, _)) => {
                             if let Some(doc) = reader.accept(n)
+                                && reserve(&budget, &doc, &mut reader)
                                 && docs.send(Ingested::Document(doc)).await.is_err()
                             {
                                     return;
@@ -110,10 +142,14 @@ pub async fn run(
             received = socket.recv_from(&mut reader.buf) => {
                 match received {
                     Ok((n, _)) => {
-                        if let Some(doc) = reader.accept(n) {
+                        if let Some(doc) = reader.accept(n) && reserve(&budget, &doc, &mut reader) {
+                            let weight = doc.weight();
                             match docs.try_send(Ingested::Document(doc)) {
                                 Ok(()) => {}
-                                Err(mpsc::error::TrySendError::Full(_)) => reader.spilled(),
+                                Err(mpsc::error::TrySendError::Full(_)) => {
+                                    budget.release(weight);
+                                    reader.spilled();
+                                }
                                 Err(mpsc::error::TrySendError::Closed(_)) => return,
                             }
                         }
@@ -123,6 +159,15 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Reserves the document's bytes, or counts it as spilled.
+fn reserve(budget: &ChannelBudget, doc: &Document, reader: &mut Reader) -> bool {
+    let ok = budget.try_reserve(doc.weight());
+    if !ok {
+        reader.spilled();
+    }
+    ok
 }
 
 struct Reader {
@@ -168,7 +213,13 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
         let (drain_tx, drain_rx) = mpsc::channel(1);
         let metrics = Arc::new(Metrics::default());
-        tokio::spawn(run(socket, tx, drain_rx, metrics.clone()));
+        tokio::spawn(run(
+            socket,
+            tx,
+            ChannelBudget::default(),
+            drain_rx,
+            metrics.clone(),
+        ));
 
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let good = std::fs::read(format!(
@@ -188,5 +239,17 @@ mod tests {
         assert_eq!(got[0].id.as_str(), "1ad491840294b9ea");
         assert_eq!(metrics::get(&metrics.rejected), 1);
         assert_eq!(metrics::get(&metrics.received), 1);
+    }
+
+    #[test]
+    fn the_channel_budget_bounds_bytes() {
+        let b = ChannelBudget::default();
+        assert!(b.try_reserve(CHANNEL_BYTE_BUDGET - 10));
+        assert!(!b.try_reserve(11));
+        assert!(b.try_reserve(10));
+        b.release(CHANNEL_BYTE_BUDGET);
+        assert!(b.try_reserve(CHANNEL_BYTE_BUDGET));
+        b.release(usize::MAX);
+        assert!(b.try_reserve(1));
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_extension::NextEvent;
-use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -53,6 +53,26 @@ pub struct LifecycleEvent {
     pub next: NextEvent,
     /// Answer when done with it.
     pub done: oneshot::Sender<()>,
+}
+
+/// Hands an Extensions API event to the lifecycle loop and waits until it is done with it, so
+/// the event loop calls `/event/next` only then. If the loop is gone (it failed), returns at
+/// once: the event loop then simply keeps calling `/event/next` and the function is never held.
+/// At SHUTDOWN, `exit` is notified once the loop is done (or gone), so the process can exit.
+pub async fn forward(
+    lifecycle: mpsc::Sender<LifecycleEvent>,
+    exit: Arc<Notify>,
+    next: NextEvent,
+) -> Result<(), lambda_extension::Error> {
+    let shutdown = matches!(next, NextEvent::Shutdown(_));
+    let (done, released) = oneshot::channel();
+    if lifecycle.send(LifecycleEvent { next, done }).await.is_ok() {
+        let _ = released.await;
+    }
+    if shutdown {
+        exit.notify_one();
+    }
+    Ok(())
 }
 
 /// Shared, lazily built X-Ray client: built in the background at startup, awaited at the first
@@ -653,6 +673,56 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn invoke() -> NextEvent {
+        serde_json::from_value(serde_json::json!({
+            "eventType": "INVOKE", "deadlineMs": 1, "requestId": "r-1",
+            "invokedFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:f"
+        }))
+        .unwrap()
+    }
+
+    fn shutdown() -> NextEvent {
+        serde_json::from_value(serde_json::json!({
+            "eventType": "SHUTDOWN", "deadlineMs": 1, "shutdownReason": "spindown"
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn forward_waits_for_the_loop_to_release_the_event() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let exit = Arc::new(Notify::new());
+        let task = tokio::spawn(forward(tx, exit, invoke()));
+        let event = rx.recv().await.unwrap();
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished(), "must wait until the loop answers");
+        event.done.send(()).unwrap();
+        assert!(task.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn forward_falls_through_when_the_loop_is_gone() {
+        // The loop failed: every event returns at once, so /event/next keeps being called.
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let exit = Arc::new(Notify::new());
+        assert!(forward(tx.clone(), exit.clone(), invoke()).await.is_ok());
+        assert!(forward(tx, exit.clone(), shutdown()).await.is_ok());
+        // SHUTDOWN still lets the process exit.
+        tokio::time::timeout(Duration::from_secs(1), exit.notified())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn forward_returns_when_the_loop_drops_the_event() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let exit = Arc::new(Notify::new());
+        let task = tokio::spawn(forward(tx, exit, invoke()));
+        drop(rx.recv().await.unwrap());
+        assert!(task.await.unwrap().is_ok());
+    }
 
     #[test]
     fn deadlines_convert_between_clocks() {

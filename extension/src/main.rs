@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use lambda_extension::{Extension, LambdaEvent, NextEvent, service_fn};
-use tokio::sync::{Notify, mpsc, oneshot};
+use lambda_extension::{Extension, LambdaEvent, service_fn};
+use tokio::sync::{Notify, mpsc};
 use tracing::{error, info, warn};
 use xray_extension::app::{self, ClientCell, Inputs, LifecycleEvent, Setup};
 use xray_extension::config::{Config, LogLevel};
@@ -99,7 +99,7 @@ async fn run(config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     let processor = {
         let exit = exit.clone();
         service_fn(move |event: LambdaEvent| {
-            forward(lifecycle_tx.clone(), exit.clone(), event.next)
+            app::forward(lifecycle_tx.clone(), exit.clone(), event.next)
         })
     };
     let registered = Extension::new()
@@ -215,23 +215,4 @@ async fn subscribe(api: &LambdaApi, extension_id: &str, port: u16) -> Telemetry 
             Telemetry::NotSupported
         }
     }
-}
-
-/// Hands an Extensions API event to the lifecycle loop and waits until it is done with it, so
-/// the event loop calls `/event/next` only then. If the loop is gone, returns at once: the event
-/// loop then simply keeps calling `/event/next` and the function is never held.
-async fn forward(
-    lifecycle: mpsc::Sender<LifecycleEvent>,
-    exit: Arc<Notify>,
-    next: NextEvent,
-) -> Result<(), lambda_extension::Error> {
-    let shutdown = matches!(next, NextEvent::Shutdown(_));
-    let (done, released) = oneshot::channel();
-    if lifecycle.send(LifecycleEvent { next, done }).await.is_ok() {
-        let _ = released.await;
-    }
-    if shutdown {
-        exit.notify_one();
-    }
-    Ok(())
 }

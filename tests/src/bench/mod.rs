@@ -5,11 +5,13 @@
 //! - [`init`]: spawn → first `/event/next`, ours and `empty-extension`, interleaved cold starts;
 //! - [`post_runtime`]: `platform.runtimeDone` delivered → our `/event/next`, per flush strategy,
 //!   and the sink's round trip for the `end` target;
-//! - [`load`]: RSS idle and under a 20k documents/s UDP load, drops, batch fill;
+//! - [`load`]: RSS idle and under a 20k documents/s UDP load, drops, batch fill (against
+//!   [`counting_sink`], an endpoint that only counts);
 //! - [`size`]: the stripped `x86_64` binary;
 //! - [`micro`]: the criterion micro-benchmarks' medians (`cargo bench -p xray-extension`);
 //! - [`report`]: statistics, the table, the machine it ran on.
 
+pub mod counting_sink;
 pub mod docs;
 pub mod init;
 pub mod load;

@@ -141,6 +141,7 @@ async fn sink_round_trips(addr: SocketAddr, requests: usize) -> anyhow::Result<V
             .header(http::header::HOST, addr.to_string())
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))?;
+        sender.ready().await?;
         let t0 = Instant::now();
         let response = sender.send_request(request).await?;
         let status = response.status();

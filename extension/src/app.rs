@@ -71,6 +71,9 @@ pub async fn forward(
     }
     if shutdown {
         exit.notify_one();
+        // Never return: returning would make the event loop call /event/next once more while
+        // the process is exiting.
+        std::future::pending::<()>().await;
     }
     Ok(())
 }
@@ -708,9 +711,17 @@ mod tests {
         drop(rx);
         let exit = Arc::new(Notify::new());
         assert!(forward(tx.clone(), exit.clone(), invoke()).await.is_ok());
-        assert!(forward(tx, exit.clone(), shutdown()).await.is_ok());
-        // SHUTDOWN still lets the process exit.
-        tokio::time::timeout(Duration::from_secs(1), exit.notified())
+        // SHUTDOWN still lets the process exit, and never hands control back to the event loop.
+        let notified = exit.notified();
+        let held = tokio::time::timeout(
+            Duration::from_millis(100),
+            forward(tx, exit.clone(), shutdown()),
+        );
+        assert!(
+            held.await.is_err(),
+            "forward must not return after SHUTDOWN"
+        );
+        tokio::time::timeout(Duration::from_secs(1), notified)
             .await
             .unwrap();
     }

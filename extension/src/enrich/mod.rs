@@ -169,6 +169,8 @@ pub struct Enricher {
     init: InitPhase,
     invocations: VecDeque<Invocation>,
     seen_first: bool,
+    /// Id of the `Cold Start`/`Restore` document, stable across re-sends.
+    start_id: Option<SegmentId>,
 }
 
 impl Enricher {
@@ -180,6 +182,7 @@ impl Enricher {
             init: InitPhase::default(),
             invocations: VecDeque::with_capacity(MAX_TRACKED_INVOCATIONS),
             seen_first: false,
+            start_id: None,
         }
     }
 
@@ -195,14 +198,23 @@ impl Enricher {
         next_id: &mut dyn FnMut() -> u64,
     ) -> Vec<Document> {
         let inv = self.invocation(&invoke.request_id, next_id);
+        // The INVOKE's header is the one the runtime (and so the SDK) got: our subsegments go
+        // under the same parent. Telemetry records may carry another parent (Lambda's own
+        // segment), and may be handled first.
+        let changed = invoke.trace.is_some() && inv.trace != invoke.trace;
         if invoke.trace.is_some() {
             inv.trace = invoke.trace;
         }
         inv.deadline = Some(invoke.deadline);
         inv.received_at = Some(invoke.received_at);
         if inv.emitted {
-            // Records came first and we already reported; the INVOKE adds nothing users see.
-            return Vec::new();
+            // Records came first and we already reported: send again (same ids) only if the
+            // trace context differs.
+            return if changed {
+                self.emit(&invoke.request_id, true, next_id)
+            } else {
+                Vec::new()
+            };
         }
         self.emit_if_ready(&invoke.request_id, next_id)
     }
@@ -249,7 +261,7 @@ impl Enricher {
                 };
                 inv.report = Some(r.clone());
                 if inv.emitted {
-                    return self.emit(&r.request_id, next_id);
+                    return self.emit(&r.request_id, false, next_id);
                 }
             }
             Record::Other(_) => {}
@@ -333,13 +345,20 @@ impl Enricher {
         let finished = inv.done.is_some() || inv.killed_at_shutdown.is_some();
         // A late platform.start after we reported updates the start time: send again.
         if finished {
-            self.emit(request_id, next_id)
+            self.emit(request_id, false, next_id)
         } else {
             Vec::new()
         }
     }
 
-    fn emit(&mut self, request_id: &str, next_id: &mut dyn FnMut() -> u64) -> Vec<Document> {
+    /// Builds the invocation's documents: `Runtime`, and on the environment's first invocation
+    /// the start subsegment the first time (or again when `resend_start`).
+    fn emit(
+        &mut self,
+        request_id: &str,
+        resend_start: bool,
+        next_id: &mut dyn FnMut() -> u64,
+    ) -> Vec<Document> {
         let Some(pos) = self
             .invocations
             .iter()
@@ -360,13 +379,20 @@ impl Enricher {
         };
         let first_emission = !self.invocations[pos].emitted;
         self.invocations[pos].emitted = true;
+        let start_id = if self.invocations[pos].first {
+            *self
+                .start_id
+                .get_or_insert_with(|| SegmentId::from_u64(next_id()))
+        } else {
+            SegmentId::from_u64(0)
+        };
         let inv = &self.invocations[pos];
         let mut out = Vec::with_capacity(2);
-        if first_emission
+        if (first_emission || resend_start)
             && inv.first
             && let Some(sub) = self.start_subsegment(kind)
         {
-            let id = SegmentId::from_u64(next_id());
+            let id = start_id;
             out.push(document::independent(
                 trace.root,
                 trace.parent,

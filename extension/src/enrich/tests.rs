@@ -342,3 +342,20 @@ fn the_number_of_tracked_invocations_is_bounded() {
     }
     assert_eq!(e.invocations.len(), MAX_TRACKED_INVOCATIONS);
 }
+
+#[test]
+fn the_invoke_header_wins_over_the_records_parent_even_when_it_comes_last() {
+    let steps = run("telemetry_before_invoke");
+    // Records first: sent under the records' parent.
+    assert_eq!(names(&steps[0]), ["Cold Start", "Runtime"]);
+    assert!(
+        steps[0]
+            .iter()
+            .all(|d| d["parent_id"] == "77777777aaaaaaaa")
+    );
+    // The INVOKE names another parent: both documents again, same ids, under the INVOKE's.
+    assert_eq!(names(&steps[1]), ["Cold Start", "Runtime"]);
+    assert!(steps[1].iter().all(|d| d["parent_id"] == PARENT));
+    assert_eq!(steps[1][0]["id"], steps[0][0]["id"]);
+    assert_eq!(steps[1][1]["id"], steps[0][1]["id"]);
+}

@@ -2,13 +2,15 @@
 //!
 //! Inputs: Extensions API events (each carries a `done` channel: the event loop calls
 //! `/event/next` only once we answer), validated documents from the UDP reader, and Telemetry
-//! API records. Flush points:
-//! - INVOKE with telemetry: wait for `platform.runtimeDone` of that request (or its deadline),
-//!   drain the UDP socket (the SDK sent its last subsegments before the runtime answered), flush
-//!   under `min(flush timeout, invocation deadline)`, then answer.
-//! - INVOKE without telemetry: flush what earlier invocations left, then answer; a timer flushes
-//!   while the environment runs.
-//! - SHUTDOWN: drain, flush everything under `deadlineMs - margin`, count what is left, answer.
+//! API records. The flush policy (`export::policy`) decides per INVOKE:
+//! - hold (`end`, and `adaptive` while invocations are rare): wait for `platform.runtimeDone` of
+//!   that request (or its deadline), drain the UDP socket (the SDK sent its last subsegments
+//!   before the runtime answered), flush under `min(flush timeout, invocation deadline)`, then
+//!   answer. Without telemetry, flush what earlier invocations left, then answer.
+//! - don't hold (`background`, busy `adaptive`): answer at once, start a background send when the
+//!   policy says so; a timer keeps sending while the environment runs.
+//! - SHUTDOWN: wait briefly for the last `platform.report`, drain, flush everything under
+//!   `deadlineMs - margin`, count what is left, answer.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::enrich::{self, Enricher};
 use crate::export::buffer::{self, Buffer};
-use crate::export::policy::{AtRuntimeDone, BufferState, Policy, Strategy};
+use crate::export::policy::{BufferState, Policy, Strategy};
 use crate::export::xray::{self, FlushReport, XrayClient};
 use crate::ingest::protocol::Document;
 use crate::ingest::udp::{ChannelBudget, Ingested};
@@ -32,8 +34,8 @@ use crate::lambda::telemetry::{EpochSeconds, Event, Record};
 use crate::metrics::{self, LogLimiter, Metrics};
 use crate::trace::TraceHeader;
 
-/// Without telemetry, flush buffered documents this often while the environment runs (the
-/// daemon's idle interval).
+/// When the function is not held (no telemetry, `background`, busy `adaptive`), send buffered
+/// documents this often while the environment runs (the daemon's idle interval).
 pub const IDLE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Request ids whose `platform.runtimeDone` we remember (it may arrive before the INVOKE event
 /// is handled).
@@ -207,7 +209,7 @@ pub async fn run(setup: Setup, inputs: Inputs) {
             Some(events) = records.recv() => app.on_telemetry(&events),
             report = join_flight(&mut app.flight), if app.flight.is_some() => app.on_flush_done(report),
             () = sleep_until_opt(wake_at) => app.on_deadline(),
-            _ = idle_tick.tick(), if app.telemetry == Telemetry::NotSupported && app.pending.is_none() => {
+            _ = idle_tick.tick(), if app.pending.is_none() && (app.telemetry == Telemetry::NotSupported || app.policy.strategy() != Strategy::End) => {
                 if !app.buffer.is_empty() && app.flight.is_none() {
                     app.start_flush(Instant::now() + app.config.flush_timeout, false);
                 }
@@ -290,18 +292,14 @@ impl App {
                     );
                     self.enqueue_generated(docs);
                 }
-                let background = self.policy.on_invoke(now, self.buffer_state());
-                let hold_without_telemetry = self.policy.strategy() == Strategy::End;
-                if self.telemetry == Telemetry::NotSupported && !hold_without_telemetry {
-                    // Nothing tells us when the runtime is done: send while it runs.
-                    if !self.buffer.is_empty() && self.flight.is_none() {
-                        self.start_flush(self.flush_deadline(now, deadline), false);
-                    }
+                let decision = self.policy.on_invoke(now, self.buffer_state());
+                if decision.send && self.flight.is_none() {
+                    self.start_flush(self.flush_deadline(now, deadline), false);
+                }
+                if !decision.hold {
+                    // Our /event/next goes in at once: the function never waits for us.
                     let _ = done.send(());
                     return;
-                }
-                if background && self.flight.is_none() {
-                    self.start_flush(self.flush_deadline(now, deadline), false);
                 }
                 let stage = if self.telemetry == Telemetry::Subscribed {
                     Stage::AwaitRuntimeDone
@@ -489,19 +487,7 @@ impl App {
         if p.stage != Stage::Draining {
             return;
         }
-        if p.shutdown {
-            self.begin_flush_stage(now);
-            return;
-        }
-        match self.policy.on_runtime_done(now, self.buffer_state()) {
-            AtRuntimeDone::FlushThenRelease => self.begin_flush_stage(now),
-            AtRuntimeDone::Release { send } => {
-                if send && self.flight.is_none() {
-                    self.start_flush(now + self.config.flush_timeout, false);
-                }
-                self.finish_pending();
-            }
-        }
+        self.begin_flush_stage(now);
     }
 
     fn buffer_state(&self) -> BufferState {

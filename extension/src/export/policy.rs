@@ -1,16 +1,19 @@
-//! The flush policy: when to send, and whether the function waits for it. Pure: time is an input.
+//! The flush policy: whether the function waits for the send, and when to send. Pure: time is
+//! an input.
 //!
-//! - `end`: at each `platform.runtimeDone`, flush before calling `/event/next`: the data is in
-//!   X-Ray when the invocation ends, at the cost of the send in the post-runtime phase.
-//! - `background`: call `/event/next` at once and send in the background (started at
-//!   runtimeDone, and at each INVOKE while something is buffered). A request cut by the freeze
-//!   times out after the thaw and its documents are sent again (same ids: safe).
+//! - `end`: at each INVOKE, hold `/event/next` until `platform.runtimeDone`, drain the socket and
+//!   flush: the data is in X-Ray when the invocation ends, at the cost of the telemetry delivery
+//!   delay and the send in the post-runtime phase.
+//! - `background`: answer each INVOKE at once (our `/event/next` is in before the runtime's: no
+//!   post-runtime phase at all) and send what is buffered in the background while the function
+//!   runs. Documents of an invocation are sent during the next one (or at SHUTDOWN). A request cut
+//!   by the freeze times out after the thaw and its documents are sent again (same ids: safe).
 //! - `adaptive` (default): keeps an exponentially weighted moving average of the time between
 //!   INVOKEs. While it is at least the flush interval (invocations are rare), behave as `end`.
-//!   Below it (invocations are frequent), answer at once and send in the background when a full
-//!   batch is buffered, when the flush interval has passed since the last send, or — checked at
-//!   each INVOKE — when the oldest buffered document is older than the maximum age. A gap longer
-//!   than [`ADAPTIVE_IDLE_RESET`] forgets the average (back to `end`).
+//!   Below it (invocations are frequent), behave as `background`, but send only when a full batch
+//!   is buffered, when the flush interval has passed since the last send, or when the oldest
+//!   buffered document is older than the maximum age. A gap longer than [`ADAPTIVE_IDLE_RESET`]
+//!   forgets the average (back to `end`).
 
 use std::time::Duration;
 
@@ -80,16 +83,13 @@ impl Default for PolicyConfig {
     }
 }
 
-/// What to do when the runtime is done with an invocation.
+/// What to do with an INVOKE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AtRuntimeDone {
-    /// Flush, then call `/event/next`.
-    FlushThenRelease,
-    /// Call `/event/next` now; start a background send first when `send` is set.
-    Release {
-        /// Start a background send.
-        send: bool,
-    },
+pub struct AtInvoke {
+    /// Hold `/event/next` until the runtime is done, then flush (`end` behaviour).
+    pub hold: bool,
+    /// Start a background send now.
+    pub send: bool,
 }
 
 /// What the buffer looks like, as the policy needs it.
@@ -132,8 +132,8 @@ impl Policy {
             .is_some_and(|g| g < self.config.interval.as_secs_f64())
     }
 
-    /// An INVOKE arrived at `now`. Returns whether to start a background send now.
-    pub fn on_invoke(&mut self, now: Instant, buffer: BufferState) -> bool {
+    /// An INVOKE arrived at `now`.
+    pub fn on_invoke(&mut self, now: Instant, buffer: BufferState) -> AtInvoke {
         if let Some(last) = self.last_invoke {
             let gap = now.saturating_duration_since(last);
             self.mean_gap = if gap > ADAPTIVE_IDLE_RESET {
@@ -144,36 +144,31 @@ impl Policy {
             };
         }
         self.last_invoke = Some(now);
-        if buffer.queued == 0 {
-            return false;
-        }
+        let buffered = buffer.queued > 0;
         match self.config.strategy {
-            Strategy::End => false,
-            Strategy::Background => true,
-            Strategy::Adaptive => {
-                self.is_busy()
-                    && buffer
-                        .oldest
-                        .is_some_and(|t| now.saturating_duration_since(t) >= self.config.max_age)
-            }
-        }
-    }
-
-    /// The runtime is done (and the UDP socket drained) at `now`.
-    pub fn on_runtime_done(&self, now: Instant, buffer: BufferState) -> AtRuntimeDone {
-        match self.config.strategy {
-            Strategy::End => AtRuntimeDone::FlushThenRelease,
-            Strategy::Background => AtRuntimeDone::Release {
-                send: buffer.queued > 0,
+            Strategy::End => AtInvoke {
+                hold: true,
+                send: false,
             },
-            Strategy::Adaptive if !self.is_busy() => AtRuntimeDone::FlushThenRelease,
+            Strategy::Background => AtInvoke {
+                hold: false,
+                send: buffered,
+            },
+            Strategy::Adaptive if !self.is_busy() => AtInvoke {
+                hold: true,
+                send: false,
+            },
             Strategy::Adaptive => {
                 let due = self
                     .last_send
                     .is_none_or(|t| now.saturating_duration_since(t) >= self.config.interval);
                 let full = buffer.queued >= MAX_DOCUMENTS_PER_CALL;
-                AtRuntimeDone::Release {
-                    send: buffer.queued > 0 && (due || full),
+                let old = buffer
+                    .oldest
+                    .is_some_and(|t| now.saturating_duration_since(t) >= self.config.max_age);
+                AtInvoke {
+                    hold: false,
+                    send: buffered && (due || full || old),
                 }
             }
         }
@@ -200,33 +195,38 @@ mod tests {
         })
     }
 
+    const HOLD: AtInvoke = AtInvoke {
+        hold: true,
+        send: false,
+    };
+
     #[test]
     fn end_always_holds_and_never_sends_in_the_background() {
         let t0 = Instant::now();
         let mut p = policy(Strategy::End);
         for i in 0..20 {
             let now = t0 + Duration::from_millis(10 * i);
-            assert!(!p.on_invoke(now, buffer(10, Some(t0))));
-            assert_eq!(
-                p.on_runtime_done(now, buffer(10, Some(t0))),
-                AtRuntimeDone::FlushThenRelease
-            );
+            assert_eq!(p.on_invoke(now, buffer(10, Some(t0))), HOLD);
         }
     }
 
     #[test]
-    fn background_never_holds() {
+    fn background_never_holds_and_sends_whatever_is_buffered() {
         let t0 = Instant::now();
         let mut p = policy(Strategy::Background);
-        assert!(p.on_invoke(t0, buffer(1, Some(t0))));
-        assert!(!p.on_invoke(t0, buffer(0, None)));
         assert_eq!(
-            p.on_runtime_done(t0, buffer(3, Some(t0))),
-            AtRuntimeDone::Release { send: true }
+            p.on_invoke(t0, buffer(1, Some(t0))),
+            AtInvoke {
+                hold: false,
+                send: true
+            }
         );
         assert_eq!(
-            p.on_runtime_done(t0, buffer(0, None)),
-            AtRuntimeDone::Release { send: false }
+            p.on_invoke(t0, buffer(0, None)),
+            AtInvoke {
+                hold: false,
+                send: false
+            }
         );
     }
 
@@ -237,12 +237,7 @@ mod tests {
         // Rare: every 5 s.
         for i in 0..4 {
             let now = t0 + Duration::from_secs(5 * i);
-            p.on_invoke(now, buffer(0, None));
-            assert_eq!(
-                p.on_runtime_done(now, buffer(3, Some(now))),
-                AtRuntimeDone::FlushThenRelease,
-                "invoke {i}"
-            );
+            assert_eq!(p.on_invoke(now, buffer(3, Some(now))), HOLD, "invoke {i}");
         }
         assert!(!p.is_busy());
         // Frequent: every 100 ms. The average falls under 1 s after a few invocations.
@@ -250,35 +245,39 @@ mod tests {
         let mut busy_at = None;
         for i in 0..20 {
             now += Duration::from_millis(100);
-            p.on_invoke(now, buffer(0, None));
-            if p.is_busy() && busy_at.is_none() {
+            let d = p.on_invoke(now, buffer(0, None));
+            if !d.hold && busy_at.is_none() {
                 busy_at = Some(i);
             }
         }
         assert!(busy_at.is_some_and(|i| i <= 6), "{busy_at:?}");
-        // Busy: the first send is due; then at most one per interval unless a batch is full.
+        // Busy: the first send is due; then at most one per interval unless a batch is full or
+        // the oldest document is too old.
+        now += Duration::from_millis(100);
         assert_eq!(
-            p.on_runtime_done(now, buffer(3, Some(now))),
-            AtRuntimeDone::Release { send: true }
+            p.on_invoke(now, buffer(3, Some(now))),
+            AtInvoke {
+                hold: false,
+                send: true
+            }
         );
         p.sent(now);
-        let soon = now + Duration::from_millis(300);
-        assert_eq!(
-            p.on_runtime_done(soon, buffer(3, Some(now))),
-            AtRuntimeDone::Release { send: false }
+        let sent_at = now;
+        now += Duration::from_millis(100);
+        assert!(!p.on_invoke(now, buffer(3, Some(now))).send);
+        now += Duration::from_millis(100);
+        assert!(p.on_invoke(now, buffer(50, Some(now))).send);
+        now += Duration::from_millis(100);
+        assert!(
+            p.on_invoke(now, buffer(3, Some(sent_at - Duration::from_secs(6))))
+                .send
         );
-        assert_eq!(
-            p.on_runtime_done(soon, buffer(50, Some(now))),
-            AtRuntimeDone::Release { send: true }
-        );
-        assert_eq!(
-            p.on_runtime_done(now + Duration::from_secs(1), buffer(3, Some(now))),
-            AtRuntimeDone::Release { send: true }
-        );
+        now = sent_at + Duration::from_secs(1);
+        assert!(p.on_invoke(now, buffer(3, Some(now))).send);
     }
 
     #[test]
-    fn adaptive_sends_old_documents_at_invoke_and_resets_after_idle() {
+    fn adaptive_resets_after_a_long_idle_gap() {
         let t0 = Instant::now();
         let mut p = policy(Strategy::Adaptive);
         let mut now = t0;
@@ -287,19 +286,9 @@ mod tests {
             p.on_invoke(now, buffer(0, None));
         }
         assert!(p.is_busy());
-        let old = now - Duration::from_secs(6);
-        now += Duration::from_millis(50);
-        assert!(p.on_invoke(now, buffer(2, Some(old))));
-        now += Duration::from_millis(50);
-        assert!(!p.on_invoke(now, buffer(2, Some(now))));
-        // A long idle gap: back to `end`.
         now += Duration::from_secs(31);
-        p.on_invoke(now, buffer(0, None));
+        assert_eq!(p.on_invoke(now, buffer(1, Some(now))), HOLD);
         assert!(!p.is_busy());
-        assert_eq!(
-            p.on_runtime_done(now, buffer(1, Some(now))),
-            AtRuntimeDone::FlushThenRelease
-        );
     }
 
     #[test]

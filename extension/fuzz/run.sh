@@ -63,6 +63,7 @@ for target in "${TARGETS[@]}"; do
     log="$log_dir/$target.log"
     mkdir -p "$FUZZ_DIR/corpus/$target" "$FUZZ_DIR/artifacts/$target"
     echo "fuzz: $target for ${SECONDS_EACH}s (log: ${log#"$CRATE_DIR/"})"
+    target_started=$(date +%s)
     "$CARGO" fuzz run --sanitizer "$SANITIZER" "$target" -- \
         -max_total_time="$SECONDS_EACH" \
         -timeout=10 \
@@ -71,6 +72,7 @@ for target in "${TARGETS[@]}"; do
         -print_final_stats=1 \
         >"$log" 2>&1
     status=$?
+    elapsed=$(($(date +%s) - target_started))
     # `Done N runs in S second(s)` on a clean finish; otherwise the last progress line's `#N`.
     runs=$(sed -n 's/^Done \([0-9]*\) runs in.*/\1/p' "$log" | tail -n 1)
     if [[ -z "$runs" ]]; then
@@ -87,12 +89,12 @@ for target in "${TARGETS[@]}"; do
         grep -m1 -A2 "panicked at" "$log" >&2
         grep -E "^(artifact_prefix|Test unit written to)|Reproduce with|cargo fuzz run" "$log" >&2
     fi
-    summary+=("$(printf '%-13s %8s %14s %6s %7s  %s' "$target" "${SECONDS_EACH}s" "$runs" "${cov:-?}" "$corpus" "$result")")
+    summary+=("$(printf '%-13s %8s %14s %6s %7s  %s' "$target" "${elapsed}s" "$runs" "${cov:-?}" "$corpus" "$result")")
 done
 finished=$(date +%s)
 
 echo
-printf '%-13s %8s %14s %6s %7s  %s\n' target time executions cov corpus result
+printf '%-13s %8s %14s %6s %7s  %s\n' target seconds executions cov corpus result
 printf '%s\n' "${summary[@]}"
 echo "fuzz: build $((built - started))s, total $((finished - started))s"
 exit "$failed"

@@ -31,7 +31,7 @@ const VALID_EVERY: usize = 50;
 /// Subsegments the sample function sends itself, per invocation.
 const FUNCTION_SUBSEGMENTS: usize = 3;
 /// The function keeps each invocation open this long, so the datagrams arrive during it.
-const INVOCATION_MS: u64 = 1_000;
+const INVOCATION_MS: u64 = 1_500;
 /// Pacing: after this many datagrams, or this many bytes, wait until the extension's socket
 /// has read everything (a full kernel receive queue drops datagrams silently).
 const BURST_DATAGRAMS: usize = 250;

@@ -64,7 +64,13 @@ for target in "${TARGETS[@]}"; do
     mkdir -p "$FUZZ_DIR/corpus/$target" "$FUZZ_DIR/artifacts/$target"
     echo "fuzz: $target for ${SECONDS_EACH}s (log: ${log#"$CRATE_DIR/"})"
     target_started=$(date +%s)
-    "$CARGO" fuzz run --sanitizer "$SANITIZER" "$target" -- \
+    # Inputs of fixed bugs are replayed first on every run (libFuzzer reads every corpus
+    # directory given, and writes new inputs only to the first).
+    regressions=()
+    if [[ -d "$FUZZ_DIR/regressions/$target" ]]; then
+        regressions=("$FUZZ_DIR/regressions/$target")
+    fi
+    "$CARGO" fuzz run --sanitizer "$SANITIZER" "$target" "$FUZZ_DIR/corpus/$target" "${regressions[@]}" -- \
         -max_total_time="$SECONDS_EACH" \
         -timeout=10 \
         -max_len="$(max_len "$target")" \

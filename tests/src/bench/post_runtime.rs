@@ -31,7 +31,8 @@ const RTT_REQUESTS: usize = 200;
 /// One invoke's figures, in milliseconds.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
-    /// runtimeDone delivered → our next (0 when we called next before the delivery).
+    /// runtimeDone delivered → our next; when we called next before the delivery, the runtime's
+    /// next → our next.
     after_delivery: f64,
     /// The runtime's next → our next (what Lambda bills as `PostRuntimeExtensionsDuration`).
     billed: f64,
@@ -64,18 +65,31 @@ fn runtime_done_delivered(deliveries: &[TelemetryDelivery], request_id: &str) ->
         .min()
 }
 
-fn sample(inv: &Invocation, deliveries: &[TelemetryDelivery]) -> Option<Sample> {
-    let next = inv.extension_next(EXTENSION)?;
-    let delivered = runtime_done_delivered(deliveries, &inv.request_id)?;
-    let (after_delivery, early) = match next.checked_duration_since(delivered) {
-        Some(d) => (ms(d), false),
-        None => (0.0, true),
-    };
-    Some(Sample {
-        after_delivery,
-        billed: inv.post_runtime.map_or(f64::NAN, ms),
-        early,
-    })
+/// The figures of one invocation, or why there are none.
+fn sample(inv: &Invocation, deliveries: &[TelemetryDelivery]) -> Result<Sample, &'static str> {
+    let next = inv
+        .extension_next(EXTENSION)
+        .ok_or("no /event/next of ours recorded")?;
+    let billed = inv
+        .post_runtime
+        .map(ms)
+        .ok_or("no post-runtime duration recorded")?;
+    let delivered = runtime_done_delivered(deliveries, &inv.request_id);
+    Ok(
+        match delivered.and_then(|d| next.checked_duration_since(d)) {
+            Some(d) => Sample {
+                after_delivery: ms(d),
+                billed,
+                early: false,
+            },
+            // We did not wait for runtimeDone: what we added is what Lambda bills.
+            None => Sample {
+                after_delivery: billed,
+                billed,
+                early: true,
+            },
+        },
+    )
 }
 
 /// One environment with `strategy`: a cold invoke (not counted), then `invokes` warm ones.
@@ -108,10 +122,38 @@ async fn run_strategy(
     let deliveries = env.lambda.observer().telemetry_deliveries();
     env.lambda.shutdown().await?;
     sink.clear();
-    Ok(warm
-        .iter()
-        .filter_map(|inv| sample(inv, &deliveries))
-        .collect())
+    let mut samples = Vec::with_capacity(warm.len());
+    for inv in &warm {
+        match sample(inv, &deliveries) {
+            Ok(s) => samples.push(s),
+            Err(why) => anyhow::bail!(
+                "invoke {} ({:?}, {strategy}): {why}",
+                inv.request_id,
+                inv.status
+            ),
+        }
+    }
+    dump(strategy, &samples);
+    Ok(samples)
+}
+
+/// With `XRAY_BENCH_DUMP=<dir>`, appends each invoke's figures to `<dir>/post-runtime-<strategy>.csv`
+/// (for looking at a distribution rather than two percentiles).
+fn dump(strategy: &str, samples: &[Sample]) {
+    use std::io::Write as _;
+    let Some(dir) = std::env::var_os("XRAY_BENCH_DUMP") else {
+        return;
+    };
+    let path = std::path::Path::new(&dir).join(format!("post-runtime-{strategy}.csv"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path);
+    if let Ok(mut file) = file {
+        for s in samples {
+            let _ = writeln!(file, "{:.4},{:.4},{}", s.after_delivery, s.billed, s.early);
+        }
+    }
 }
 
 /// Timed `PutTraceSegments` calls of [`RTT_DOCUMENTS`] documents over one kept-alive connection
@@ -206,7 +248,9 @@ pub async fn measure(bins: &Binaries, rounds: usize, invokes: usize) -> anyhow::
             (Target::AtMost(1.0), Target::AtMost(5.0), None, None)
         };
         let mut p50 = Row::new(
-            format!("post-runtime p50, {strategy} (runtimeDone delivered → our next)"),
+            format!(
+                "post-runtime p50, {strategy} (runtimeDone delivered, or the runtime's next if later → our next)"
+            ),
             &r.p50,
             Unit::Ms,
             t50,
@@ -223,7 +267,10 @@ pub async fn measure(bins: &Binaries, rounds: usize, invokes: usize) -> anyhow::
         if let Some(t) = text99 {
             p99 = p99.target_text(t);
         }
-        let mut notes = vec![format!("{} warm invokes over {rounds} rounds", r.invokes)];
+        let mut notes = vec![format!(
+            "runtimeDone delivered to our listener → our /event/next, per invoke; p50 and p99 per round; {} warm invokes over {rounds} rounds",
+            r.invokes
+        )];
         if !supported && *strategy != "end" {
             notes.push(format!(
                 "this build has no {FLUSH_STRATEGY_VAR} setting, so it ran as `end`"
@@ -231,7 +278,7 @@ pub async fn measure(bins: &Binaries, rounds: usize, invokes: usize) -> anyhow::
         }
         if r.early > 0 {
             notes.push(format!(
-                "{} invokes called next before runtimeDone was delivered (counted as 0)",
+                "{} invokes called next before runtimeDone was delivered: for those, the runtime's next → our next",
                 r.early
             ));
         }

@@ -308,7 +308,7 @@ pub async fn measure(
             col(|r| r.hwm_mib).iter().map(|m| format!("{m:.2} MiB")).collect::<Vec<_>>().join(", ")
         )),
         Row::new("load: documents/s achieved by the generator", &col(|r| r.achieved_rate), Unit::PerSecond, Target::None)
-            .note(format!("{DOCUMENT_BYTES}-byte bodies over loopback for {secs:.0} s per run, while the function is invoked back to back (20 ms handler)")),
+            .note(format!("{DOCUMENT_BYTES}-byte bodies over loopback for {secs:.0} s per run, while the function is invoked back to back (20 ms handler); the extension runs with its default settings (flush strategy included)")),
         Row::new("load: extension CPU (% of one core)", &col(|r| r.cpu_percent), Unit::Percent, Target::None),
         Row::new(
             "drops at 20k documents/s (sent − distinct ones X-Ray got)",

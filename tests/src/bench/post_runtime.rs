@@ -248,9 +248,7 @@ pub async fn measure(bins: &Binaries, rounds: usize, invokes: usize) -> anyhow::
             (Target::AtMost(1.0), Target::AtMost(5.0), None, None)
         };
         let mut p50 = Row::new(
-            format!(
-                "post-runtime p50, {strategy} (runtimeDone delivered, or the runtime's next if later → our next)"
-            ),
+            format!("post-runtime p50, {strategy}"),
             &r.p50,
             Unit::Ms,
             t50,

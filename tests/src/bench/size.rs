@@ -51,7 +51,7 @@ pub fn rows(bins: &Binaries) -> Vec<Row> {
         )
         .note(format!(
             "{bytes} bytes, {}{}",
-            musl.display(),
+            Path::new("target").join(MUSL).join(EXTENSION).display(),
             if stripped {
                 ""
             } else {
@@ -61,7 +61,7 @@ pub fn rows(bins: &Binaries) -> Vec<Row> {
         if !newer_than(&musl, glibc) {
             row = row.note(format!(
                 "{bytes} bytes, {} — built before the glibc release binary: rebuild with `make layer` for a current figure",
-                musl.display()
+                Path::new("target").join(MUSL).join(EXTENSION).display()
             ));
         }
         rows.push(row);

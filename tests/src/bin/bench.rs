@@ -194,8 +194,10 @@ fn markdown(
     let mut md = String::from("# Performance results\n\n");
     md.push_str(
         "Written by `make bench` (`tests/src/bin/bench.rs`): release binaries driven through the \
-local Lambda emulator on loopback, with the X-Ray sink as the endpoint. Medians over runs; a \
-row passes when its median meets the target. Figures are from the run below only.\n\n",
+local Lambda emulator on loopback, with the X-Ray sink as the endpoint (the load rows: a \
+minimal endpoint that only counts). Medians over runs; a row passes when its median meets the \
+target. Figures are from the run below only; the machine is shared, so the load average is \
+given. Per-row details are in the notes under the table.\n\n",
     );
     let _ = write!(
         md,

@@ -184,7 +184,29 @@ fn source_revision() -> String {
     }
 }
 
+/// Whether some file under `extension/src` changed after `binary` was built.
+fn binary_predates_sources(binary: &std::path::Path) -> bool {
+    fn newest(dir: &std::path::Path) -> Option<SystemTime> {
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                if meta.is_dir() {
+                    newest(&e.path())
+                } else {
+                    meta.modified().ok()
+                }
+            })
+            .max()
+    }
+    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../extension/src");
+    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok();
+    matches!((built, newest(&sources)), (Some(b), Some(s)) if s > b)
+}
+
 fn markdown(
+    bins: &Binaries,
     machine: &Machine,
     o: &Options,
     rows: &[Row],
@@ -203,7 +225,12 @@ given. Per-row details are in the notes under the table.\n\n",
         md,
         "- machine: {}\n- source: {}\n- finished: {}, after {:.0} s; load average at the end {}\n- settings: {} init rounds; {} post-runtime rounds × {} invokes; {} load runs × {} s\n\n",
         machine.describe(),
-        source_revision(),
+        source_revision()
+            + if binary_predates_sources(&bins.extension) {
+                "; the extension binary predates changes in extension/src (make bench rebuilds it)"
+            } else {
+                ""
+            },
         iso8601_millis(SystemTime::now()),
         took.as_secs_f64(),
         load_average(),
@@ -262,7 +289,14 @@ async fn run(o: Options) -> anyhow::Result<()> {
         }
         std::fs::write(
             &path,
-            markdown(&machine, &o, &rows, scale.as_deref(), started.elapsed()),
+            markdown(
+                &bins,
+                &machine,
+                &o,
+                &rows,
+                scale.as_deref(),
+                started.elapsed(),
+            ),
         )
         .with_context(|| format!("cannot write {}", path.display()))?;
         println!();

@@ -80,8 +80,8 @@ pub async fn forward(
     Ok(())
 }
 
-/// Shared, lazily built X-Ray client: built in the background at startup, awaited at the first
-/// flush.
+/// Shared, lazily built X-Ray client: built in the background at the first event (after our
+/// first `/event/next`, so off the init path), awaited at the first flush.
 pub type ClientCell = Arc<OnceCell<Arc<XrayClient>>>;
 
 /// What the loop owns from the start.
@@ -156,6 +156,7 @@ struct App {
     enricher: Option<Enricher>,
     policy: Policy,
     budget: ChannelBudget,
+    client_warming: bool,
 }
 
 /// Runs the loop until SHUTDOWN has been handled.
@@ -190,6 +191,7 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         enricher,
         policy: Policy::new(config_policy),
         budget,
+        client_warming: false,
     };
     let mut idle_tick = tokio::time::interval(IDLE_FLUSH_INTERVAL);
     idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -267,7 +269,21 @@ fn random_id() -> u64 {
 }
 
 impl App {
+    /// Starts building the X-Ray client (reading the AWS configuration) in the background.
+    fn warm_client(&mut self) {
+        if std::mem::replace(&mut self.client_warming, true) {
+            return;
+        }
+        let cell = self.client.clone();
+        let roots = self.config.tls_roots;
+        tokio::spawn(async move {
+            cell.get_or_init(|| async { Arc::new(XrayClient::from_env(roots).await) })
+                .await;
+        });
+    }
+
     fn on_lifecycle(&mut self, event: LifecycleEvent) {
+        self.warm_client();
         let now = Instant::now();
         let LifecycleEvent { next, done } = event;
         match next {

@@ -11,7 +11,6 @@ use tracing::{error, info, warn};
 use xray_extension::app::{self, ClientCell, Inputs, LifecycleEvent, Setup};
 use xray_extension::config::{Config, LogLevel};
 use xray_extension::enrich::{Enricher, Environment};
-use xray_extension::export::xray::{TlsRoots, XrayClient};
 use xray_extension::ingest::udp;
 use xray_extension::lambda::api::{LambdaApi, Telemetry};
 use xray_extension::lambda::listener;
@@ -131,7 +130,7 @@ async fn run(config: Config, started: EpochSeconds) -> anyhow::Result<()> {
 
     // Spawn second.
     let metrics = Arc::new(Metrics::default());
-    let client = spawn_client(config.tls_roots);
+    let client: ClientCell = Arc::default();
     let (documents_tx, documents_rx) = mpsc::channel(DOCUMENT_CHANNEL_CAPACITY);
     let (drain_tx, drain_rx) = mpsc::channel(1);
     let budget = udp::ChannelBudget::default();
@@ -188,18 +187,6 @@ async fn run(config: Config, started: EpochSeconds) -> anyhow::Result<()> {
         () = exit.notified() => {}
     }
     Ok(())
-}
-
-/// Builds the X-Ray client in the background: it is ready long before the first flush and
-/// stays off the path to our first `/event/next`.
-fn spawn_client(roots: TlsRoots) -> ClientCell {
-    let client: ClientCell = Arc::default();
-    let cell = client.clone();
-    tokio::spawn(async move {
-        cell.get_or_init(|| async { Arc::new(XrayClient::from_env(roots).await) })
-            .await;
-    });
-    client
 }
 
 /// Subscribes to the Telemetry API; without it we still work (flushing on a timer).

@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod clock;
 pub mod emulator;
+pub mod extension_log;
 pub mod http;
 pub mod net;
 pub mod scale_model;

@@ -30,7 +30,7 @@ use crate::emulator::{ChildOutput, Emulator, ExtensionSpec, FunctionSpec};
 use crate::net;
 
 /// The extension's name in the Extensions API (its file name).
-pub const EXTENSION: &str = "xray-extension";
+pub use crate::extension_log::EXTENSION;
 /// The baseline's name.
 pub const EMPTY_EXTENSION: &str = "empty-extension";
 /// The function every measurement runs.
@@ -154,20 +154,9 @@ impl EnvSpec {
     }
 }
 
-/// The last `counters` line the extension logged, as key → number.
+/// The extension's shutdown counters (empty when it logged none).
 pub fn counters(lambda: &Emulator) -> std::collections::HashMap<String, u64> {
-    lambda
-        .output(EXTENSION)
-        .into_iter()
-        .rev()
-        .find(|l| l.contains("counters"))
-        .map(|line| {
-            line.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::extension_log::counters(lambda).unwrap_or_default()
 }
 
 /// Whether `binary` knows the flush-strategy setting (its name appears in the executable);

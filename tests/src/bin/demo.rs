@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use xray_extension_tests::emulator::{Emulator, ExtensionSpec, FunctionSpec, Invocation, Invoke};
+use xray_extension_tests::extension_log::{self, EXTENSION};
 use xray_extension_tests::net;
 use xray_extension_tests::sink::{ReceivedDocument, XraySink};
 use xray_extension_tests::trace::TraceHeader;
-
-const EXTENSION: &str = "xray-extension";
 
 fn sibling(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -114,7 +113,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         print_tree(&docs, root);
         println!();
     }
-    let counters = counters(&lambda);
+    let counters = extension_log::counters(&lambda).unwrap_or_default();
     let get = |k: &str| counters.get(k).copied().unwrap_or(0);
     println!(
         "summary: documents received {} (rejected {}), generated {}, sent {}, PutTraceSegments calls {}, distinct documents in X-Ray {}",
@@ -142,21 +141,6 @@ fn print_invocation(label: &str, inv: &Invocation) {
         ms(inv.post_runtime),
         if inv.cold { "  (cold)" } else { "" }
     );
-}
-
-fn counters(lambda: &Emulator) -> HashMap<String, u64> {
-    lambda
-        .output(EXTENSION)
-        .into_iter()
-        .rev()
-        .find(|l| l.contains("counters"))
-        .map(|line| {
-            line.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// One node of the printed tree: a document or an embedded subsegment.

@@ -16,8 +16,7 @@ use xray_extension_tests::emulator::{Emulator, ExtensionSpec, FunctionSpec, Invo
 use xray_extension_tests::net;
 use xray_extension_tests::sink::{ReceivedDocument, XraySink};
 
-/// The extension's name in the Extensions API (its file name).
-pub const EXTENSION: &str = "xray-extension";
+pub use xray_extension_tests::extension_log::EXTENSION;
 /// Generous bound for waits on the sink.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -178,18 +177,9 @@ pub fn extension_log(lambda: &Emulator) -> Vec<String> {
     lambda.output(EXTENSION)
 }
 
-/// The last `counters` line the extension logged, as key → number.
+/// The extension's shutdown counters.
 pub fn counters(lambda: &Emulator) -> Option<std::collections::HashMap<String, u64>> {
-    let line = extension_log(lambda)
-        .into_iter()
-        .rev()
-        .find(|l| l.contains("counters"))?;
-    Some(
-        line.split_whitespace()
-            .filter_map(|kv| kv.split_once('='))
-            .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-            .collect(),
-    )
+    xray_extension_tests::extension_log::counters(lambda)
 }
 
 /// A field of a JSON document as f64.

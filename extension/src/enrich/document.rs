@@ -44,7 +44,7 @@ pub struct Subsegment {
 /// `next_id`.
 pub fn independent(
     trace: TraceId,
-    parent: Option<SegmentId>,
+    parent: SegmentId,
     sub: &Subsegment,
     id: SegmentId,
     next_id: &mut dyn FnMut() -> u64,
@@ -55,9 +55,7 @@ pub fn independent(
     doc.insert("type".into(), json!("subsegment"));
     doc.insert("id".into(), json!(id.as_str()));
     doc.insert("trace_id".into(), json!(trace.as_str()));
-    if let Some(parent) = parent {
-        doc.insert("parent_id".into(), json!(parent.as_str()));
-    }
+    doc.insert("parent_id".into(), json!(parent.as_str()));
     doc.insert("name".into(), json!(sub.name));
     doc.insert("start_time".into(), json!(start));
     doc.insert("end_time".into(), json!(end));

@@ -367,7 +367,8 @@ impl Enricher {
             return Vec::new();
         };
         let sampled = self.invocations[pos].trace.filter(TraceHeader::is_sampled);
-        let Some(trace) = sampled else {
+        // A subsegment needs a parent: without one in the header there is nowhere to attach.
+        let Some((trace, parent)) = sampled.and_then(|t| Some((t, t.parent?))) else {
             return Vec::new();
         };
         let kind = if let Some(k) = self.invocations[pos].kind {
@@ -392,23 +393,20 @@ impl Enricher {
             && inv.first
             && let Some(sub) = self.start_subsegment(kind)
         {
-            let id = start_id;
             out.push(document::independent(
-                trace.root,
-                trace.parent,
-                &sub,
-                id,
-                next_id,
+                trace.root, parent, &sub, start_id, next_id,
             ));
         }
         let runtime = self.runtime_subsegment(inv, kind, next_id);
-        out.push(document::independent(
-            trace.root,
-            trace.parent,
-            &runtime,
-            inv.runtime_id,
-            next_id,
-        ));
+        if runtime.start.is_some() {
+            out.push(document::independent(
+                trace.root,
+                parent,
+                &runtime,
+                inv.runtime_id,
+                next_id,
+            ));
+        }
         out
     }
 
@@ -551,7 +549,15 @@ impl Enricher {
             .iter()
             .map(|s| s.start)
             .reduce(|a, b| if b.0 < a.0 { b } else { a });
-        let start = inv.start.or(span_start).or(inv.received_at);
+        // No platform.start, span or INVOKE seen: the runtime's own duration, counted back from
+        // runtimeDone.
+        let from_done = done.and_then(|(t, d)| Some(t.plus_ms(-d.metrics.as_ref()?.duration_ms)));
+        let start = inv
+            .start
+            .or(span_start)
+            .or(inv.received_at)
+            .or(from_done)
+            .filter(|t| t.0 > 0.0);
         let status = done.and_then(|(_, d)| d.status.clone());
         let timed_out = status.as_deref() == Some("timeout")
             || inv

@@ -359,3 +359,48 @@ fn the_invoke_header_wins_over_the_records_parent_even_when_it_comes_last() {
     assert_eq!(steps[1][0]["id"], steps[0][0]["id"]);
     assert_eq!(steps[1][1]["id"], steps[0][1]["id"]);
 }
+
+/// Found by fuzzing: records alone, with odd trace context.
+fn feed(records: &str) -> Vec<Value> {
+    let mut e = Enricher::new(Settings::default(), Environment::default());
+    let mut n = 0;
+    let mut next_id = move || {
+        n += 1;
+        n
+    };
+    telemetry::decode(records.as_bytes())
+        .events
+        .iter()
+        .flat_map(|ev| e.on_telemetry(ev, &mut next_id))
+        .map(|d| {
+            parse_document(d.body.as_bytes()).unwrap();
+            serde_json::from_str::<Value>(&d.body).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_header_without_parent_sends_nothing() {
+    let docs = feed(
+        r#"[{"time":"2022-10-12T00:00:15.000Z","type":"platform.start","record":{"requestId":"r","tracing":{"value":"Root=1-62e900b2-710d76f009d6e7785905449a;Sampled=1"}}},
+            {"time":"2022-10-12T00:00:15.101Z","type":"platform.runtimeDone","record":{"requestId":"r","status":"success"}}]"#,
+    );
+    assert!(docs.is_empty(), "{docs:?}");
+}
+
+#[test]
+fn runtime_done_alone_starts_at_its_time_minus_its_duration() {
+    let docs = feed(
+        r#"[{"time":"2022-10-12T00:00:15.101Z","type":"platform.runtimeDone","record":{"requestId":"r","status":"success","metrics":{"durationMs":101.0},"tracing":{"value":"Root=1-62e900b2-710d76f009d6e7785905449a;Parent=0efbd19962d95b05;Sampled=1"}}}]"#,
+    );
+    let runtime = docs.iter().find(|d| d["name"] == "Runtime").unwrap();
+    let end = EpochSeconds::parse_rfc3339("2022-10-12T00:00:15.101Z")
+        .unwrap()
+        .0;
+    assert!(close(&runtime["start_time"], end - 0.101));
+    // Without a duration either, nothing can be placed in time: nothing is sent.
+    let docs = feed(
+        r#"[{"time":"2022-10-12T00:00:15.101Z","type":"platform.runtimeDone","record":{"requestId":"r","status":"success","tracing":{"value":"Root=1-62e900b2-710d76f009d6e7785905449a;Parent=0efbd19962d95b05;Sampled=1"}}}]"#,
+    );
+    assert!(docs.iter().all(|d| d["name"] != "Runtime"), "{docs:?}");
+}

@@ -110,6 +110,56 @@ struct Header<'a> {
     version: Option<serde_json::Number>,
 }
 
+/// Any JSON value, read in full so that what serde would reject is rejected here too: escapes
+/// are decoded (a lone surrogate fails) and numbers parsed (one out of `f64` range fails).
+/// Skipping a value (`IgnoredAny`) checks neither.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Checked;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_unit<E>(self) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Checked, A::Error> {
+                while a.next_element::<Checked>()?.is_some() {}
+                Ok(Checked)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Checked, A::Error> {
+                while a.next_entry::<Checked, Checked>()?.is_some() {}
+                Ok(Checked)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A field's value, read without failing on an unexpected type so the error can name the field.
 enum Scalar<'a> {
     Str(Cow<'a, str>),
@@ -159,17 +209,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
                 self,
                 mut a: A,
             ) -> Result<Self::Value, A::Error> {
-                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                while a.next_element::<Checked>()?.is_some() {}
                 Ok(Scalar::Other)
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut a: A,
             ) -> Result<Self::Value, A::Error> {
-                while a
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
+                while a.next_entry::<Checked, Checked>()?.is_some() {}
                 Ok(Scalar::Other)
             }
         }
@@ -177,24 +224,59 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
     }
 }
 
-#[derive(Deserialize)]
+/// The fields we check; every other value is read in full ([`Checked`]).
+#[derive(Default)]
 struct Fields<'a> {
-    #[serde(borrow)]
     id: Option<Scalar<'a>>,
-    #[serde(borrow)]
     trace_id: Option<Scalar<'a>>,
-    #[serde(borrow)]
     name: Option<Scalar<'a>>,
-    #[serde(borrow)]
     start_time: Option<Scalar<'a>>,
-    #[serde(borrow)]
     end_time: Option<Scalar<'a>>,
-    #[serde(borrow)]
     in_progress: Option<Scalar<'a>>,
-    #[serde(borrow, rename = "type")]
     kind: Option<Scalar<'a>>,
-    #[serde(borrow)]
     parent_id: Option<Scalar<'a>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a segment document")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Fields<'a>, A::Error> {
+                let mut f = Fields::default();
+                while let Some(key) = a.next_key::<Cow<'de, str>>()? {
+                    let slot = match &*key {
+                        "id" => &mut f.id,
+                        "trace_id" => &mut f.trace_id,
+                        "name" => &mut f.name,
+                        "start_time" => &mut f.start_time,
+                        "end_time" => &mut f.end_time,
+                        "in_progress" => &mut f.in_progress,
+                        "type" => &mut f.kind,
+                        "parent_id" => &mut f.parent_id,
+                        _ => {
+                            a.next_value::<Checked>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "duplicate field `{key}`"
+                        )));
+                    }
+                    *slot = Some(a.next_value::<Scalar<'a>>()?);
+                }
+                Ok(f)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 fn required<'a, 'b>(
@@ -469,6 +551,34 @@ mod tests {
             1,
         );
         assert!(parse_datagram(&datagram(HEADER, &ok)).is_ok(), "{ok}");
+    }
+
+    #[test]
+    fn values_serde_cannot_read_are_rejected_wherever_they_are() {
+        // Found by fuzzing: unknown fields used to be skipped unchecked.
+        for bad in [r#""\ud800""#, "1e400", r#"{"k":["\udc80"]}"#, "-1e999"] {
+            let body = VALID.replacen("\"s\"", &format!("\"s\",\"x\":{bad}"), 1);
+            assert_eq!(
+                parse_datagram(&datagram(HEADER, &body)).unwrap_err().kind(),
+                "invalid_json",
+                "{bad}"
+            );
+        }
+        // A valid surrogate pair and large-but-finite numbers are fine.
+        let body = VALID.replacen("\"s\"", "\"s\",\"x\":\"\\ud83d\\ude00\",\"y\":1e300", 1);
+        assert!(parse_datagram(&datagram(HEADER, &body)).is_ok(), "{body}");
+        // Duplicate known fields are refused, as serde's derive did.
+        let body = VALID.replacen("\"s\"", "\"s\",\"name\":\"t\"", 1);
+        assert_eq!(
+            parse_datagram(&datagram(HEADER, &body)).unwrap_err().kind(),
+            "invalid_json"
+        );
+        // Escaped keys name the same field.
+        let body = VALID.replacen("\"id\"", "\"\\u0069d\"", 1);
+        assert_eq!(
+            parse_document(body.as_bytes()).unwrap().id.as_str(),
+            "1bbaa244e76f8d42"
+        );
     }
 
     #[test]

@@ -12,15 +12,19 @@ use serde_json::value::RawValue;
 pub struct EpochSeconds(pub f64);
 
 impl EpochSeconds {
-    /// Parses the Telemetry API's RFC 3339 timestamps (`2022-10-12T00:00:15.064Z`).
+    /// Parses the Telemetry API's RFC 3339 timestamps (`2022-10-12T00:00:15.064Z`). Times
+    /// before 1970 are refused: X-Ray would reject the documents built from them.
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+        let micros = t.timestamp_micros();
+        if micros <= 0 {
+            return None;
+        }
         #[allow(
             clippy::cast_precision_loss,
             reason = "epoch microseconds fit f64's 53 bits"
         )]
-        let micros = t.timestamp_micros() as f64;
-        Some(Self(micros / 1e6))
+        Some(Self(micros as f64 / 1e6))
     }
 
     /// This time plus `ms` milliseconds.
@@ -415,5 +419,8 @@ mod tests {
         assert!((t.0 - 1_665_532_815.064).abs() < 1e-6);
         assert!((t.plus_ms(936.0).0 - 1_665_532_816.0).abs() < 1e-6);
         assert!(EpochSeconds::parse_rfc3339("yesterday").is_none());
+        // Found by fuzzing: pre-1970 times gave negative start times.
+        assert!(EpochSeconds::parse_rfc3339("1969-12-31T23:59:59Z").is_none());
+        assert!(EpochSeconds::parse_rfc3339("1970-01-01T00:00:00Z").is_none());
     }
 }

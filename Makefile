@@ -91,7 +91,9 @@ bench-build:
 bench-micro:
 	$(CARGO) bench -p xray-extension --bench micro
 
+# The load rows (memory, drops, batch fill) run the layer's static musl binary: what users deploy.
 bench: bench-build bench-micro
+	$(MAKE) -C layer binary-x86_64
 	$(CARGO) run --release --quiet -p xray-extension-tests --bin bench -- $(BENCH_ARGS)
 
 scale-model:

@@ -83,6 +83,22 @@ impl Binaries {
     }
 }
 
+/// The layer's static musl `x86_64` binary, when it exists and is at least as new as the glibc
+/// release binary beside the bench (so built from the same sources).
+pub fn shipped_binary(bins: &Binaries) -> Option<PathBuf> {
+    let musl = bins
+        .target_dir()
+        .join("x86_64-unknown-linux-musl/release")
+        .join(EXTENSION);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (modified(&musl), modified(&bins.extension)) {
+        (Some(m), Some(g)) if m >= g && std::env::var_os("XRAY_EXTENSION_BIN").is_none() => {
+            Some(musl)
+        }
+        _ => None,
+    }
+}
+
 /// One environment: an extension (ours or the baseline) and the sample function.
 #[derive(Debug, Clone)]
 pub struct EnvSpec {

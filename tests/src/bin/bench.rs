@@ -135,14 +135,31 @@ async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
             o.load_seconds,
             load::RATE
         );
+        // Memory is measured on what users deploy: the layer's static musl binary, when
+        // `make bench` has just built it (newer than the glibc one); else the glibc build.
+        let shipped = xray_extension_tests::bench::shipped_binary(bins);
+        let load_bins = shipped.as_ref().map_or_else(
+            || bins.clone(),
+            |musl| Binaries {
+                extension: musl.clone(),
+                ..bins.clone()
+            },
+        );
+        let which = if shipped.is_some() {
+            "the layer's static musl binary"
+        } else {
+            "the glibc release binary (no current musl build: `make layer`)"
+        };
         rows.extend(
             load::measure(
-                bins,
+                &load_bins,
                 o.load_runs,
                 load::RATE,
                 Duration::from_secs_f64(o.load_seconds),
             )
-            .await?,
+            .await?
+            .into_iter()
+            .map(|row| row.note(format!("extension: {which}"))),
         );
     }
     if wants(o, "size") {

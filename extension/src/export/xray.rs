@@ -9,6 +9,7 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_sdk_xray::config::Region;
 use aws_sdk_xray::error::SdkError;
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -106,6 +107,45 @@ pub struct Unprocessed {
     pub message: String,
 }
 
+/// Where the X-Ray API is and how to reach it, from the standard AWS variables (the ones
+/// aws-config's loader reads for a service whose id is `XRay`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// `AWS_REGION`, else `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// `AWS_ENDPOINT_URL_XRAY`, else `AWS_ENDPOINT_URL`; neither when
+    /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` is true.
+    pub endpoint_url: Option<String>,
+    /// `AWS_USE_FIPS_ENDPOINT`.
+    pub use_fips: bool,
+    /// `AWS_USE_DUALSTACK_ENDPOINT`.
+    pub use_dual_stack: bool,
+}
+
+impl ServiceSettings {
+    /// Reads the settings through `lookup` (the environment, or a map in tests). Empty values
+    /// count as unset, as in aws-config.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |k: &str| {
+            lookup(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let flag = |k: &str| get(k).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let endpoint_url = if flag("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") {
+            None
+        } else {
+            get("AWS_ENDPOINT_URL_XRAY").or_else(|| get("AWS_ENDPOINT_URL"))
+        };
+        Self {
+            region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+            endpoint_url,
+            use_fips: flag("AWS_USE_FIPS_ENDPOINT"),
+            use_dual_stack: flag("AWS_USE_DUALSTACK_ENDPOINT"),
+        }
+    }
+}
+
 /// The X-Ray API client.
 #[derive(Clone, Debug)]
 pub struct XrayClient {
@@ -115,7 +155,16 @@ pub struct XrayClient {
 impl XrayClient {
     /// Builds a client from the standard AWS environment (region, credentials,
     /// `AWS_ENDPOINT_URL_XRAY` / `AWS_ENDPOINT_URL`) with one TLS stack (rustls + ring).
+    ///
+    /// Not `aws_config::defaults(..).load()`: its default chain links in profile files, SSO,
+    /// STS (web identity, assume role) and IMDS, none of which exist inside Lambda, and they
+    /// are a fifth of the binary. Lambda gives credentials in the environment, or (SnapStart,
+    /// Lambda Managed Instances) through the container credentials endpoint: that chain, and
+    /// the service settings from the same variables aws-config reads (`ServiceSettings`).
     pub async fn from_env(roots: TlsRoots) -> Self {
+        use aws_config::environment::EnvironmentVariableCredentialsProvider;
+        use aws_config::meta::credentials::CredentialsProviderChain;
+        use aws_config::provider_config::ProviderConfig;
         use aws_smithy_http_client::tls;
         let trust = match roots {
             TlsRoots::Amazon => tls::TrustStore::empty().with_pem_certificate(AMAZON_ROOTS_PEM),
@@ -129,18 +178,34 @@ impl XrayClient {
             Ok(context) => builder.tls_context(context).build_https(),
             Err(_) => builder.build_https(),
         };
-        let config = aws_config::defaults(BehaviorVersion::latest())
+        let settings = ServiceSettings::from_lookup(|k| std::env::var(k).ok());
+        let container = aws_config::ecs::EcsCredentialsProvider::builder()
+            .configure(&ProviderConfig::empty().with_http_client(http.clone()))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build();
+        let credentials = CredentialsProviderChain::first_try(
+            "Environment",
+            EnvironmentVariableCredentialsProvider::new(),
+        )
+        .or_else("Container", container);
+        let mut config = aws_sdk_xray::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
             .http_client(http)
+            .credentials_provider(credentials)
+            .region(settings.region.map(Region::new))
+            .use_fips(settings.use_fips)
+            .use_dual_stack(settings.use_dual_stack)
             .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
                     .build(),
-            )
-            .load()
-            .await;
+            );
+        if let Some(url) = settings.endpoint_url {
+            config = config.endpoint_url(url);
+        }
         Self {
-            client: aws_sdk_xray::Client::new(&config),
+            client: aws_sdk_xray::Client::from_conf(config.build()),
         }
     }
 
@@ -403,5 +468,46 @@ mod tests {
         let e = by_status(400, "InvalidRequestException", "bad".into());
         assert!(!e.is_retryable());
         assert!(ExportError::Timeout.is_retryable());
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> ServiceSettings {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ServiceSettings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn the_service_specific_endpoint_wins_over_the_global_one() {
+        let s = settings(&[
+            ("AWS_ENDPOINT_URL", "http://global:1"),
+            ("AWS_ENDPOINT_URL_XRAY", "http://xray:2"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ]);
+        assert_eq!(s.endpoint_url.as_deref(), Some("http://xray:2"));
+        assert_eq!(s.region.as_deref(), Some("eu-west-1"));
+        let s = settings(&[
+            ("AWS_ENDPOINT_URL", "http://global:1"),
+            ("AWS_ENDPOINT_URL_XRAY", " "),
+        ]);
+        assert_eq!(s.endpoint_url.as_deref(), Some("http://global:1"));
+    }
+
+    #[test]
+    fn configured_endpoints_can_be_ignored_and_flags_read() {
+        let s = settings(&[
+            ("AWS_ENDPOINT_URL_XRAY", "http://xray:2"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "TRUE"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_USE_FIPS_ENDPOINT", "true"),
+            ("AWS_USE_DUALSTACK_ENDPOINT", "false"),
+        ]);
+        assert_eq!(s.endpoint_url, None);
+        assert_eq!(s.region.as_deref(), Some("us-east-1"));
+        assert!(s.use_fips);
+        assert!(!s.use_dual_stack);
+        assert_eq!(settings(&[]), ServiceSettings::default());
     }
 }

@@ -277,7 +277,7 @@ impl App {
         let cell = self.client.clone();
         let roots = self.config.tls_roots;
         tokio::spawn(async move {
-            cell.get_or_init(|| async { Arc::new(XrayClient::from_env(roots).await) })
+            cell.get_or_init(|| async { Arc::new(XrayClient::from_env(roots)) })
                 .await;
         });
     }
@@ -572,7 +572,7 @@ impl App {
         debug!(documents = docs.len(), "flush");
         let handle = tokio::spawn(async move {
             let client = client
-                .get_or_init(|| async { Arc::new(XrayClient::from_env(tls_roots).await) })
+                .get_or_init(|| async { Arc::new(XrayClient::from_env(tls_roots)) })
                 .await
                 .clone();
             xray::flush(client, docs, deadline, metrics).await

@@ -161,7 +161,7 @@ impl XrayClient {
     /// are a fifth of the binary. Lambda gives credentials in the environment, or (SnapStart,
     /// Lambda Managed Instances) through the container credentials endpoint: that chain, and
     /// the service settings from the same variables aws-config reads (`ServiceSettings`).
-    pub async fn from_env(roots: TlsRoots) -> Self {
+    pub fn from_env(roots: TlsRoots) -> Self {
         use aws_config::environment::EnvironmentVariableCredentialsProvider;
         use aws_config::meta::credentials::CredentialsProviderChain;
         use aws_config::provider_config::ProviderConfig;

@@ -19,6 +19,26 @@ use xray_extension_tests::sink::{ReceivedDocument, XraySink};
 pub use xray_extension_tests::extension_log::EXTENSION;
 /// Generous bound for waits on the sink.
 pub const WAIT: Duration = Duration::from_secs(10);
+/// The extension's default `XRAY_EXTENSION_FLUSH_TIMEOUT_MS`: the longest a flush may hold the
+/// function after its runtime is done.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How much slower than native the extension runs: `XRAY_TEST_TIME_SCALE` (at least 1; the
+/// layer's arm64 binary under qemu-user sets 4). The extension's flush timeout and the tests'
+/// bounds on it are scaled together, so the property checked stays "held no longer than the
+/// flush timeout"; native runs check the real default.
+pub fn time_scale() -> f64 {
+    std::env::var("XRAY_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 1.0)
+        .unwrap_or(1.0)
+}
+
+/// The flush timeout the harness gives the extension: the default, scaled by [`time_scale`].
+pub fn flush_timeout() -> Duration {
+    DEFAULT_FLUSH_TIMEOUT.mul_f64(time_scale())
+}
 
 /// A binary of the workspace, next to the test executable's directory (`target/<profile>`).
 /// `XRAY_EXTENSION_BIN` overrides the extension (e.g. an arm64 build run under qemu).
@@ -108,6 +128,12 @@ impl Harness {
             )
             .env("XRAY_EXTENSION_TELEMETRY_PORT", telemetry_port.to_string())
             .env("XRAY_EXTENSION_LOG_LEVEL", "debug");
+        if time_scale() > 1.0 {
+            extension = extension.env(
+                "XRAY_EXTENSION_FLUSH_TIMEOUT_MS",
+                flush_timeout().as_millis().to_string(),
+            );
+        }
         for (k, v) in &options.extension_env {
             extension = extension.env(k, v);
         }

@@ -132,6 +132,8 @@ pub struct SinkCall {
     pub fault: Option<Fault>,
     /// Whether the request carried a `SigV4` `Authorization` header.
     pub signed: bool,
+    /// The access key id the request was signed with (`Credential=<id>/...`).
+    pub access_key_id: Option<String>,
 }
 
 /// A stored (processed) document.
@@ -371,9 +373,20 @@ impl std::fmt::Debug for XraySink {
     }
 }
 
+/// The access key id of a `SigV4` `Authorization` header:
+/// `AWS4-HMAC-SHA256 Credential=<id>/<date>/<region>/xray/aws4_request, ...`.
+fn signing_key_id(authorization: &str) -> Option<String> {
+    let credential = authorization.split("Credential=").nth(1)?;
+    let id = credential.split('/').next()?;
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
 async fn handle(shared: Arc<SinkShared>, req: Request) -> Response {
     let operation = Operation::of(&req.method, &req.path);
     let signed = req.headers.contains_key(http::header::AUTHORIZATION);
+    let access_key_id = req
+        .header(http::header::AUTHORIZATION.as_str())
+        .and_then(signing_key_id);
     let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     let mut call = SinkCall {
         operation,
@@ -385,6 +398,7 @@ async fn handle(shared: Arc<SinkShared>, req: Request) -> Response {
         response: json!({}),
         fault: None,
         signed,
+        access_key_id,
     };
     let (status, error_type) = match operation {
         Operation::PutTraceSegments => {
@@ -597,4 +611,17 @@ fn aws_response(status: StatusCode, error_type: Option<&str>, body: &Value) -> R
         headers.insert("x-amzn-ErrorType", error_type);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signing_key_id;
+
+    #[test]
+    fn the_signing_key_id_is_read_from_the_credential_scope() {
+        let header = "AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/20261130/us-east-1/xray/aws4_request, SignedHeaders=host, Signature=ab";
+        assert_eq!(signing_key_id(header).as_deref(), Some("ASIAEXAMPLE"));
+        assert_eq!(signing_key_id("Bearer x"), None);
+        assert_eq!(signing_key_id("AWS4-HMAC-SHA256 Credential=/x"), None);
+    }
 }

@@ -91,9 +91,10 @@ bench-build:
 bench-micro:
 	$(CARGO) bench -p xray-extension --bench micro
 
-# The load rows (memory, drops, batch fill) run the layer's static musl binary: what users deploy.
+# The init and load rows run what users deploy: the layer's static musl binary, against the
+# empty extension built the same way.
 bench: bench-build bench-micro
-	$(MAKE) -C layer binary-x86_64
+	$(MAKE) -C layer binary-x86_64 baseline-x86_64
 	$(CARGO) run --release --quiet -p xray-extension-tests --bin bench -- $(BENCH_ARGS)
 
 scale-model:

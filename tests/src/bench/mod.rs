@@ -83,20 +83,30 @@ impl Binaries {
     }
 }
 
-/// The layer's static musl `x86_64` binary, when it exists and is at least as new as the glibc
-/// release binary beside the bench (so built from the same sources).
-pub fn shipped_binary(bins: &Binaries) -> Option<PathBuf> {
-    let musl = bins
-        .target_dir()
-        .join("x86_64-unknown-linux-musl/release")
-        .join(EXTENSION);
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    match (modified(&musl), modified(&bins.extension)) {
-        (Some(m), Some(g)) if m >= g && std::env::var_os("XRAY_EXTENSION_BIN").is_none() => {
-            Some(musl)
-        }
-        _ => None,
+/// Where the layer's static musl `x86_64` builds are, relative to `target/`.
+pub const MUSL_RELEASE_DIR: &str = "x86_64-unknown-linux-musl/release";
+
+/// What users deploy: the layer's static musl `x86_64` build of the extension, and the empty
+/// extension built the same way (`make -C layer binary-x86_64 baseline-x86_64`), when both
+/// exist and are at least as new as their glibc release builds (so built from the same
+/// sources). The function stays the glibc build: it is not what is measured.
+/// `None` under `XRAY_EXTENSION_BIN`, which names the extension to measure.
+pub fn shipped_binaries(bins: &Binaries) -> Option<Binaries> {
+    if std::env::var_os("XRAY_EXTENSION_BIN").is_some() {
+        return None;
     }
+    let musl = bins.target_dir().join(MUSL_RELEASE_DIR);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let current = |built: &Path, reference: &Path| matches!((modified(built), modified(reference)), (Some(m), Some(g)) if m >= g);
+    let extension = musl.join(EXTENSION);
+    let empty_extension = musl.join(EMPTY_EXTENSION);
+    (current(&extension, &bins.extension) && current(&empty_extension, &bins.empty_extension)).then(
+        || Binaries {
+            extension,
+            empty_extension,
+            ..bins.clone()
+        },
+    )
 }
 
 /// One environment: an extension (ours or the baseline) and the sample function.

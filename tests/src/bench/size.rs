@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use super::report::{Row, Target, Unit};
-use super::{Binaries, EXTENSION};
+use super::{Binaries, EMPTY_EXTENSION, EXTENSION};
 
 /// The layer's `x86_64` build, relative to `target/`.
-const MUSL: &str = "x86_64-unknown-linux-musl/release";
+const MUSL: &str = super::MUSL_RELEASE_DIR;
 
 /// Bytes of `binary` once stripped (a stripped copy in a temporary directory), and whether
 /// `strip` could be run.
@@ -84,13 +84,19 @@ pub fn rows(bins: &Binaries) -> Vec<Row> {
             .note(format!("{bytes} bytes, dynamically linked against glibc")),
         );
     }
-    if let Some((bytes, _)) = stripped_size(&bins.empty_extension) {
-        rows.push(Row::new(
-            "binary: empty extension (same crates), stripped",
-            &[to_mib(bytes)],
-            Unit::MiB,
-            Target::None,
-        ));
+    let empty_musl = bins.target_dir().join(MUSL).join(EMPTY_EXTENSION);
+    for (empty, how) in [
+        (&empty_musl, "static (musl)"),
+        (&bins.empty_extension, "glibc release"),
+    ] {
+        if let Some((bytes, _)) = stripped_size(empty) {
+            rows.push(Row::new(
+                format!("binary: empty extension (same crates), {how}, stripped"),
+                &[to_mib(bytes)],
+                Unit::MiB,
+                Target::None,
+            ));
+        }
     }
     rows
 }

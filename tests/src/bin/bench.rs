@@ -113,13 +113,42 @@ fn wants(o: &Options, section: &str) -> bool {
 
 async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
+    let shipped = xray_extension_tests::bench::shipped_binaries(bins);
     if wants(o, "init") {
         eprintln!(
             "bench: init, {} interleaved cold starts each",
             o.init_rounds
         );
         let sink = XraySink::start().await?;
-        rows.extend(init::measure(bins, &sink.endpoint(), o.init_rounds).await?);
+        // Judged on what users deploy: both extensions as static musl builds, made like the
+        // layer's. The glibc builds (dynamically linked, position-independent: the loader
+        // relocates them at start) follow for comparison.
+        if let Some(shipped) = &shipped {
+            rows.extend(
+                init::measure(shipped, &sink.endpoint(), o.init_rounds, "", true)
+                    .await?
+                    .into_iter()
+                    .map(|row| row.note("both extensions: static musl builds, as the layer ships")),
+            );
+        }
+        rows.extend(
+            init::measure(
+                bins,
+                &sink.endpoint(),
+                o.init_rounds,
+                if shipped.is_some() { ", glibc builds" } else { "" },
+                shipped.is_none(),
+            )
+            .await?
+            .into_iter()
+            .map(|row| {
+                if shipped.is_some() {
+                    row
+                } else {
+                    row.note("glibc builds: no current musl builds (`make -C layer binary-x86_64 baseline-x86_64`)")
+                }
+            }),
+        );
     }
     if wants(o, "post-runtime") {
         eprintln!(
@@ -137,14 +166,7 @@ async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
         );
         // Memory is measured on what users deploy: the layer's static musl binary, when
         // `make bench` has just built it (newer than the glibc one); else the glibc build.
-        let shipped = xray_extension_tests::bench::shipped_binary(bins);
-        let load_bins = shipped.as_ref().map_or_else(
-            || bins.clone(),
-            |musl| Binaries {
-                extension: musl.clone(),
-                ..bins.clone()
-            },
-        );
+        let load_bins = shipped.as_ref().unwrap_or(bins);
         let which = if shipped.is_some() {
             "the layer's static musl binary"
         } else {
@@ -152,7 +174,7 @@ async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
         };
         rows.extend(
             load::measure(
-                &load_bins,
+                load_bins,
                 o.load_runs,
                 load::RATE,
                 Duration::from_secs_f64(o.load_seconds),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use lambda_extension::{Extension, LambdaEvent, service_fn};
 use tokio::sync::{Notify, mpsc};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use xray_extension::app::{self, ClientCell, Inputs, LifecycleEvent, Setup};
 use xray_extension::config::{Config, LogLevel};
 use xray_extension::enrich::{Enricher, Environment};
@@ -108,7 +108,7 @@ async fn run(config: Config, started: EpochSeconds) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("registration failed: {e}"))?;
     let extension_id = registered.extension_id.clone();
-    info!(function = %registered.function_name, "registered");
+    debug!(function = %registered.function_name, "registered");
 
     let (udp_socket, telemetry_socket) = match (udp_socket, telemetry_socket) {
         (Ok(u), Ok(t)) => (u, t),
@@ -150,7 +150,9 @@ async fn run(config: Config, started: EpochSeconds) -> anyhow::Result<()> {
 
     // Subscribe third.
     let telemetry = subscribe(&api, &extension_id, config.telemetry_port).await;
-    info!(udp = %config.udp_address, telemetry = ?telemetry, "ready");
+    // The one line at the default level during init: every event formatted at start is paid
+    // for in the function's cold start.
+    info!(function = %registered.function_name, udp = %config.udp_address, telemetry = ?telemetry, "ready");
 
     let enricher = match (&config.enrich, telemetry) {
         (Some(settings), Telemetry::Subscribed) => {

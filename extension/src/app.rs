@@ -200,7 +200,12 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         let wake_at = app.pending.as_ref().map(|p| match p.stage {
             Stage::AwaitRuntimeDone => p.deadline,
             Stage::AwaitReport => p.wait_until.unwrap_or(p.hard_deadline),
-            _ => p.hard_deadline,
+            // An invocation's flush point ends at its flush deadline, counted from
+            // runtimeDone; the shutdown's lets a call ending at the deadline be counted.
+            _ if p.shutdown => p.hard_deadline,
+            _ => p
+                .flush_deadline
+                .map_or(p.hard_deadline, |d| d.min(p.hard_deadline)),
         });
         tokio::select! {
             event = lifecycle.recv() => match event {
@@ -471,6 +476,11 @@ impl App {
                 debug!("no platform.report before the wait ended");
                 self.begin_drain();
             }
+            _ if !p.shutdown && p.flush_deadline.is_some_and(|d| now >= d) => {
+                // The send goes on in the background; what it cannot deliver is requeued.
+                debug!(stage = ?p.stage, "flush timeout reached; calling next");
+                self.finish_pending();
+            }
             _ if now >= p.hard_deadline => {
                 if p.shutdown {
                     self.finish_shutdown();
@@ -484,8 +494,18 @@ impl App {
     }
 
     fn begin_drain(&mut self) {
+        let now = Instant::now();
+        let flush_deadline = self
+            .pending
+            .as_ref()
+            .map(|p| self.flush_deadline(now, p.deadline));
         if let Some(p) = self.pending.as_mut() {
             p.stage = Stage::Draining;
+            // The flush timeout bounds the whole post-runtime phase: it starts now, at
+            // runtimeDone, and covers the drain, a send already in flight, and ours.
+            if !p.shutdown && p.flush_deadline.is_none() {
+                p.flush_deadline = flush_deadline;
+            }
         }
         if self.drain.try_send(()).is_err() {
             // A drain is already queued (its marker will arrive) or the reader is gone.

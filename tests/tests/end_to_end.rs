@@ -374,3 +374,43 @@ async fn credentials_come_from_the_container_endpoint_when_the_environment_has_n
     assert!(served.load(Ordering::SeqCst) >= 1);
     assert_eq!(refused.load(Ordering::SeqCst), 0);
 }
+
+/// Background flushing answers INVOKE at once, so SHUTDOWN can come before the last
+/// invocations' runtimeDone is delivered: those finished invocations must not be reported as
+/// killed by the shutdown.
+#[tokio::test]
+async fn background_invocations_finished_before_shutdown_carry_no_fault() {
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options::strategy("background")).await;
+    let mut traces = Vec::new();
+    for _ in 0..4 {
+        let trace = TraceHeader::sampled();
+        let inv = lambda
+            .invoke(Invoke::new(json!({"subsegments": 1})).traced(trace.clone()))
+            .await
+            .expect("invoke");
+        assert_eq!(inv.status, InvocationStatus::Success);
+        traces.push(trace);
+    }
+    let report = lambda.shutdown().await.expect("shutdown");
+    assert_eq!(report.extension(EXTENSION).unwrap().exit_code(), Some(0));
+    let docs = sink.documents();
+    for (i, t) in traces.iter().enumerate() {
+        let runtime = named(&docs, &t.root, "Runtime");
+        assert_eq!(runtime.len(), 1, "invocation {i}");
+        let r = &runtime[0].value;
+        assert!(
+            r.get("fault").is_none(),
+            "invocation {i}: {}",
+            runtime[0].raw
+        );
+        assert!(
+            r["subsegments"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["name"] == "Response Latency")),
+            "invocation {i}: {}",
+            runtime[0].raw
+        );
+    }
+}

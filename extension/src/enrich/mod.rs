@@ -246,6 +246,10 @@ impl Enricher {
                 let trace = trace_of(d.tracing.as_ref().map(|c| c.value.as_str()));
                 let inv = self.invocation(&d.request_id, next_id);
                 inv.done = Some((t, d.clone()));
+                // SHUTDOWN can come before a finished invocation's runtimeDone is delivered
+                // (telemetry is buffered; with background flushing we are already past it):
+                // the runtime did finish, so its status, not the shutdown, says how.
+                inv.killed_at_shutdown = None;
                 if inv.trace.is_none() {
                     inv.trace = trace;
                 }

@@ -404,3 +404,70 @@ fn runtime_done_alone_starts_at_its_time_minus_its_duration() {
     );
     assert!(docs.iter().all(|d| d["name"] != "Runtime"), "{docs:?}");
 }
+
+/// SHUTDOWN before a finished invocation's runtimeDone was delivered: the provisional "did not
+/// finish" fault is withdrawn when runtimeDone arrives, and the re-sent `Runtime` (same id)
+/// tells what the runtime reported.
+#[test]
+fn a_runtime_done_after_shutdown_replaces_the_provisional_fault() {
+    for (status, error_type) in [("success", None), ("error", Some("Handler.Boom"))] {
+        let mut e = Enricher::new(Settings::default(), Environment::default());
+        let mut n = 0x2000_u64;
+        let mut next_id = move || {
+            n += 1;
+            n
+        };
+        let at = |s: &str| EpochSeconds::parse_rfc3339(s).unwrap();
+        let header = format!("Root={ROOT};Parent={PARENT};Sampled=1");
+        e.on_invoke(
+            &Invoke {
+                request_id: "r1".into(),
+                trace: Some(TraceHeader::parse(&header).unwrap()),
+                deadline: at("2022-10-12T00:00:18.000Z"),
+                received_at: at("2022-10-12T00:00:15.000Z"),
+            },
+            &mut next_id,
+        );
+        let start = format!(
+            r#"[{{"time":"2022-10-12T00:00:15.001Z","type":"platform.start","record":{{"requestId":"r1","tracing":{{"value":"{header}"}}}}}}]"#
+        );
+        for ev in &telemetry::decode(start.as_bytes()).events {
+            e.on_telemetry(ev, &mut next_id);
+        }
+        let provisional = e.on_shutdown("spindown", at("2022-10-12T00:00:15.050Z"), &mut next_id);
+        let provisional: Vec<Value> = provisional
+            .iter()
+            .map(|d| serde_json::from_str(&d.body).unwrap())
+            .collect();
+        let first = provisional.iter().find(|d| d["name"] == "Runtime").unwrap();
+        assert_eq!(first["fault"], true);
+
+        let error = error_type.map_or(String::from("null"), |t| format!("\"{t}\""));
+        let done = format!(
+            r#"[{{"time":"2022-10-12T00:00:15.040Z","type":"platform.runtimeDone","record":{{"requestId":"r1","status":"{status}","errorType":{error},"metrics":{{"durationMs":39.0}},"spans":[{{"name":"responseLatency","start":"2022-10-12T00:00:15.001Z","durationMs":38.0}}]}}}}]"#
+        );
+        let docs: Vec<Value> = telemetry::decode(done.as_bytes())
+            .events
+            .iter()
+            .flat_map(|ev| e.on_telemetry(ev, &mut next_id))
+            .map(|d| serde_json::from_str(&d.body).unwrap())
+            .collect();
+        let runtime = docs.iter().find(|d| d["name"] == "Runtime").unwrap();
+        assert_eq!(runtime["id"], first["id"], "re-sent under the same id");
+        let message = runtime["cause"]["exceptions"][0]["message"].as_str();
+        match error_type {
+            None => {
+                assert!(runtime.get("fault").is_none(), "{runtime}");
+                assert!(runtime.get("cause").is_none(), "{runtime}");
+            }
+            Some(t) => {
+                assert_eq!(runtime["fault"], true);
+                assert!(message.unwrap().contains(t), "{runtime}");
+            }
+        }
+        assert!(close(
+            &runtime["end_time"],
+            at("2022-10-12T00:00:15.040Z").0
+        ));
+    }
+}

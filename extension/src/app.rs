@@ -494,19 +494,12 @@ impl App {
     }
 
     fn begin_drain(&mut self) {
-        let now = Instant::now();
-        let flush_deadline = self
-            .pending
-            .as_ref()
-            .map(|p| self.flush_deadline(now, p.deadline));
         if let Some(p) = self.pending.as_mut() {
             p.stage = Stage::Draining;
-            // The flush timeout bounds the whole post-runtime phase: it starts now, at
-            // runtimeDone, and covers the drain, a send already in flight, and ours.
-            if !p.shutdown && p.flush_deadline.is_none() {
-                p.flush_deadline = flush_deadline;
-            }
         }
+        // The flush timeout bounds the whole post-runtime phase: it starts now, at
+        // runtimeDone, and covers the drain, a send already in flight, and ours.
+        self.pending_flush_deadline(Instant::now());
         if self.drain.try_send(()).is_err() {
             // A drain is already queued (its marker will arrive) or the reader is gone.
             if self.drain.is_closed() {
@@ -544,22 +537,25 @@ impl App {
         }
     }
 
+    /// The pending flush point's deadline, fixed the first time it is asked for: when the
+    /// drain begins at runtimeDone, or when a flush starts without one. SHUTDOWN sets its own.
+    fn pending_flush_deadline(&mut self, now: Instant) -> Option<Instant> {
+        let cap = self
+            .pending
+            .as_ref()
+            .map(|p| self.flush_deadline(now, p.deadline))?;
+        let p = self.pending.as_mut()?;
+        Some(*p.flush_deadline.get_or_insert(cap))
+    }
+
     fn begin_flush_stage(&mut self, now: Instant) {
         let Some(p) = self.pending.as_mut() else {
             return;
         };
         p.stage = Stage::Flushing;
-        let invocation_deadline = p.deadline;
-        let deadline = if let Some(d) = p.flush_deadline {
-            d
-        } else {
-            let d = self.flush_deadline(now, invocation_deadline);
-            if let Some(p) = self.pending.as_mut() {
-                p.flush_deadline = Some(d);
-            }
-            d
-        };
-        self.continue_flushing(deadline);
+        if let Some(deadline) = self.pending_flush_deadline(now) {
+            self.continue_flushing(deadline);
+        }
     }
 
     /// Starts another flush round, or finishes the flush point when nothing is left to do.

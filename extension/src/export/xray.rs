@@ -471,11 +471,7 @@ mod tests {
     }
 
     fn settings(pairs: &[(&str, &str)]) -> ServiceSettings {
-        let map: std::collections::HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        ServiceSettings::from_lookup(|k| map.get(k).cloned())
+        ServiceSettings::from_lookup(crate::config::lookup_from(pairs))
     }
 
     #[test]

@@ -4,10 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::report::{Row, Target, Unit};
-use super::{Binaries, EMPTY_EXTENSION, EXTENSION};
-
-/// The layer's `x86_64` build, relative to `target/`.
-const MUSL: &str = super::MUSL_RELEASE_DIR;
+use super::{Binaries, EMPTY_EXTENSION, EXTENSION, MUSL_RELEASE_DIR};
 
 /// Bytes of `binary` once stripped (a stripped copy in a temporary directory), and whether
 /// `strip` could be run.
@@ -34,7 +31,7 @@ fn to_mib(bytes: u64) -> f64 {
 
 /// The rows.
 pub fn rows(bins: &Binaries) -> Vec<Row> {
-    let musl: PathBuf = bins.target_dir().join(MUSL).join(EXTENSION);
+    let musl: PathBuf = bins.target_dir().join(MUSL_RELEASE_DIR).join(EXTENSION);
     let glibc = &bins.extension;
     let mut rows = Vec::new();
     let target = Target::AtMost(5.0);
@@ -51,7 +48,10 @@ pub fn rows(bins: &Binaries) -> Vec<Row> {
         )
         .note(format!(
             "{bytes} bytes, {}{}",
-            Path::new("target").join(MUSL).join(EXTENSION).display(),
+            Path::new("target")
+                .join(MUSL_RELEASE_DIR)
+                .join(EXTENSION)
+                .display(),
             if stripped {
                 ""
             } else {
@@ -61,7 +61,7 @@ pub fn rows(bins: &Binaries) -> Vec<Row> {
         if !newer_than(&musl, glibc) {
             row = row.note(format!(
                 "{bytes} bytes, {} — built before the glibc release binary: rebuild with `make layer` for a current figure",
-                Path::new("target").join(MUSL).join(EXTENSION).display()
+                Path::new("target").join(MUSL_RELEASE_DIR).join(EXTENSION).display()
             ));
         }
         rows.push(row);
@@ -84,7 +84,10 @@ pub fn rows(bins: &Binaries) -> Vec<Row> {
             .note(format!("{bytes} bytes, dynamically linked against glibc")),
         );
     }
-    let empty_musl = bins.target_dir().join(MUSL).join(EMPTY_EXTENSION);
+    let empty_musl = bins
+        .target_dir()
+        .join(MUSL_RELEASE_DIR)
+        .join(EMPTY_EXTENSION);
     for (empty, how) in [
         (&empty_musl, "static (musl)"),
         (&bins.empty_extension, "glibc release"),

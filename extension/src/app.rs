@@ -16,8 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lambda_extension::NextEvent;
-use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
+use tokio::sync::{OnceCell, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -30,6 +29,7 @@ use crate::export::xray::{self, FlushReport, XrayClient};
 use crate::ingest::protocol::Document;
 use crate::ingest::udp::{ChannelBudget, Ingested};
 use crate::lambda::api::Telemetry;
+use crate::lambda::events::NextEvent;
 use crate::lambda::telemetry::{EpochSeconds, Event, Record};
 use crate::metrics::{self, LogLimiter, Metrics};
 use crate::trace::TraceHeader;
@@ -47,6 +47,9 @@ pub const HARD_DEADLINE_SLACK: Duration = Duration::from_secs(1);
 pub const REPORT_WAIT: Duration = Duration::from_millis(150);
 /// One log line per this interval for buffer overflows.
 pub const SPILL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// The shutdown phase when a SHUTDOWN event carries no `deadlineMs` (Lambda's 2,000 ms with an
+/// external extension registered).
+pub const SHUTDOWN_PHASE: Duration = Duration::from_secs(2);
 
 /// An Extensions API event and the channel that releases the next `/event/next` call.
 #[derive(Debug)]
@@ -60,24 +63,11 @@ pub struct LifecycleEvent {
 /// Hands an Extensions API event to the lifecycle loop and waits until it is done with it, so
 /// the event loop calls `/event/next` only then. If the loop is gone (it failed), returns at
 /// once: the event loop then simply keeps calling `/event/next` and the function is never held.
-/// At SHUTDOWN, `exit` is notified once the loop is done (or gone), so the process can exit.
-pub async fn forward(
-    lifecycle: mpsc::Sender<LifecycleEvent>,
-    exit: Arc<Notify>,
-    next: NextEvent,
-) -> Result<(), lambda_extension::Error> {
-    let shutdown = matches!(next, NextEvent::Shutdown(_));
+pub async fn forward(lifecycle: &mpsc::Sender<LifecycleEvent>, next: NextEvent) {
     let (done, released) = oneshot::channel();
     if lifecycle.send(LifecycleEvent { next, done }).await.is_ok() {
         let _ = released.await;
     }
-    if shutdown {
-        exit.notify_one();
-        // Never return: returning would make the event loop call /event/next once more while
-        // the process is exiting.
-        std::future::pending::<()>().await;
-    }
-    Ok(())
 }
 
 /// Shared, lazily built X-Ray client: built in the background at the first event (after our
@@ -293,26 +283,14 @@ impl App {
         let LifecycleEvent { next, done } = event;
         match next {
             NextEvent::Invoke(invoke) => {
-                let deadline = deadline_instant(invoke.deadline_ms, now, epoch_now());
+                // Without a deadline, the invocation's is now: the hold is the flush timeout.
+                let epoch = epoch_now();
+                let deadline_ms = invoke
+                    .deadline_ms
+                    .unwrap_or_else(|| u64::try_from(epoch.as_millis()).unwrap_or(u64::MAX));
+                let deadline = deadline_instant(deadline_ms, now, epoch);
                 debug!(request_id = %invoke.request_id, "INVOKE");
-                if let Some(enricher) = self.enricher.as_mut() {
-                    let trace = TraceHeader::parse(&invoke.tracing.value).ok();
-                    #[allow(
-                        clippy::cast_precision_loss,
-                        reason = "epoch milliseconds fit f64's 53 bits"
-                    )]
-                    let deadline = EpochSeconds(invoke.deadline_ms as f64 / 1e3);
-                    let docs = enricher.on_invoke(
-                        &enrich::Invoke {
-                            request_id: invoke.request_id.clone(),
-                            trace,
-                            deadline,
-                            received_at: epoch_seconds_now(),
-                        },
-                        &mut random_id,
-                    );
-                    self.enqueue_generated(docs);
-                }
+                self.enrich_invoke(&invoke, deadline_ms);
                 let decision = self.policy.on_invoke(now, self.buffer_state());
                 if decision.send && self.flight.is_none() {
                     self.start_flush(self.flush_deadline(now, deadline), false);
@@ -346,11 +324,15 @@ impl App {
                 }
             }
             NextEvent::Shutdown(shutdown) => {
-                let deadline = deadline_instant(shutdown.deadline_ms, now, epoch_now())
+                let deadline = shutdown
+                    .deadline_ms
+                    .map_or(now + SHUTDOWN_PHASE, |ms| {
+                        deadline_instant(ms, now, epoch_now())
+                    })
                     .checked_sub(self.config.shutdown_margin)
                     .unwrap_or(now)
                     .max(now);
-                info!(reason = %shutdown.shutdown_reason, remaining_ms = deadline.saturating_duration_since(now).as_millis(), "SHUTDOWN");
+                info!(reason = %shutdown.reason, remaining_ms = deadline.saturating_duration_since(now).as_millis(), "SHUTDOWN");
                 // A pending invoke cannot exist here (the event loop waits for our answer), but if
                 // it did, release it.
                 if let Some(p) = self.pending.take() {
@@ -358,11 +340,8 @@ impl App {
                 }
                 let mut awaiting_report = false;
                 if let Some(enricher) = self.enricher.as_mut() {
-                    let docs = enricher.on_shutdown(
-                        &shutdown.shutdown_reason,
-                        epoch_seconds_now(),
-                        &mut random_id,
-                    );
+                    let docs =
+                        enricher.on_shutdown(&shutdown.reason, epoch_seconds_now(), &mut random_id);
                     self.enqueue_generated(docs);
                     awaiting_report = self
                         .enricher
@@ -386,6 +365,31 @@ impl App {
                 }
             }
         }
+    }
+
+    fn enrich_invoke(&mut self, invoke: &crate::lambda::events::Invoke, deadline_ms: u64) {
+        let Some(enricher) = self.enricher.as_mut() else {
+            return;
+        };
+        let trace = invoke
+            .trace_header
+            .as_deref()
+            .and_then(|h| TraceHeader::parse(h).ok());
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "epoch milliseconds fit f64's 53 bits"
+        )]
+        let deadline = EpochSeconds(deadline_ms as f64 / 1e3);
+        let docs = enricher.on_invoke(
+            &enrich::Invoke {
+                request_id: invoke.request_id.clone(),
+                trace,
+                deadline,
+                received_at: epoch_seconds_now(),
+            },
+            &mut random_id,
+        );
+        self.enqueue_generated(docs);
     }
 
     fn runtime_done_seen(&self) -> bool {
@@ -696,30 +700,22 @@ mod tests {
     use super::*;
 
     fn invoke() -> NextEvent {
-        serde_json::from_value(serde_json::json!({
-            "eventType": "INVOKE", "deadlineMs": 1, "requestId": "r-1",
-            "invokedFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:f"
-        }))
-        .unwrap()
-    }
-
-    fn shutdown() -> NextEvent {
-        serde_json::from_value(serde_json::json!({
-            "eventType": "SHUTDOWN", "deadlineMs": 1, "shutdownReason": "spindown"
-        }))
-        .unwrap()
+        NextEvent::Invoke(crate::lambda::events::Invoke {
+            request_id: "r-1".into(),
+            deadline_ms: Some(1),
+            trace_header: None,
+        })
     }
 
     #[tokio::test]
     async fn forward_waits_for_the_loop_to_release_the_event() {
         let (tx, mut rx) = mpsc::channel(1);
-        let exit = Arc::new(Notify::new());
-        let task = tokio::spawn(forward(tx, exit, invoke()));
+        let task = tokio::spawn(async move { forward(&tx, invoke()).await });
         let event = rx.recv().await.unwrap();
         tokio::task::yield_now().await;
         assert!(!task.is_finished(), "must wait until the loop answers");
         event.done.send(()).unwrap();
-        assert!(task.await.unwrap().is_ok());
+        task.await.unwrap();
     }
 
     #[tokio::test]
@@ -727,30 +723,15 @@ mod tests {
         // The loop failed: every event returns at once, so /event/next keeps being called.
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
-        let exit = Arc::new(Notify::new());
-        assert!(forward(tx.clone(), exit.clone(), invoke()).await.is_ok());
-        // SHUTDOWN still lets the process exit, and never hands control back to the event loop.
-        let notified = exit.notified();
-        let held = tokio::time::timeout(
-            Duration::from_millis(100),
-            forward(tx, exit.clone(), shutdown()),
-        );
-        assert!(
-            held.await.is_err(),
-            "forward must not return after SHUTDOWN"
-        );
-        tokio::time::timeout(Duration::from_secs(1), notified)
-            .await
-            .unwrap();
+        forward(&tx, invoke()).await;
     }
 
     #[tokio::test]
     async fn forward_returns_when_the_loop_drops_the_event() {
         let (tx, mut rx) = mpsc::channel(1);
-        let exit = Arc::new(Notify::new());
-        let task = tokio::spawn(forward(tx, exit, invoke()));
+        let task = tokio::spawn(async move { forward(&tx, invoke()).await });
         drop(rx.recv().await.unwrap());
-        assert!(task.await.unwrap().is_ok());
+        task.await.unwrap();
     }
 
     #[test]

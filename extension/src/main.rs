@@ -5,22 +5,27 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use lambda_extension::{Extension, LambdaEvent, service_fn};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use xray_extension::app::{self, ClientCell, Inputs, LifecycleEvent, Setup};
 use xray_extension::config::{Config, LogLevel};
 use xray_extension::enrich::{Enricher, Environment};
+use xray_extension::export::policy::Strategy;
 use xray_extension::ingest::udp;
-use xray_extension::lambda::api::{LambdaApi, Telemetry};
+use xray_extension::lambda::api::{ApiError, IDLE_RETRY_DELAY, LambdaApi, Telemetry};
+use xray_extension::lambda::events::{EventSet, NextEvent};
 use xray_extension::lambda::listener;
 use xray_extension::lambda::telemetry::EpochSeconds;
-use xray_extension::metrics::Metrics;
+use xray_extension::metrics::{LogLimiter, Metrics};
 
 /// Documents waiting between the UDP reader and the lifecycle loop.
 const DOCUMENT_CHANNEL_CAPACITY: usize = 1_024;
 /// Telemetry deliveries waiting for the lifecycle loop.
 const TELEMETRY_CHANNEL_CAPACITY: usize = 64;
+/// Our name when the executable's cannot be read (Lambda starts `/opt/extensions/<name>`).
+const DEFAULT_EXTENSION_NAME: &str = "xray-extension";
+/// One log line per this interval for failed or undecodable `/event/next` answers.
+const EVENT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let started = app::epoch_seconds_now();
@@ -83,7 +88,17 @@ fn environment(started: EpochSeconds) -> Environment {
     }
 }
 
-async fn run(config: Config, started: EpochSeconds) -> anyhow::Result<()> {
+/// The name to register with: the executable's file name (contracts §1).
+fn extension_name() -> String {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| DEFAULT_EXTENSION_NAME.to_owned())
+}
+
+async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     let runtime_api = std::env::var("AWS_LAMBDA_RUNTIME_API")
         .context("AWS_LAMBDA_RUNTIME_API is not set: not running inside Lambda")?;
     let api = LambdaApi::new(&runtime_api)?;
@@ -93,22 +108,22 @@ async fn run(config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     let telemetry_addr = SocketAddr::from(([0, 0, 0, 0], config.telemetry_port));
     let telemetry_socket = tokio::net::TcpListener::bind(telemetry_addr).await;
 
-    let (lifecycle_tx, lifecycle_rx) = mpsc::channel::<LifecycleEvent>(1);
-    let exit = Arc::new(Notify::new());
-    let processor = {
-        let exit = exit.clone();
-        service_fn(move |event: LambdaEvent| {
-            app::forward(lifecycle_tx.clone(), exit.clone(), event.next)
-        })
-    };
-    let registered = Extension::new()
-        .with_events(&["INVOKE", "SHUTDOWN"])
-        .with_events_processor(processor)
-        .register()
+    // SHUTDOWN only on Lambda Managed Instances, or wherever INVOKE is refused.
+    let wanted = EventSet::for_initialization_type(
+        std::env::var("AWS_LAMBDA_INITIALIZATION_TYPE")
+            .ok()
+            .as_deref(),
+    );
+    let registered = api
+        .register_or_fall_back(&extension_name(), wanted)
         .await
-        .map_err(|e| anyhow::anyhow!("registration failed: {e}"))?;
+        .context("registration failed")?;
     let extension_id = registered.extension_id.clone();
-    debug!(function = %registered.function_name, "registered");
+    debug!(function = %registered.function_name, events = ?registered.events, "registered");
+    if registered.events == EventSet::ShutdownOnly {
+        // No INVOKE, so no flush point can hold anything: send on a timer and at SHUTDOWN.
+        config.policy.strategy = Strategy::Background;
+    }
 
     let (udp_socket, telemetry_socket) = match (udp_socket, telemetry_socket) {
         (Ok(u), Ok(t)) => (u, t),
@@ -152,7 +167,7 @@ async fn run(config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     let telemetry = subscribe(&api, &extension_id, config.telemetry_port).await;
     // The one line at the default level during init: every event formatted at start is paid
     // for in the function's cold start.
-    info!(function = %registered.function_name, udp = %config.udp_address, telemetry = ?telemetry, "ready");
+    info!(function = %registered.function_name, udp = %config.udp_address, telemetry = ?telemetry, flush = config.policy.strategy.as_str(), "ready");
 
     let enricher = match (&config.enrich, telemetry) {
         (Some(settings), Telemetry::Subscribed) => {
@@ -162,6 +177,7 @@ async fn run(config: Config, started: EpochSeconds) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let (lifecycle_tx, lifecycle_rx) = mpsc::channel::<LifecycleEvent>(1);
     tokio::spawn(app::run(
         Setup {
             config,
@@ -178,17 +194,37 @@ async fn run(config: Config, started: EpochSeconds) -> anyhow::Result<()> {
             budget,
         },
     ));
+    event_loop(&api, &extension_id, &lifecycle_tx).await;
+    Ok(())
+}
 
-    tokio::select! {
-        result = registered.run() => {
-            if let Err(e) = result {
-                error!(error = %e, "event loop failed; continuing in idle mode");
-                api.idle_until_shutdown(&extension_id).await;
+/// Calls `/event/next` and hands each event to the lifecycle loop, until SHUTDOWN has been
+/// handled. An answer we cannot use is logged and skipped: the function never stalls because
+/// of us.
+async fn event_loop(api: &LambdaApi, extension_id: &str, lifecycle: &mpsc::Sender<LifecycleEvent>) {
+    let mut failures = LogLimiter::new(EVENT_LOG_INTERVAL);
+    loop {
+        match api.next_event(extension_id).await {
+            Ok(event) => {
+                let shutdown = matches!(event, NextEvent::Shutdown(_));
+                app::forward(lifecycle, event).await;
+                if shutdown {
+                    return;
+                }
+            }
+            Err(ApiError::Event(e)) => {
+                if let Some(suppressed) = failures.allow(std::time::Instant::now()) {
+                    warn!(error = %e, suppressed, "event from /event/next ignored");
+                }
+            }
+            Err(e) => {
+                if let Some(suppressed) = failures.allow(std::time::Instant::now()) {
+                    warn!(error = %e, suppressed, "/event/next failed; calling it again");
+                }
+                tokio::time::sleep(IDLE_RETRY_DELAY).await;
             }
         }
-        () = exit.notified() => {}
     }
-    Ok(())
 }
 
 /// Subscribes to the Telemetry API; without it we still work (flushing on a timer).

@@ -2,5 +2,6 @@
 //! listener, record model).
 
 pub mod api;
+pub mod events;
 pub mod listener;
 pub mod telemetry;

@@ -29,6 +29,11 @@ pub const DUMMY_SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLE
 /// See [`DUMMY_ACCESS_KEY_ID`].
 pub const DUMMY_SESSION_TOKEN: &str = "emulator-session-token";
 
+/// `AWS_LAMBDA_INITIALIZATION_TYPE` on Lambda Managed Instances (contracts §8).
+pub const MANAGED_INSTANCES_INIT_TYPE: &str = "lambda-managed-instances";
+/// The only Telemetry API schema Lambda Managed Instances accepts (contracts §8).
+pub const MANAGED_INSTANCES_SCHEMA: &str = "2025-01-29";
+
 /// Host variables every child inherits (everything else is cleared).
 const HOST_ENV_ALWAYS: [&str; 3] = ["PATH", "HOME", "LANG"];
 
@@ -176,6 +181,7 @@ pub struct EmulatorConfig {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) runtime_shutdown_grace: Duration,
     pub(crate) telemetry_supported: bool,
+    pub(crate) managed_instances: bool,
     pub(crate) xray_endpoint: Option<String>,
     pub(crate) output: ChildOutput,
     pub(crate) host_env: Vec<String>,
@@ -198,6 +204,7 @@ impl Default for EmulatorConfig {
             shutdown_timeout: SHUTDOWN_TIMEOUT_DEFAULT,
             runtime_shutdown_grace: RUNTIME_SHUTDOWN_GRACE_DEFAULT,
             telemetry_supported: true,
+            managed_instances: false,
             xray_endpoint: None,
             output: ChildOutput::Capture,
             host_env: Vec::new(),
@@ -286,6 +293,13 @@ fn common_env(
         ),
         ("TZ", ":UTC".to_owned()),
     ];
+    let pairs = pairs.map(|(key, value)| {
+        if key == "AWS_LAMBDA_INITIALIZATION_TYPE" && config.managed_instances {
+            (key, MANAGED_INSTANCES_INIT_TYPE.to_owned())
+        } else {
+            (key, value)
+        }
+    });
     for (key, value) in pairs {
         env.insert(key.to_owned(), value);
     }

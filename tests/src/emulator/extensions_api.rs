@@ -52,6 +52,13 @@ pub(crate) fn register(shared: &Shared, req: &Request) -> Response {
         Ok(events) => events,
         Err(message) => return forbidden("InvalidRequestFormat", &message),
     };
+    // Lambda Managed Instances accept SHUTDOWN only, with this exact answer (contracts §8).
+    if shared.config.managed_instances && events.iter().any(|e| e == "INVOKE") {
+        return forbidden(
+            "Extension.InvalidEventType",
+            "INVOKE: ErrorInvalidEventType",
+        );
+    }
     let wants_account = req
         .header(ACCEPT_FEATURE_HEADER)
         .is_some_and(|v| v.split(',').any(|f| f.trim() == "accountId"));

@@ -58,9 +58,9 @@ mod telemetry;
 
 pub use config::{
     ChildOutput, EmulatorConfig, ExtensionSpec, FUNCTION_TIMEOUT_DEFAULT, FunctionSpec,
-    INIT_TIMEOUT_DEFAULT, InitializationType, MAX_EXTENSIONS, MAX_RESPONSE_BYTES,
-    MEMORY_MB_DEFAULT, RUNTIME_SHUTDOWN_GRACE_DEFAULT, SHUTDOWN_TIMEOUT_DEFAULT,
-    hidden_from_extensions,
+    INIT_TIMEOUT_DEFAULT, InitializationType, MANAGED_INSTANCES_INIT_TYPE,
+    MANAGED_INSTANCES_SCHEMA, MAX_EXTENSIONS, MAX_RESPONSE_BYTES, MEMORY_MB_DEFAULT,
+    RUNTIME_SHUTDOWN_GRACE_DEFAULT, SHUTDOWN_TIMEOUT_DEFAULT, hidden_from_extensions,
 };
 pub use state::ApiErrorReport;
 pub use telemetry::{
@@ -590,6 +590,15 @@ impl EmulatorBuilder {
     /// Whether the Telemetry API works (default) or answers `202 Telemetry.NotSupported`.
     pub fn telemetry_supported(mut self, supported: bool) -> Self {
         self.config.telemetry_supported = supported;
+        self
+    }
+
+    /// Lambda Managed Instances' refusals (contracts §8): `AWS_LAMBDA_INITIALIZATION_TYPE` is
+    /// `lambda-managed-instances`, registering for `INVOKE` is refused (403
+    /// `Extension.InvalidEventType`), and a Telemetry API `schemaVersion` other than
+    /// `2025-01-29` is refused (400 `ValidationError`). The invocation lifecycle is unchanged.
+    pub fn managed_instances(mut self, on: bool) -> Self {
+        self.config.managed_instances = on;
         self
     }
 

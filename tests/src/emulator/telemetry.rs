@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::api::api_error;
+use super::config::MANAGED_INSTANCES_SCHEMA;
 use super::extensions_api::identify;
 use super::records;
 use super::state::{Phase, Shared};
@@ -522,6 +523,16 @@ pub(crate) fn subscribe(shared: &Shared, req: &Request) -> Response {
         Ok(subscription) => subscription,
         Err(message) => return api_error(StatusCode::BAD_REQUEST, "ValidationError", &message),
     };
+    if shared.config.managed_instances && subscription.schema_version != MANAGED_INSTANCES_SCHEMA {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "ValidationError",
+            &format!(
+                "schemaVersion {:?} is not supported on Lambda Managed Instances; use {MANAGED_INSTANCES_SCHEMA:?}",
+                subscription.schema_version
+            ),
+        );
+    }
     let now = Instant::now();
     shared.update(|s| {
         // Still this generation's extension: subscribe under the state lock so no record of

@@ -77,6 +77,8 @@ pub struct Options {
     /// Start the runtime through the layer's `AWS_LAMBDA_EXEC_WRAPPER` script, which points the
     /// SDK at the extension, instead of setting `AWS_XRAY_DAEMON_ADDRESS` on the function.
     pub wrapper: bool,
+    /// Lambda Managed Instances' refusals in the emulator (`EmulatorBuilder::managed_instances`).
+    pub managed_instances: bool,
 }
 
 impl Options {
@@ -101,6 +103,7 @@ impl Default for Options {
             xray_endpoint: None,
             function: None,
             wrapper: false,
+            managed_instances: false,
         }
     }
 }
@@ -161,6 +164,7 @@ impl Harness {
             .function_name("orders")
             .function_timeout(options.function_timeout)
             .telemetry_supported(options.telemetry)
+            .managed_instances(options.managed_instances)
             .xray_endpoint(options.xray_endpoint.unwrap_or_else(|| sink.endpoint()))
             .start()
             .await

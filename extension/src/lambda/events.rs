@@ -1,0 +1,276 @@
+//! The Extensions API's events (`/event/next` bodies, contracts §1) and what we register for.
+//! Pure: decoding only.
+//!
+//! Decoding is lenient: only what the lifecycle needs is required (`eventType`, and an INVOKE's
+//! `requestId`); everything else is optional, so one odd field never stops the event loop.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The events we ask for at registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSet {
+    /// `INVOKE` and `SHUTDOWN`: flush points at every invocation.
+    InvokeAndShutdown,
+    /// `SHUTDOWN` only: Lambda Managed Instances refuses `INVOKE` (contracts §8); we then send
+    /// on a timer and at SHUTDOWN.
+    ShutdownOnly,
+}
+
+impl EventSet {
+    /// The `events` list of the registration body.
+    pub fn names(self) -> &'static [&'static str] {
+        match self {
+            Self::InvokeAndShutdown => &["INVOKE", "SHUTDOWN"],
+            Self::ShutdownOnly => &["SHUTDOWN"],
+        }
+    }
+
+    /// What to register for in an environment of `initialization_type`
+    /// (`AWS_LAMBDA_INITIALIZATION_TYPE`): `SHUTDOWN` only on Lambda Managed Instances.
+    pub fn for_initialization_type(initialization_type: Option<&str>) -> Self {
+        if initialization_type.is_some_and(is_managed_instances) {
+            Self::ShutdownOnly
+        } else {
+            Self::InvokeAndShutdown
+        }
+    }
+}
+
+/// `AWS_LAMBDA_INITIALIZATION_TYPE` of Lambda Managed Instances.
+pub const MANAGED_INSTANCES: &str = "lambda-managed-instances";
+
+/// Whether an initialization type names Lambda Managed Instances (trimmed, any case).
+pub fn is_managed_instances(initialization_type: &str) -> bool {
+    initialization_type
+        .trim()
+        .eq_ignore_ascii_case(MANAGED_INSTANCES)
+}
+
+/// One event from `/event/next`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextEvent {
+    /// An invocation starts.
+    Invoke(Invoke),
+    /// The environment shuts down.
+    Shutdown(Shutdown),
+}
+
+/// An `INVOKE` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoke {
+    /// `requestId`.
+    pub request_id: String,
+    /// `deadlineMs` (epoch milliseconds), when present.
+    pub deadline_ms: Option<u64>,
+    /// `tracing.value` (the `X-Amzn-Trace-Id` header), when present and not empty.
+    pub trace_header: Option<String>,
+}
+
+/// A `SHUTDOWN` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shutdown {
+    /// `deadlineMs` (epoch milliseconds), when present.
+    pub deadline_ms: Option<u64>,
+    /// `shutdownReason` as sent (`spindown`, `timeout`, `failure`; any case), empty when absent.
+    pub reason: String,
+}
+
+/// Why an `/event/next` body was not an event we act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// Not a JSON object.
+    #[error("not a JSON object")]
+    NotAnObject,
+    /// No `eventType` string.
+    #[error("no eventType")]
+    NoEventType,
+    /// An `eventType` we do not know (ignored: the loop calls `/event/next` again).
+    #[error("unknown eventType {0:?}")]
+    UnknownType(String),
+    /// An `INVOKE` without a `requestId` string.
+    #[error("INVOKE without requestId")]
+    NoRequestId,
+}
+
+/// Decodes an `/event/next` body. `eventType` is matched in any case.
+pub fn parse_next_event(body: &[u8]) -> Result<NextEvent, EventError> {
+    #[derive(Deserialize)]
+    struct Tracing {
+        value: Option<Value>,
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|_| EventError::NotAnObject)?;
+    let object = value.as_object().ok_or(EventError::NotAnObject)?;
+    let event_type = object
+        .get("eventType")
+        .and_then(Value::as_str)
+        .ok_or(EventError::NoEventType)?;
+    let deadline_ms = object.get("deadlineMs").and_then(deadline_ms);
+    if event_type.eq_ignore_ascii_case("INVOKE") {
+        let request_id = object
+            .get("requestId")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .ok_or(EventError::NoRequestId)?
+            .to_owned();
+        let trace_header = object
+            .get("tracing")
+            .cloned()
+            .and_then(|t| serde_json::from_value::<Tracing>(t).ok())
+            .and_then(|t| t.value)
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .filter(|v| !v.trim().is_empty());
+        Ok(NextEvent::Invoke(Invoke {
+            request_id,
+            deadline_ms,
+            trace_header,
+        }))
+    } else if event_type.eq_ignore_ascii_case("SHUTDOWN") {
+        let reason = object
+            .get("shutdownReason")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        Ok(NextEvent::Shutdown(Shutdown {
+            deadline_ms,
+            reason,
+        }))
+    } else {
+        Err(EventError::UnknownType(event_type.to_owned()))
+    }
+}
+
+/// `deadlineMs` as an integer, a float or a numeric string.
+fn deadline_ms(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| {
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "finite, non-negative, and epoch milliseconds fit u64"
+                )]
+                let ms = f as u64;
+                ms
+            })
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<NextEvent, EventError> {
+        parse_next_event(s.as_bytes())
+    }
+
+    #[test]
+    fn the_documented_events_decode() {
+        let invoke = r#"{"eventType":"INVOKE","deadlineMs":1795605000123,"requestId":"3da1f2dc",
+            "invokedFunctionArn":"arn:aws:lambda:us-east-1:123456789012:function:f",
+            "tracing":{"type":"X-Amzn-Trace-Id","value":"Root=1-5f35ae12-0c0fec141ab77a00bc047aa2;Sampled=1"}}"#;
+        assert_eq!(
+            parse(invoke),
+            Ok(NextEvent::Invoke(Invoke {
+                request_id: "3da1f2dc".into(),
+                deadline_ms: Some(1_795_605_000_123),
+                trace_header: Some("Root=1-5f35ae12-0c0fec141ab77a00bc047aa2;Sampled=1".into()),
+            }))
+        );
+        let shutdown =
+            r#"{"eventType":"SHUTDOWN","deadlineMs":1795605002123,"shutdownReason":"spindown"}"#;
+        assert_eq!(
+            parse(shutdown),
+            Ok(NextEvent::Shutdown(Shutdown {
+                deadline_ms: Some(1_795_605_002_123),
+                reason: "spindown".into(),
+            }))
+        );
+    }
+
+    #[test]
+    fn decoding_is_lenient_where_the_lifecycle_allows() {
+        let cases: &[(&str, Result<NextEvent, EventError>)] = &[
+            // Any case, no ARN, no tracing, a float deadline.
+            (
+                r#"{"eventType":"invoke","requestId":"r","deadlineMs":12.0}"#,
+                Ok(NextEvent::Invoke(Invoke {
+                    request_id: "r".into(),
+                    deadline_ms: Some(12),
+                    trace_header: None,
+                })),
+            ),
+            // Tracing of the wrong shape, deadline as a string, extra fields.
+            (
+                r#"{"eventType":"INVOKE","requestId":"r","deadlineMs":"7","tracing":null,"x":[1]}"#,
+                Ok(NextEvent::Invoke(Invoke {
+                    request_id: "r".into(),
+                    deadline_ms: Some(7),
+                    trace_header: None,
+                })),
+            ),
+            (
+                r#"{"eventType":"INVOKE","requestId":"r","tracing":{"value":""}}"#,
+                Ok(NextEvent::Invoke(Invoke {
+                    request_id: "r".into(),
+                    deadline_ms: None,
+                    trace_header: None,
+                })),
+            ),
+            // A SHUTDOWN with nothing else still shuts down.
+            (
+                r#"{"eventType":"Shutdown"}"#,
+                Ok(NextEvent::Shutdown(Shutdown {
+                    deadline_ms: None,
+                    reason: String::new(),
+                })),
+            ),
+            (
+                r#"{"eventType":"SHUTDOWN","deadlineMs":-5,"shutdownReason":"TIMEOUT"}"#,
+                Ok(NextEvent::Shutdown(Shutdown {
+                    deadline_ms: None,
+                    reason: "TIMEOUT".into(),
+                })),
+            ),
+            (
+                r#"{"eventType":"RESTORE"}"#,
+                Err(EventError::UnknownType("RESTORE".into())),
+            ),
+            (r#"{"eventType":"INVOKE"}"#, Err(EventError::NoRequestId)),
+            (
+                r#"{"eventType":"INVOKE","requestId":""}"#,
+                Err(EventError::NoRequestId),
+            ),
+            (r#"{"eventType":7}"#, Err(EventError::NoEventType)),
+            ("[]", Err(EventError::NotAnObject)),
+            ("", Err(EventError::NotAnObject)),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(&parse(body), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn managed_instances_register_for_shutdown_only() {
+        let cases = [
+            (None, EventSet::InvokeAndShutdown),
+            (Some("on-demand"), EventSet::InvokeAndShutdown),
+            (Some("provisioned-concurrency"), EventSet::InvokeAndShutdown),
+            (Some("snap-start"), EventSet::InvokeAndShutdown),
+            (Some("lambda-managed-instances"), EventSet::ShutdownOnly),
+            (Some(" Lambda-Managed-Instances "), EventSet::ShutdownOnly),
+        ];
+        for (init_type, expected) in cases {
+            assert_eq!(
+                EventSet::for_initialization_type(init_type),
+                expected,
+                "{init_type:?}"
+            );
+        }
+        assert_eq!(EventSet::ShutdownOnly.names(), ["SHUTDOWN"]);
+        assert_eq!(EventSet::InvokeAndShutdown.names(), ["INVOKE", "SHUTDOWN"]);
+    }
+}

@@ -147,6 +147,8 @@ struct App {
     policy: Policy,
     budget: ChannelBudget,
     client_warming: bool,
+    /// When the pending invocation's post-runtime phase began (its runtimeDone reached us).
+    post_runtime_from: Option<Instant>,
 }
 
 /// Runs the loop until SHUTDOWN has been handled.
@@ -182,6 +184,7 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         policy: Policy::new(config_policy),
         budget,
         client_warming: false,
+        post_runtime_from: None,
     };
     let mut idle_tick = tokio::time::interval(IDLE_FLUSH_INTERVAL);
     idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -500,6 +503,9 @@ impl App {
     fn begin_drain(&mut self) {
         if let Some(p) = self.pending.as_mut() {
             p.stage = Stage::Draining;
+            if !p.shutdown {
+                self.post_runtime_from.get_or_insert_with(Instant::now);
+            }
         }
         // The flush timeout bounds the whole post-runtime phase: it starts now, at
         // runtimeDone, and covers the drain, a send already in flight, and ours.
@@ -668,6 +674,9 @@ impl App {
                 self.finished = true;
             }
             let _ = p.done.send(());
+            if let Some(from) = self.post_runtime_from.take() {
+                self.metrics.observe_post_runtime(from.elapsed());
+            }
         }
     }
 
@@ -689,6 +698,9 @@ impl App {
             backend_unknown_host = metrics::get(&m.backend_unknown_host),
             backend_other = metrics::get(&m.backend_other),
             telemetry_invalid = metrics::get(&m.telemetry_invalid),
+            post_runtime_count = metrics::get(&m.post_runtime_count),
+            post_runtime_us_sum = metrics::get(&m.post_runtime_us_sum),
+            post_runtime_us_max = metrics::get(&m.post_runtime_us_max),
             peak_rss_kb = peak_rss_kb().unwrap_or(0),
             "counters"
         );

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::enrich::{self, annotations};
 use crate::export::policy::{self, PolicyConfig, Strategy};
 use crate::export::xray::TlsRoots;
+use crate::metrics::emf;
 
 /// Where the X-Ray SDKs send segment documents (the daemon's well-known address).
 pub const DEFAULT_UDP_ADDRESS: &str = "127.0.0.1:2000";
@@ -64,6 +65,10 @@ pub mod vars {
     pub const ENRICH_ANNOTATIONS: &str = "XRAY_EXTENSION_ENRICH_ANNOTATIONS";
     /// Static annotations `key=value,...`.
     pub const ANNOTATIONS: &str = "XRAY_EXTENSION_ANNOTATIONS";
+    /// CloudWatch namespace of the EMF metrics lines, or `none`.
+    pub const METRICS_NAMESPACE: &str = "XRAY_EXTENSION_METRICS_NAMESPACE";
+    /// Minutes of wall time between periodic EMF metrics lines.
+    pub const METRICS_INTERVAL_MINUTES: &str = "XRAY_EXTENSION_METRICS_INTERVAL_MINUTES";
 }
 
 /// Log verbosity.
@@ -126,6 +131,8 @@ pub struct Config {
     pub tls_roots: TlsRoots,
     /// Our own subsegments: `None` when turned off.
     pub enrich: Option<enrich::Settings>,
+    /// The EMF metrics lines: `None` when turned off.
+    pub metrics: Option<emf::Settings>,
 }
 
 impl Default for Config {
@@ -140,6 +147,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             tls_roots: TlsRoots::Amazon,
             enrich: Some(enrich::Settings::default()),
+            metrics: Some(emf::Settings::default()),
         }
     }
 }
@@ -264,6 +272,7 @@ impl Config {
             config.tls_roots = TlsRoots::System;
         }
         config.enrich = enrichment(&get, &mut warnings);
+        config.metrics = metrics_lines(&get, &mut warnings);
         (config, warnings)
     }
 }
@@ -334,6 +343,42 @@ fn enrichment(
         settings.static_annotations = pairs;
         for r in rejected {
             warnings.push(warning(vars::ANNOTATIONS, &r.pair, r.reason, "ignored"));
+        }
+    }
+    Some(settings)
+}
+
+fn metrics_lines(
+    get: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Option<emf::Settings> {
+    let mut settings = emf::Settings::default();
+    if let Some(v) = get(vars::METRICS_NAMESPACE) {
+        let v = v.trim();
+        if v.eq_ignore_ascii_case(emf::DISABLED) {
+            return None;
+        }
+        if emf::valid_namespace(v) {
+            v.clone_into(&mut settings.namespace);
+        } else {
+            warnings.push(warning(
+                vars::METRICS_NAMESPACE,
+                v,
+                "none, or 1-255 letters, digits and . - _ / # :, not starting with AWS/",
+                emf::DEFAULT_NAMESPACE,
+            ));
+        }
+    }
+    if let Some(v) = get(vars::METRICS_INTERVAL_MINUTES) {
+        let (lo, hi) = emf::INTERVAL_MINUTES_RANGE;
+        match v.trim().parse::<u64>() {
+            Ok(m) if (lo..=hi).contains(&m) => settings.interval = Duration::from_secs(m * 60),
+            _ => warnings.push(warning(
+                vars::METRICS_INTERVAL_MINUTES,
+                &v,
+                &format!("{lo}-{hi} minutes"),
+                &(emf::DEFAULT_INTERVAL.as_secs() / 60).to_string(),
+            )),
         }
     }
     Some(settings)
@@ -497,6 +542,33 @@ mod tests {
                 (vars::ENRICH_ANNOTATIONS, "Nope"),
                 (vars::ANNOTATIONS, "bad key=1")
             ]
+        );
+    }
+
+    #[test]
+    fn metrics_lines_settings() {
+        let (config, warnings) = load(&[
+            (vars::METRICS_NAMESPACE, "team/orders"),
+            (vars::METRICS_INTERVAL_MINUTES, "15"),
+        ]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let m = config.metrics.unwrap();
+        assert_eq!(m.namespace, "team/orders");
+        assert_eq!(m.interval, Duration::from_mins(15));
+
+        let (config, warnings) = load(&[(vars::METRICS_NAMESPACE, "None")]);
+        assert!(config.metrics.is_none(), "none turns the lines off");
+        assert!(warnings.is_empty());
+
+        let (config, warnings) = load(&[
+            (vars::METRICS_NAMESPACE, "AWS/Lambda"),
+            (vars::METRICS_INTERVAL_MINUTES, "0"),
+        ]);
+        assert_eq!(config.metrics, Some(emf::Settings::default()));
+        let named: Vec<&str> = warnings.iter().map(|w| w.variable).collect();
+        assert_eq!(
+            named,
+            [vars::METRICS_NAMESPACE, vars::METRICS_INTERVAL_MINUTES]
         );
     }
 

@@ -16,7 +16,7 @@ use xray_extension::lambda::api::{ApiError, IDLE_RETRY_DELAY, LambdaApi, Telemet
 use xray_extension::lambda::events::{EventSet, NextEvent};
 use xray_extension::lambda::listener;
 use xray_extension::lambda::telemetry::EpochSeconds;
-use xray_extension::metrics::{LogLimiter, Metrics};
+use xray_extension::metrics::{LogLimiter, Metrics, emf};
 
 /// Documents waiting between the UDP reader and the lifecycle loop.
 const DOCUMENT_CHANNEL_CAPACITY: usize = 1_024;
@@ -145,6 +145,7 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
 
     // Spawn second.
     let metrics = Arc::new(Metrics::default());
+    let emf = emf_reporter(&config, &metrics, &registered.function_name);
     let client: ClientCell = Arc::default();
     let (documents_tx, documents_rx) = mpsc::channel(DOCUMENT_CHANNEL_CAPACITY);
     let (drain_tx, drain_rx) = mpsc::channel(1);
@@ -195,6 +196,9 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
         },
     ));
     event_loop(&api, &extension_id, &lifecycle_tx).await;
+    if let Some(emf) = emf {
+        emf.finish(std::time::SystemTime::now());
+    }
     Ok(())
 }
 
@@ -225,6 +229,23 @@ async fn event_loop(api: &LambdaApi, extension_id: &str, lifecycle: &mpsc::Sende
             }
         }
     }
+}
+
+/// The EMF metrics lines, periodic from now on, unless turned off.
+fn emf_reporter(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    function_name: &str,
+) -> Option<Arc<emf::Reporter>> {
+    let settings = config.metrics.clone()?;
+    let reporter = Arc::new(emf::Reporter::new(
+        metrics.clone(),
+        settings,
+        function_name,
+        std::time::SystemTime::now(),
+    ));
+    tokio::spawn(emf::run_periodic(reporter.clone()));
+    Some(reporter)
 }
 
 /// Subscribes to the Telemetry API; without it we still work (flushing on a timer).

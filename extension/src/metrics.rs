@@ -1,6 +1,9 @@
 //! Counters, daemon-compatible, shared by the reader, the listener and the lifecycle loop.
 //!
-//! Plain atomics: cheap to bump from any task, read once for the shutdown log line.
+//! Plain atomics: cheap to bump from any task, read for the shutdown log line and for the
+//! CloudWatch Embedded Metric Format lines ([`emf`]).
+
+pub mod emf;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,6 +41,84 @@ pub struct Metrics {
     pub backend_other: AtomicU64,
     /// Telemetry records that could not be decoded.
     pub telemetry_invalid: AtomicU64,
+    /// Invocations whose post-runtime phase we held (see [`Metrics::observe_post_runtime`]).
+    pub post_runtime_count: AtomicU64,
+    /// Post-runtime time we added, summed, in microseconds.
+    pub post_runtime_us_sum: AtomicU64,
+    /// Longest post-runtime time we added to one invocation, in microseconds.
+    pub post_runtime_us_max: AtomicU64,
+    /// The same maximum since the last [`Metrics::take_post_runtime_window_max`].
+    post_runtime_us_window_max: AtomicU64,
+}
+
+impl Metrics {
+    /// Records the post-runtime time we added to one invocation: from its `platform.runtimeDone`
+    /// reaching us to our release of the event (our `/event/next`).
+    pub fn observe_post_runtime(&self, added: Duration) {
+        let us = u64::try_from(added.as_micros()).unwrap_or(u64::MAX);
+        add(&self.post_runtime_count, 1);
+        add(&self.post_runtime_us_sum, us);
+        self.post_runtime_us_max.fetch_max(us, Ordering::Relaxed);
+        self.post_runtime_us_window_max
+            .fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// The longest post-runtime time since the previous call (0 when none), and starts a new
+    /// window: the per-interval maximum of the EMF lines.
+    pub fn take_post_runtime_window_max(&self) -> u64 {
+        self.post_runtime_us_window_max.swap(0, Ordering::Relaxed)
+    }
+
+    /// The counters the EMF lines report, read now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            received: get(&self.received),
+            sent: get(&self.sent),
+            spilled: get(&self.spilled),
+            rejected: get(&self.rejected),
+            unprocessed: get(&self.unprocessed),
+            dropped_at_shutdown: get(&self.dropped_at_shutdown),
+            backend_errors: [
+                &self.backend_timeout,
+                &self.backend_refused,
+                &self.backend_4xx,
+                &self.backend_5xx,
+                &self.backend_unknown_host,
+                &self.backend_other,
+            ]
+            .into_iter()
+            .map(get)
+            .sum(),
+            api_calls: get(&self.api_calls),
+            post_runtime_count: get(&self.post_runtime_count),
+            post_runtime_us_sum: get(&self.post_runtime_us_sum),
+        }
+    }
+}
+
+/// The cumulative counters behind the EMF lines, read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// [`Metrics::received`].
+    pub received: u64,
+    /// [`Metrics::sent`].
+    pub sent: u64,
+    /// [`Metrics::spilled`].
+    pub spilled: u64,
+    /// [`Metrics::rejected`].
+    pub rejected: u64,
+    /// [`Metrics::unprocessed`].
+    pub unprocessed: u64,
+    /// [`Metrics::dropped_at_shutdown`].
+    pub dropped_at_shutdown: u64,
+    /// Every failed PutTraceSegments call (the `backend_*` counters added up).
+    pub backend_errors: u64,
+    /// [`Metrics::api_calls`].
+    pub api_calls: u64,
+    /// [`Metrics::post_runtime_count`].
+    pub post_runtime_count: u64,
+    /// [`Metrics::post_runtime_us_sum`].
+    pub post_runtime_us_sum: u64,
 }
 
 /// Adds `n` to a counter.
@@ -87,6 +168,41 @@ impl LogLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn post_runtime_sum_max_and_window() {
+        let m = Metrics::default();
+        m.observe_post_runtime(Duration::from_micros(1_500));
+        m.observe_post_runtime(Duration::from_micros(300));
+        assert_eq!(get(&m.post_runtime_count), 2);
+        assert_eq!(get(&m.post_runtime_us_sum), 1_800);
+        assert_eq!(get(&m.post_runtime_us_max), 1_500);
+        assert_eq!(m.take_post_runtime_window_max(), 1_500);
+        assert_eq!(
+            m.take_post_runtime_window_max(),
+            0,
+            "a new window starts empty"
+        );
+        m.observe_post_runtime(Duration::from_micros(700));
+        assert_eq!(m.take_post_runtime_window_max(), 700);
+        assert_eq!(
+            get(&m.post_runtime_us_max),
+            1_500,
+            "the lifetime maximum stays"
+        );
+    }
+
+    #[test]
+    fn snapshot_adds_up_backend_errors() {
+        let m = Metrics::default();
+        add(&m.backend_timeout, 1);
+        add(&m.backend_5xx, 2);
+        add(&m.backend_other, 4);
+        add(&m.sent, 9);
+        let s = m.snapshot();
+        assert_eq!(s.backend_errors, 7);
+        assert_eq!(s.sent, 9);
+    }
 
     #[test]
     fn limiter_allows_one_line_per_interval_and_counts_the_rest() {

@@ -1,0 +1,133 @@
+//! What operators see of the extension itself: the CloudWatch Embedded Metric Format line,
+//! checked against the specification's rules and through the `aws-embedded-metrics` package.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers: a failed step is a failed test"
+)]
+
+mod common;
+
+use common::{Harness, Options, counters, extension_log, sent_ids, venv};
+use serde_json::{Value, json};
+use xray_extension_tests::emulator::Invoke;
+use xray_extension_tests::trace::TraceHeader;
+
+/// The extension's EMF lines, parsed.
+fn emf_lines(log: &[String]) -> Vec<(String, Value)> {
+    log.iter()
+        .filter_map(|l| Some((l.clone(), serde_json::from_str::<Value>(l).ok()?)))
+        .filter(|(_, v)| v.get("_aws").is_some())
+        .collect()
+}
+
+/// Runs `tests/scripts/emf_check.py` (the `aws-embedded-metrics` package's model and
+/// serializer) on `line`.
+fn check_with_the_library(line: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/emf_check.py");
+    let out = std::process::Command::new(venv().join("bin/python"))
+        .arg(script)
+        .arg(line)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "valid",
+        "aws-embedded-metrics rejects {line}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn shutdown_writes_one_valid_emf_line_with_the_run_counters() {
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options::strategy("end")).await;
+    let mut received = 0;
+    for _ in 0..2 {
+        let inv = lambda
+            .invoke(Invoke::new(json!({"subsegments": 3})).traced(TraceHeader::sampled()))
+            .await
+            .expect("invoke");
+        received += sent_ids(&inv).len();
+    }
+    lambda.shutdown().await.expect("shutdown");
+    let lines = emf_lines(&extension_log(&lambda));
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line, at SHUTDOWN: {:#?}",
+        extension_log(&lambda)
+    );
+    let (line, v) = &lines[0];
+    let directive = &v["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "XRayExtension");
+    assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
+    assert_eq!(v["FunctionName"], "orders");
+    assert_eq!(v["DocumentsReceived"], json!(received));
+    // The same run as the text counters line, which counts every accepted document (re-sent
+    // versions too).
+    let text = counters(&lambda).expect("counters line");
+    assert_eq!(v["DocumentsSent"], json!(text["sent"]));
+    assert!(text["sent"] >= sink.documents().len() as u64);
+    assert_eq!(v["ApiCalls"], json!(text["api_calls"]));
+    let sum_us = text["post_runtime_us_sum"];
+    assert_eq!(
+        v["PostRuntimeTimeSum"],
+        json!(f64::from(u32::try_from(sum_us).unwrap()) / 1e3)
+    );
+    assert_eq!(
+        v["PostRuntimeInvocations"], 2,
+        "both invocations were held (end)"
+    );
+    let max = v["PostRuntimeTimeMax"].as_f64().expect("a time");
+    let sum = v["PostRuntimeTimeSum"].as_f64().expect("a time");
+    assert!(max > 0.0 && max <= sum, "max {max} sum {sum}");
+    assert!(
+        v.get("DocumentsDroppedAtShutdown").is_none(),
+        "unchanged: left out"
+    );
+    let units: Vec<(&str, &str)> = directive["Metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .map(|m| (m["Name"].as_str().unwrap(), m["Unit"].as_str().unwrap()))
+        .collect();
+    assert!(
+        units.contains(&("PostRuntimeTimeMax", "Milliseconds")),
+        "{units:?}"
+    );
+    assert!(units.contains(&("DocumentsSent", "Count")), "{units:?}");
+    check_with_the_library(line);
+}
+
+#[tokio::test]
+async fn namespace_none_turns_the_emf_line_off_and_a_chosen_namespace_is_used() {
+    for (namespace, expect) in [("none", None), ("team/orders", Some("team/orders"))] {
+        let mut options = Options::strategy("end");
+        options.extension_env.push((
+            "XRAY_EXTENSION_METRICS_NAMESPACE".to_owned(),
+            namespace.to_owned(),
+        ));
+        let Harness { mut lambda, .. } = Harness::start(options).await;
+        lambda
+            .invoke(Invoke::new(json!({"subsegments": 1})).traced(TraceHeader::sampled()))
+            .await
+            .expect("invoke");
+        lambda.shutdown().await.expect("shutdown");
+        let lines = emf_lines(&extension_log(&lambda));
+        let namespaces: Vec<&str> = lines
+            .iter()
+            .map(|(_, v)| {
+                v["_aws"]["CloudWatchMetrics"][0]["Namespace"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            namespaces,
+            expect.into_iter().collect::<Vec<_>>(),
+            "{namespace}"
+        );
+    }
+}

@@ -119,6 +119,8 @@ struct Pending {
     wait_until: Option<Instant>,
     stage: Stage,
     done: oneshot::Sender<()>,
+    /// Further events answered when this one is (a SHUTDOWN during a shutdown).
+    joined: Vec<oneshot::Sender<()>>,
     shutdown: bool,
 }
 
@@ -318,6 +320,7 @@ impl App {
                     wait_until: None,
                     stage,
                     done,
+                    joined: Vec::new(),
                     shutdown: false,
                 });
                 if stage == Stage::Flushing {
@@ -335,6 +338,11 @@ impl App {
                     .checked_sub(self.config.shutdown_margin)
                     .unwrap_or(now)
                     .max(now);
+                if let Some(p) = self.pending.as_mut().filter(|p| p.shutdown) {
+                    // A second SHUTDOWN (SIGTERM, then Lambda's) joins the one under way.
+                    p.joined.push(done);
+                    return;
+                }
                 info!(reason = %shutdown.reason, remaining_ms = deadline.saturating_duration_since(now).as_millis(), "SHUTDOWN");
                 // A pending invoke cannot exist here (the event loop waits for our answer), but if
                 // it did, release it.
@@ -361,6 +369,7 @@ impl App {
                     wait_until: Some((now + REPORT_WAIT).min(deadline)),
                     stage: Stage::AwaitReport,
                     done,
+                    joined: Vec::new(),
                     shutdown: true,
                 });
                 if !awaiting_report {
@@ -674,6 +683,9 @@ impl App {
                 self.finished = true;
             }
             let _ = p.done.send(());
+            for done in p.joined {
+                let _ = done.send(());
+            }
             if let Some(from) = self.post_runtime_from.take() {
                 self.metrics.observe_post_runtime(from.elapsed());
             }

@@ -1,19 +1,19 @@
 //! Wiring only: configuration, logging, sockets, registration, then the lifecycle loop.
 
 use std::net::SocketAddr;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use xray_extension::app::{self, ClientCell, Inputs, LifecycleEvent, Setup};
+use xray_extension::config::vars;
 use xray_extension::config::{Config, LogLevel};
 use xray_extension::enrich::{Enricher, Environment};
 use xray_extension::export::policy::Strategy;
 use xray_extension::ingest::udp;
 use xray_extension::lambda::api::{ApiError, IDLE_RETRY_DELAY, LambdaApi, Telemetry};
-use xray_extension::lambda::events::{EventSet, NextEvent};
+use xray_extension::lambda::events::{EventSet, NextEvent, Shutdown};
 use xray_extension::lambda::listener;
 use xray_extension::lambda::telemetry::EpochSeconds;
 use xray_extension::metrics::{LogLimiter, Metrics, emf};
@@ -24,10 +24,12 @@ const DOCUMENT_CHANNEL_CAPACITY: usize = 1_024;
 const TELEMETRY_CHANNEL_CAPACITY: usize = 64;
 /// Our name when the executable's cannot be read (Lambda starts `/opt/extensions/<name>`).
 const DEFAULT_EXTENSION_NAME: &str = "xray-extension";
+/// The shutdown reason we pass on when SIGTERM stands in for SHUTDOWN.
+const SIGTERM_REASON: &str = "sigterm";
 /// One log line per this interval for failed or undecodable `/event/next` answers.
 const EVENT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn main() -> ExitCode {
+fn main() {
     let started = app::epoch_seconds_now();
     let (config, warnings) = Config::from_lookup(|k| std::env::var(k).ok());
     init_logging(config.log_level);
@@ -41,16 +43,21 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
+            std::process::exit(1);
         }
     };
-    match runtime.block_on(run(config, started)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match runtime.block_on(run(config, started)) {
+        Ok(()) => 0,
         Err(e) => {
             error!(error = format!("{e:#}"), "extension stopped");
-            ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Exit at once: dropping the runtime would wait for its blocking threads (a DNS lookup that
+    // never answers), past the SHUTDOWN deadline, where Lambda kills us. Everything worth
+    // keeping (the counters line) is written; stderr is unbuffered, stdout is flushed here.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(code)
 }
 
 /// Logs to stderr (Lambda sends it to CloudWatch, which adds the time). Our own events at the
@@ -125,50 +132,57 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
         config.policy.strategy = Strategy::Background;
     }
 
-    let (udp_socket, telemetry_socket) = match (udp_socket, telemetry_socket) {
-        (Ok(u), Ok(t)) => (u, t),
-        (u, t) => {
-            let message = match (u.err(), t.err()) {
-                (Some(e), _) => format!("cannot bind UDP {}: {e}", config.udp_address),
-                (_, Some(e)) => format!("cannot bind telemetry listener {telemetry_addr}: {e}"),
-                _ => String::from("bind failed"),
-            };
-            if let Err(e) = api
-                .init_error(&extension_id, "Extension.BindFailed", &message)
-                .await
-            {
-                warn!(error = %e, "could not report the init error");
-            }
-            anyhow::bail!(message);
-        }
-    };
+    // A port we cannot bind degrades us, never the function: one error naming the port and the
+    // variable that moves it; we keep registering, calling /event/next and exporting what we can.
+    let udp_socket = udp_socket
+        .inspect_err(|e| {
+            error!(address = %config.udp_address, variable = vars::UDP_ADDRESS, error = %e, "cannot bind the UDP address: no X-Ray SDK documents will be received; set {} to a free address", vars::UDP_ADDRESS);
+        })
+        .ok();
+    let telemetry_socket = telemetry_socket
+        .inspect_err(|e| {
+            error!(port = config.telemetry_port, variable = vars::TELEMETRY_PORT, error = %e, "cannot bind the telemetry listener: no enrichment, flushing on a timer and at shutdown; set {} to a free port", vars::TELEMETRY_PORT);
+        })
+        .ok();
 
     // Spawn second.
     let metrics = Arc::new(Metrics::default());
     let emf = emf_reporter(&config, &metrics, &registered.function_name);
     let client: ClientCell = Arc::default();
     let (documents_tx, documents_rx) = mpsc::channel(DOCUMENT_CHANNEL_CAPACITY);
+    // Without a reader both ends close at once: a flush point then skips the drain.
     let (drain_tx, drain_rx) = mpsc::channel(1);
     let budget = udp::ChannelBudget::default();
-    tokio::spawn(udp::run(
-        udp_socket,
-        documents_tx,
-        budget.clone(),
-        drain_rx,
-        metrics.clone(),
-    ));
+    if let Some(udp_socket) = udp_socket {
+        tokio::spawn(udp::run(
+            udp_socket,
+            documents_tx,
+            budget.clone(),
+            drain_rx,
+            metrics.clone(),
+        ));
+    } else {
+        drop((documents_tx, drain_rx));
+    }
     let (telemetry_tx, telemetry_rx) = mpsc::channel(TELEMETRY_CHANNEL_CAPACITY);
-    tokio::spawn(listener::run(
-        telemetry_socket,
-        telemetry_tx,
-        metrics.clone(),
-    ));
+    let listening = telemetry_socket.is_some();
+    if let Some(telemetry_socket) = telemetry_socket {
+        tokio::spawn(listener::run(
+            telemetry_socket,
+            telemetry_tx,
+            metrics.clone(),
+        ));
+    }
 
-    // Subscribe third.
-    let telemetry = subscribe(&api, &extension_id, config.telemetry_port).await;
+    // Subscribe third (not without our listener: Lambda would deliver to whoever holds the port).
+    let telemetry = if listening {
+        subscribe(&api, &extension_id, config.telemetry_port).await
+    } else {
+        Telemetry::NotSupported
+    };
     // The one line at the default level during init: every event formatted at start is paid
     // for in the function's cold start.
-    info!(function = %registered.function_name, udp = %config.udp_address, telemetry = ?telemetry, flush = config.policy.strategy.as_str(), "ready");
+    info!(function = %registered.function_name, pid = std::process::id(), udp = %config.udp_address, telemetry = ?telemetry, flush = config.policy.strategy.as_str(), "ready");
 
     let enricher = match (&config.enrich, telemetry) {
         (Some(settings), Telemetry::Subscribed) => {
@@ -195,11 +209,31 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
             budget,
         },
     ));
-    event_loop(&api, &extension_id, &lifecycle_tx).await;
+    tokio::select! {
+        () = event_loop(&api, &extension_id, &lifecycle_tx) => {}
+        () = on_sigterm(&lifecycle_tx) => {}
+    }
     if let Some(emf) = emf {
         emf.finish(std::time::SystemTime::now());
     }
     Ok(())
+}
+
+/// SIGTERM (not part of Lambda's contract with extensions, but sent by some hosts and tools)
+/// is handled as a SHUTDOWN with Lambda's usual phase: flush, log the counters, exit 0.
+async fn on_sigterm(lifecycle: &mpsc::Sender<LifecycleEvent>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut sigterm) = signal(SignalKind::terminate()) else {
+        warn!("cannot install the SIGTERM handler");
+        return std::future::pending().await;
+    };
+    sigterm.recv().await;
+    info!("SIGTERM received: shutting down");
+    let shutdown = Shutdown {
+        deadline_ms: None,
+        reason: SIGTERM_REASON.to_owned(),
+    };
+    app::forward(lifecycle, NextEvent::Shutdown(shutdown)).await;
 }
 
 /// Calls `/event/next` and hands each event to the lifecycle loop, until SHUTDOWN has been

@@ -414,33 +414,3 @@ async fn background_invocations_finished_before_shutdown_carry_no_fault() {
         );
     }
 }
-
-/// A port clash at start (another process holds the UDP port) is reported to Lambda through
-/// `/extension/init/error` with a clear type, not left as a silent exit.
-#[tokio::test]
-async fn a_port_clash_is_reported_as_an_init_error() {
-    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let address = taken.local_addr().expect("addr").to_string();
-    let mut options = Options::default();
-    options
-        .extension_env
-        .push(("XRAY_EXTENSION_UDP_ADDRESS".to_owned(), address.clone()));
-    let Harness { mut lambda, .. } = Harness::start(options).await;
-    // The init fails, so the invoke does too; what matters is what Lambda was told.
-    let _ = lambda
-        .invoke(Invoke::new(json!({"subsegments": 0})).traced(TraceHeader::sampled()))
-        .await;
-    let errors = lambda.observer().api_errors();
-    let report = errors
-        .iter()
-        .find(|e| e.source == format!("extension:{EXTENSION}") && e.kind == "init")
-        .unwrap_or_else(|| panic!("no init error reported: {errors:?}"));
-    assert_eq!(report.error_type.as_deref(), Some("Extension.BindFailed"));
-    let message = report.body["errorMessage"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("cannot bind UDP") && message.contains(&address),
-        "{}",
-        report.body
-    );
-    drop(taken);
-}

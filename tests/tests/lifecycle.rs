@@ -146,3 +146,261 @@ async fn a_refused_telemetry_schema_falls_back_to_2022_12_13() {
     assert_eq!(subscribed, Telemetry::Subscribed);
     assert_eq!(*asked.lock().unwrap(), ["2025-01-29", "2022-12-13"]);
 }
+
+/// An Extensions API that departs from the documented event shapes (no `invokedFunctionArn`,
+/// `deadlineMs` as a float, an unknown field, an upper-case shutdown reason) must not stop the
+/// flush points, the shutdown flush or the counters line.
+#[tokio::test]
+async fn odd_extension_events_keep_the_flush_points_and_the_shutdown_flush() {
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options::strategy("end")).await;
+    lambda.deviate_events(Some(Arc::new(|event: &mut Value| {
+        if let Some(object) = event.as_object_mut() {
+            object.remove("invokedFunctionArn");
+            if let Some(deadline) = object.get("deadlineMs").and_then(Value::as_u64) {
+                #[allow(clippy::cast_precision_loss, reason = "test data")]
+                let float = deadline as f64 + 0.5;
+                object.insert("deadlineMs".to_owned(), json!(float));
+            }
+            object.insert("futureField".to_owned(), json!({"x": [1, 2]}));
+            if let Some(reason) = object.get("shutdownReason").and_then(Value::as_str) {
+                let upper = reason.to_ascii_uppercase();
+                object.insert("shutdownReason".to_owned(), json!(upper));
+            }
+        }
+    })));
+    let mut all = Vec::new();
+    for i in 0..3 {
+        let trace = TraceHeader::sampled();
+        let inv = lambda
+            .invoke(Invoke::new(json!({"subsegments": 2})).traced(trace.clone()))
+            .await
+            .expect("invoke");
+        assert_eq!(inv.status, InvocationStatus::Success);
+        let ids = sent_ids(&inv);
+        // `end`: flushed before our /event/next, so in the sink when the invocation ends.
+        let docs = sink.documents();
+        for id in &ids {
+            assert!(
+                docs.iter().any(|d| &d.id == id),
+                "invocation {i}: {id} not sent at its flush point"
+            );
+        }
+        all.extend(ids);
+    }
+    let report = lambda.shutdown().await.expect("shutdown");
+    let ext = report.extension(EXTENSION).expect("extension exit");
+    assert_eq!(ext.exit_code(), Some(0));
+    let c = counters(&lambda).expect("counters logged at shutdown");
+    assert_eq!(c["received"], all.len() as u64);
+    assert_eq!(c["dropped_at_shutdown"], 0);
+}
+
+fn taken_udp() -> (std::net::UdpSocket, String) {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("addr").to_string();
+    (taken, address)
+}
+
+/// Runs three traced invocations and a shutdown; checks the function never noticed anything.
+async fn run_unharmed(lambda: &mut xray_extension_tests::emulator::Emulator) -> Vec<TraceHeader> {
+    let mut traces = Vec::new();
+    for _ in 0..3 {
+        let trace = TraceHeader::sampled();
+        let inv = lambda
+            .invoke(Invoke::new(json!({"subsegments": 1})).traced(trace.clone()))
+            .await
+            .expect("invoke");
+        assert_eq!(inv.status, InvocationStatus::Success);
+        assert!(inv.reset.is_none(), "the environment must not be reset");
+        assert!(
+            inv.extension_next(EXTENSION).is_some(),
+            "the extension keeps taking part"
+        );
+        traces.push(trace);
+    }
+    let report = lambda.shutdown().await.expect("shutdown");
+    let ext = report.extension(EXTENSION).expect("extension exit");
+    assert_eq!(ext.exit_code(), Some(0));
+    assert!(
+        lambda.observer().api_errors().is_empty(),
+        "{:?}",
+        lambda.observer().api_errors()
+    );
+    traces
+}
+
+/// A taken UDP port degrades the extension, not the function: one error naming the address and
+/// the variable, registration and /event/next as usual, and our own documents still exported.
+#[tokio::test]
+async fn a_taken_udp_port_degrades_the_extension_not_the_function() {
+    let (taken, address) = taken_udp();
+    let mut options = Options::strategy("end");
+    options
+        .extension_env
+        .push(("XRAY_EXTENSION_UDP_ADDRESS".to_owned(), address.clone()));
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(options).await;
+    let traces = run_unharmed(&mut lambda).await;
+    let log = extension_log(&lambda);
+    let errors: Vec<_> = log
+        .iter()
+        .filter(|l| l.contains("ERROR") && l.contains("XRAY_EXTENSION_UDP_ADDRESS"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{log:#?}");
+    assert!(errors[0].contains(&address), "{}", errors[0]);
+    // Export is alive: each invocation's Runtime subsegment (ours) reached X-Ray.
+    let docs = sink.documents();
+    for t in &traces {
+        assert_eq!(
+            common::named(&docs, &t.root, "Runtime").len(),
+            1,
+            "{}",
+            t.root
+        );
+    }
+    assert!(counters(&lambda).is_some(), "counters logged at shutdown");
+    drop(taken);
+}
+
+/// A taken telemetry port: one error naming the port and the variable, no subscription (Lambda
+/// would deliver to whoever holds the port), the function's documents still sent.
+#[tokio::test]
+async fn a_taken_telemetry_port_degrades_the_extension_not_the_function() {
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let mut options = Options::strategy("end");
+    options
+        .extension_env
+        .push(("XRAY_EXTENSION_TELEMETRY_PORT".to_owned(), port.to_string()));
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(options).await;
+    let traces = run_unharmed(&mut lambda).await;
+    let log = extension_log(&lambda);
+    let errors: Vec<_> = log
+        .iter()
+        .filter(|l| l.contains("ERROR") && l.contains("XRAY_EXTENSION_TELEMETRY_PORT"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{log:#?}");
+    assert!(errors[0].contains(&port.to_string()), "{}", errors[0]);
+    assert!(lambda.observer().telemetry_subscriptions().is_empty());
+    let docs = sink.documents();
+    for t in &traces {
+        assert_eq!(common::in_trace(&docs, &t.root).len(), 1, "{}", t.root);
+    }
+    let c = counters(&lambda).expect("counters logged at shutdown");
+    assert_eq!(c["received"], 3);
+    assert_eq!(c["dropped_at_shutdown"], 0);
+    drop(taken);
+}
+
+/// The extension's process id: the process whose environment names our UDP port (tests run in
+/// parallel, each with its own port).
+fn extension_pid(udp_port: u16) -> i32 {
+    let wanted = format!("XRAY_EXTENSION_UDP_ADDRESS=127.0.0.1:{udp_port}");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(EXTENSION)
+                && environ.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes())
+        })
+        .expect("the extension's process")
+}
+
+/// SIGTERM is a SHUTDOWN: what is buffered is flushed, the counters are logged, exit 0.
+#[tokio::test]
+async fn sigterm_flushes_logs_the_counters_and_exits_0() {
+    let Harness {
+        mut lambda,
+        sink,
+        udp_port,
+    } = Harness::start(Options::strategy("background")).await;
+    let inv = lambda
+        .invoke(Invoke::new(json!({"subsegments": 3})).traced(TraceHeader::sampled()))
+        .await
+        .expect("invoke");
+    let ids = sent_ids(&inv);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(extension_pid(udp_port)),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let wanted = ids.clone();
+    sink.wait_for("the invocation's subsegments", WAIT, move |r| {
+        wanted
+            .iter()
+            .all(|id| r.documents().iter().any(|d| &d.id == id))
+    })
+    .await
+    .expect("flushed at SIGTERM");
+    lambda
+        .observer()
+        .wait_for_output(EXTENSION, "counters", WAIT)
+        .await
+        .expect("counters logged at SIGTERM");
+    let report = lambda.shutdown().await.expect("shutdown");
+    let ext = report.extension(EXTENSION).expect("extension exit");
+    assert_eq!(ext.exit_code(), Some(0), "{ext:?}");
+    let c = counters(&lambda).expect("counters logged at SIGTERM");
+    assert_eq!(c["received"], 3);
+    assert_eq!(c["dropped_at_shutdown"], 0);
+}
+
+/// A preloaded `getaddrinfo` that never answers in time (30 s), as a resolver that does not
+/// answer makes it: built with the system C compiler into a temporary directory.
+fn hanging_resolver() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("xray-hang-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let source = dir.join("hang.c");
+    std::fs::write(
+        &source,
+        "#include <netdb.h>\n#include <unistd.h>\n\
+         int getaddrinfo(const char *n, const char *s, const struct addrinfo *h, struct addrinfo **r)\n\
+         { (void)n; (void)s; (void)h; (void)r; sleep(30); return EAI_AGAIN; }\n",
+    )
+    .expect("write hang.c");
+    let library = dir.join("libhang.so");
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status()
+        .expect("cc");
+    assert!(status.success(), "cc failed");
+    library
+}
+
+/// Exit comes at once after the counters line, even while a DNS lookup blocks a thread.
+#[tokio::test]
+async fn exit_follows_the_counters_at_once_with_a_dns_lookup_hanging() {
+    let mut options = Options::strategy("end");
+    // A name only the resolver can answer: every send waits in getaddrinfo.
+    options.xray_endpoint = Some("http://xray.hang.invalid:4000".to_owned());
+    // The preload works for the dynamically linked native build; a static build (the layer's
+    // musl binary under qemu) resolves without it and this checks the exit time only.
+    if std::env::var_os("XRAY_EXTENSION_BIN").is_none() {
+        options.extension_env.push((
+            "LD_PRELOAD".to_owned(),
+            hanging_resolver().to_string_lossy().into_owned(),
+        ));
+    }
+    let Harness { mut lambda, .. } = Harness::start(options).await;
+    let inv = lambda
+        .invoke(Invoke::new(json!({"subsegments": 2})).traced(TraceHeader::sampled()))
+        .await
+        .expect("invoke");
+    assert_eq!(inv.status, InvocationStatus::Success);
+    let report = lambda.shutdown().await.expect("shutdown");
+    let ext = report.extension(EXTENSION).expect("extension exit");
+    eprintln!("exit after SHUTDOWN: {:?}", ext.took);
+    assert!(ext.exited_before_deadline, "{ext:?}");
+    assert_eq!(ext.exit_code(), Some(0), "{ext:?}");
+    assert!(counters(&lambda).is_some(), "counters logged");
+}

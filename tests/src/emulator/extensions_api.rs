@@ -241,7 +241,7 @@ pub(crate) async fn next(shared: Arc<Shared>, req: &Request) -> Response {
             inv.taken.insert(id.clone(), taken_at);
         }
     });
-    let mut response = json_response(StatusCode::OK, &event.body);
+    let mut response = json_response(StatusCode::OK, &shared.delivered_event(&event.body));
     if let Ok(value) = HeaderValue::from_str(&new_uuid()) {
         response
             .headers_mut()

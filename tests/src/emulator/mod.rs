@@ -62,7 +62,7 @@ pub use config::{
     MANAGED_INSTANCES_SCHEMA, MAX_EXTENSIONS, MAX_RESPONSE_BYTES, MEMORY_MB_DEFAULT,
     RUNTIME_SHUTDOWN_GRACE_DEFAULT, SHUTDOWN_TIMEOUT_DEFAULT, hidden_from_extensions,
 };
-pub use state::ApiErrorReport;
+pub use state::{ApiErrorReport, EventDeviation};
 pub use telemetry::{
     Subscription, SubscriptionRecord, TelemetryDelivery, TelemetryEvent, parse_subscription,
 };
@@ -722,6 +722,12 @@ impl Emulator {
     pub fn output(&self, name: &str) -> Vec<String> {
         self.shared.output(name)
     }
+
+    /// Makes Extensions API events deviate from the documented shapes on their way to the
+    /// extensions (`None` restores them); what is recorded as delivered stays as documented.
+    pub fn deviate_events(&self, deviation: Option<EventDeviation>) {
+        self.shared.set_event_deviation(deviation);
+    }
 }
 
 /// A cloneable, read-mostly view of an [`Emulator`].
@@ -742,6 +748,27 @@ impl Observer {
     /// The `AWS_LAMBDA_RUNTIME_API` address.
     pub fn runtime_api(&self) -> SocketAddr {
         self.shared.api_addr
+    }
+
+    /// Waits until a captured output line of `name` contains `needle` (woken by each line).
+    pub async fn wait_for_output(
+        &self,
+        name: &str,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<(), EmulatorError> {
+        if self
+            .shared
+            .wait_for_output(name, needle, Instant::now() + timeout)
+            .await
+        {
+            Ok(())
+        } else {
+            Err(EmulatorError::Timeout {
+                what: format!("{name} to print {needle:?}"),
+                waited: timeout,
+            })
+        }
     }
 
     /// Waits until an init is in progress and returns its generation.

@@ -275,7 +275,12 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     changed: watch::Sender<u64>,
     output: Mutex<HashMap<String, VecDeque<String>>>,
+    event_deviation: Mutex<Option<EventDeviation>>,
 }
+
+/// Changes each Extensions API event on its way to an extension, as a Lambda that departs from
+/// the documented shapes would send it (what is recorded as delivered stays as documented).
+pub type EventDeviation = Arc<dyn Fn(&mut serde_json::Value) + Send + Sync>;
 
 impl Shared {
     pub fn new(config: EmulatorConfig, api_addr: SocketAddr) -> Self {
@@ -288,7 +293,30 @@ impl Shared {
             state: Mutex::new(State::new()),
             changed: watch::Sender::new(0),
             output: Mutex::new(HashMap::new()),
+            event_deviation: Mutex::new(None),
         }
+    }
+
+    /// Sets (or with `None` removes) the deviation applied to events from now on.
+    pub fn set_event_deviation(&self, deviation: Option<EventDeviation>) {
+        *self
+            .event_deviation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = deviation;
+    }
+
+    /// `event` as delivered: deviated when a deviation is set.
+    pub fn delivered_event(&self, event: &serde_json::Value) -> serde_json::Value {
+        let mut wire = event.clone();
+        let deviation = self
+            .event_deviation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(deviate) = deviation {
+            deviate(&mut wire);
+        }
+        wire
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -338,12 +366,34 @@ impl Shared {
     }
 
     pub fn push_output(&self, name: &str, line: String) {
-        let mut output = self.output.lock().unwrap_or_else(PoisonError::into_inner);
-        let lines = output.entry(name.to_owned()).or_default();
-        if lines.len() == OUTPUT_LINES_KEPT {
-            lines.pop_front();
+        {
+            let mut output = self.output.lock().unwrap_or_else(PoisonError::into_inner);
+            let lines = output.entry(name.to_owned()).or_default();
+            if lines.len() == OUTPUT_LINES_KEPT {
+                lines.pop_front();
+            }
+            lines.push_back(line);
         }
-        lines.push_back(line);
+        // Wakes waiters on output lines too.
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Waits until a line of `name`'s output contains `needle`; `false` at `deadline`.
+    pub async fn wait_for_output(&self, name: &str, needle: &str, deadline: Instant) -> bool {
+        let mut changes = self.changed.subscribe();
+        let deadline = tokio::time::Instant::from_std(deadline);
+        loop {
+            changes.mark_unchanged();
+            if self.output(name).iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
     }
 
     pub fn output(&self, name: &str) -> Vec<String> {

@@ -713,6 +713,7 @@ impl App {
             post_runtime_count = metrics::get(&m.post_runtime_count),
             post_runtime_us_sum = metrics::get(&m.post_runtime_us_sum),
             post_runtime_us_max = metrics::get(&m.post_runtime_us_max),
+            telemetry_fields_ignored = metrics::get(&m.telemetry_fields_ignored),
             peak_rss_kb = peak_rss_kb().unwrap_or(0),
             "counters"
         );

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub backend_other: AtomicU64,
     /// Telemetry records that could not be decoded.
     pub telemetry_invalid: AtomicU64,
+    /// Fields of telemetry records that were present but unreadable (left out; the record
+    /// was kept).
+    pub telemetry_fields_ignored: AtomicU64,
     /// Invocations whose post-runtime phase we held (see [`Metrics::observe_post_runtime`]).
     pub post_runtime_count: AtomicU64,
     /// Post-runtime time we added, summed, in microseconds.

@@ -21,7 +21,8 @@ use serde_json::{Map, Value, json};
 
 use crate::ingest::protocol::Document;
 use crate::lambda::telemetry::{
-    EpochSeconds, Event, InitStart, PhaseDone, PhaseReport, Record, Report, RuntimeDone, Span,
+    EpochSeconds, Event, InitStart, Phase, PhaseDone, PhaseReport, Record, Report, RuntimeDone,
+    Span, Status,
 };
 use crate::trace::{SegmentId, TraceHeader};
 use annotations::{Builtin, BuiltinSet};
@@ -141,7 +142,7 @@ impl InitPhase {
     fn suppressed(&self) -> bool {
         self.start
             .as_ref()
-            .is_some_and(|(_, s)| s.phase.as_deref() == Some("invoke"))
+            .is_some_and(|(_, s)| s.phase == Some(Phase::Invoke))
     }
 }
 
@@ -428,7 +429,8 @@ impl Enricher {
             .init
             .start
             .as_ref()
-            .and_then(|(_, s)| s.initialization_type.clone())
+            .and_then(|(_, s)| s.initialization_type.as_ref())
+            .map(|t| t.as_str().to_owned())
             .or_else(|| self.env.initialization_type.clone());
         match init_type.as_deref() {
             Some("provisioned-concurrency") => StartKind::Provisioned,
@@ -563,7 +565,7 @@ impl Enricher {
             .or(from_done)
             .filter(|t| t.0 > 0.0);
         let status = done.and_then(|(_, d)| d.status.clone());
-        let timed_out = status.as_deref() == Some("timeout")
+        let timed_out = status == Some(Status::Timeout)
             || inv
                 .killed_at_shutdown
                 .as_ref()
@@ -634,7 +636,7 @@ impl Enricher {
                 &format!("The runtime did not finish the invocation (shutdown reason: {reason})"),
                 SegmentId::from_u64(next_id()),
             ));
-        } else if matches!(status.as_deref(), Some("error" | "failure")) {
+        } else if status.as_ref().is_some_and(Status::is_fault) {
             sub.fault = true;
             let error_type = done
                 .and_then(|(_, d)| d.error_type.clone())
@@ -647,7 +649,8 @@ impl Enricher {
         }
 
         sub.annotations = self.annotations(inv, kind);
-        sub.metadata = namespace(self.runtime_metadata(inv, kind, status.as_deref()));
+        sub.metadata =
+            namespace(self.runtime_metadata(inv, kind, status.as_ref().map(Status::as_str)));
         sub
     }
 
@@ -676,7 +679,8 @@ impl Enricher {
                 .init
                 .start
                 .as_ref()
-                .and_then(|(_, s)| s.initialization_type.clone())
+                .and_then(|(_, s)| s.initialization_type.as_ref())
+                .map(|t| t.as_str().to_owned())
                 .or_else(|| self.env.initialization_type.clone()),
         };
         if let (true, Some(t)) = (on(Builtin::InitType), init_type) {

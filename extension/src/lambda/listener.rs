@@ -72,13 +72,24 @@ async fn handle(
             .await
         {
             Ok(body) => {
-                let decoded = telemetry::decode(&body.to_bytes());
+                let decoded = telemetry::decode(&body.to_bytes(), received_now());
                 if decoded.invalid > 0 {
                     metrics::add(&metrics.telemetry_invalid, decoded.invalid as u64);
                     log_limited(
                         &limiter,
                         decoded.invalid,
                         "unreadable telemetry records skipped",
+                    );
+                }
+                if decoded.fields_ignored > 0 {
+                    metrics::add(
+                        &metrics.telemetry_fields_ignored,
+                        decoded.fields_ignored as u64,
+                    );
+                    log_limited(
+                        &limiter,
+                        decoded.fields_ignored,
+                        "unreadable telemetry fields ignored; their records were kept",
                     );
                 }
                 if !decoded.events.is_empty()
@@ -99,6 +110,14 @@ async fn handle(
     let mut res = Response::new(Empty::new());
     *res.status_mut() = StatusCode::OK;
     Ok(res)
+}
+
+/// The wall clock now, standing in for a record time Lambda did not give readably.
+fn received_now() -> telemetry::EpochSeconds {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    telemetry::EpochSeconds(now.as_secs_f64())
 }
 
 fn log_limited(limiter: &std::sync::Mutex<LogLimiter>, count: usize, message: &str) {

@@ -64,7 +64,8 @@ pub use config::{
 };
 pub use state::{ApiErrorReport, EventDeviation};
 pub use telemetry::{
-    Subscription, SubscriptionRecord, TelemetryDelivery, TelemetryEvent, parse_subscription,
+    RecordDeviation, Subscription, SubscriptionRecord, TelemetryDelivery, TelemetryEvent,
+    parse_subscription,
 };
 
 use std::net::SocketAddr;
@@ -727,6 +728,12 @@ impl Emulator {
     /// extensions (`None` restores them); what is recorded as delivered stays as documented.
     pub fn deviate_events(&self, deviation: Option<EventDeviation>) {
         self.shared.set_event_deviation(deviation);
+    }
+
+    /// Makes telemetry records deviate from the documented shapes on their way to subscribers
+    /// (`None` restores them); the telemetry log keeps them as documented.
+    pub fn deviate_telemetry(&self, deviation: Option<RecordDeviation>) {
+        self.shared.telemetry.set_deviation(deviation);
     }
 }
 

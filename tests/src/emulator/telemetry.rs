@@ -158,6 +158,11 @@ pub fn parse_subscription(body: &[u8]) -> Result<Subscription, String> {
     })
 }
 
+/// Changes records on their way to subscribers, as a Lambda that departs from the documented
+/// shapes would send them (the log keeps them as documented): called with each record's wire
+/// form `{"time","type","record"}`; may change anything in it.
+pub type RecordDeviation = Arc<dyn Fn(&mut Value) + Send + Sync>;
+
 /// One telemetry event as Lambda sends it: `{"time","type","record"}`.
 #[derive(Debug, Clone)]
 pub struct TelemetryEvent {
@@ -244,6 +249,7 @@ pub(crate) struct TelemetryHub {
     state: Mutex<HubState>,
     changed: watch::Sender<u64>,
     clock: Clock,
+    deviation: Mutex<Option<RecordDeviation>>,
 }
 
 impl TelemetryHub {
@@ -252,11 +258,34 @@ impl TelemetryHub {
             state: Mutex::new(HubState::default()),
             changed: watch::Sender::new(0),
             clock,
+            deviation: Mutex::new(None),
         }
     }
 
     fn state(&self) -> MutexGuard<'_, HubState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets (or with `None` removes) the deviation applied to records from now on.
+    pub(crate) fn set_deviation(&self, deviation: Option<RecordDeviation>) {
+        *self
+            .deviation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = deviation;
+    }
+
+    /// The wire form of `event` as delivered: deviated when a deviation is set.
+    fn delivered(&self, event: &TelemetryEvent) -> Value {
+        let mut wire = event.to_json();
+        let deviation = self
+            .deviation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(deviate) = deviation {
+            deviate(&mut wire);
+        }
+        wire
     }
 
     fn bump(&self) {
@@ -273,8 +302,8 @@ impl TelemetryHub {
             record,
         };
         {
+            let wire = self.delivered(&event);
             let mut state = self.state();
-            let wire = event.to_json();
             let mut dropped = 0;
             for sub in &state.subscribers {
                 if sub.generation == generation
@@ -320,7 +349,7 @@ impl TelemetryHub {
             });
             for event in &state.log {
                 if event.generation == generation && subscription.wants(&event.event_type) {
-                    let _ = queue.try_send(event.to_json());
+                    let _ = queue.try_send(self.delivered(event));
                 }
             }
             let task = tokio::spawn(deliver(

@@ -12,5 +12,6 @@ pub mod enrich;
 pub mod export;
 pub mod ingest;
 pub mod lambda;
+pub mod lifecycle;
 pub mod metrics;
 pub mod trace;

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub post_runtime_us_max: AtomicU64,
     /// The same maximum since the last [`Metrics::take_post_runtime_window_max`].
     post_runtime_us_window_max: AtomicU64,
+    /// Documents lost because their send task failed (not settled by X-Ray before it did).
+    pub send_failed: AtomicU64,
 }
 
 impl Metrics {

@@ -1,6 +1,7 @@
-//! Export: the bounded buffer, batching, and PutTraceSegments.
+//! Export: the bounded buffer, batching, PutTraceSegments, and the exporter that owns them.
 
 pub mod batcher;
 pub mod buffer;
+pub mod exporter;
 pub mod policy;
 pub mod xray;

@@ -1,0 +1,192 @@
+//! The exporter: the bounded buffer, at most one send in flight, and the X-Ray client. It does
+//! what the flush points decide (enqueue, start a send, settle it, abandon everything at the
+//! end) and counts every document it loses, exactly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+use tokio::task::{JoinError, JoinHandle};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::buffer::{self, Buffer};
+use super::xray::{self, FlushReport, TlsRoots, XrayClient};
+
+use crate::ingest::protocol::Document;
+use crate::lifecycle::ExportView;
+use crate::metrics::{self, LogLimiter, Metrics};
+
+/// One log line per this interval for buffer overflows.
+pub const SPILL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Shared, lazily built X-Ray client: built in the background at the first event (after our
+/// first `/event/next`, so off the init path), awaited at the first send.
+pub type ClientCell = Arc<OnceCell<Arc<XrayClient>>>;
+
+struct Flight {
+    handle: JoinHandle<FlushReport>,
+    bytes: usize,
+    started: Instant,
+    docs: usize,
+    /// `sent + unprocessed` when it started: what it settled so far is the growth since.
+    settled_before: u64,
+}
+
+/// The export side of the extension.
+pub struct Exporter {
+    buffer: Buffer,
+    limit_bytes: usize,
+    flight: Option<Flight>,
+    client: ClientCell,
+    tls_roots: TlsRoots,
+    metrics: Arc<Metrics>,
+    spills: LogLimiter,
+    warming: bool,
+}
+
+impl Exporter {
+    /// An exporter with a buffer of `limit_bytes` (queued plus in flight).
+    pub fn new(
+        limit_bytes: usize,
+        client: ClientCell,
+        tls_roots: TlsRoots,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            buffer: Buffer::new(limit_bytes),
+            limit_bytes,
+            flight: None,
+            client,
+            tls_roots,
+            metrics,
+            spills: LogLimiter::new(SPILL_LOG_INTERVAL),
+            warming: false,
+        }
+    }
+
+    /// Starts building the X-Ray client (reading the AWS configuration) in the background.
+    pub fn warm(&mut self) {
+        if std::mem::replace(&mut self.warming, true) {
+            return;
+        }
+        let cell = self.client.clone();
+        let roots = self.tls_roots;
+        tokio::spawn(async move {
+            cell.get_or_init(|| async { Arc::new(XrayClient::from_env(roots)) })
+                .await;
+        });
+    }
+
+    /// Queues a document; past the buffer's bound it is dropped and counted as spilled.
+    pub fn enqueue(&mut self, doc: Document, now: Instant) {
+        if self.buffer.push(doc, now).is_err() {
+            metrics::add(&self.metrics.spilled, 1);
+            if let Some(suppressed) = self.spills.allow(std::time::Instant::now()) {
+                warn!(
+                    limit_bytes = self.limit_bytes,
+                    suppressed, "export buffer full; document dropped"
+                );
+            }
+        }
+    }
+
+    /// What the flush points need to know.
+    pub fn view(&self) -> ExportView {
+        ExportView {
+            queued: self.buffer.len(),
+            oldest: self.buffer.oldest(),
+            in_flight: self.flight.is_some(),
+        }
+    }
+
+    /// Whether a send is in flight.
+    pub fn in_flight(&self) -> bool {
+        self.flight.is_some()
+    }
+
+    fn settled_so_far(&self) -> u64 {
+        metrics::get(&self.metrics.sent) + metrics::get(&self.metrics.unprocessed)
+    }
+
+    /// Starts a send of everything queued, under `deadline` (nothing when one is in flight or
+    /// nothing is queued).
+    pub fn start(&mut self, deadline: Instant, now: Instant) {
+        if self.flight.is_some() || self.buffer.is_empty() {
+            return;
+        }
+        let docs = self.buffer.take(usize::MAX);
+        let bytes = buffer::weight_of(&docs);
+        let count = docs.len();
+        let client = self.client.clone();
+        let metrics = self.metrics.clone();
+        let tls_roots = self.tls_roots;
+        debug!(documents = count, "flush");
+        let handle = tokio::spawn(async move {
+            let client = client
+                .get_or_init(|| async { Arc::new(XrayClient::from_env(tls_roots)) })
+                .await
+                .clone();
+            xray::flush(client, docs, deadline, metrics).await
+        });
+        self.flight = Some(Flight {
+            handle,
+            bytes,
+            started: now,
+            docs: count,
+            settled_before: self.settled_so_far(),
+        });
+    }
+
+    /// Waits for the send in flight to end (forever when there is none).
+    pub async fn finished(&mut self) -> Result<FlushReport, JoinError> {
+        match self.flight.as_mut() {
+            Some(f) => (&mut f.handle).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Takes the outcome of the send in flight: what was not sent goes back to the buffer; if
+    /// the send itself failed, its documents that X-Ray had not settled are counted as dropped.
+    pub fn settle(&mut self, report: Result<FlushReport, JoinError>) {
+        let Some(flight) = self.flight.take() else {
+            return;
+        };
+        match report {
+            Ok(report) => {
+                debug!(
+                    sent = report.sent,
+                    unsent = report.unsent.len(),
+                    unprocessed = report.unprocessed,
+                    calls = report.calls,
+                    "flush done"
+                );
+                self.buffer
+                    .settle(flight.bytes, report.unsent, flight.started);
+            }
+            Err(e) => {
+                let lost = self.unsettled(&flight);
+                warn!(error = %e, documents = lost, "send failed; its documents are lost");
+                metrics::add(&self.metrics.send_failed, lost);
+                self.buffer.settle(flight.bytes, Vec::new(), flight.started);
+            }
+        }
+    }
+
+    /// Documents of `flight` X-Ray has neither accepted nor refused yet.
+    fn unsettled(&self, flight: &Flight) -> u64 {
+        let settled = self.settled_so_far().saturating_sub(flight.settled_before);
+        (flight.docs as u64).saturating_sub(settled)
+    }
+
+    /// The end: aborts the send in flight and empties the buffer. Returns how many documents
+    /// were not delivered: everything queued, and of the send in flight only what X-Ray had not
+    /// accepted (or refused) before the abort.
+    pub fn abandon(&mut self) -> u64 {
+        let in_flight = self.flight.take().map_or(0, |f| {
+            f.handle.abort();
+            self.unsettled(&f)
+        });
+        self.buffer.clear() as u64 + in_flight
+    }
+}

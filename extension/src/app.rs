@@ -202,10 +202,6 @@ fn peak_rss_kb() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-fn random_id() -> u64 {
-    fastrand::u64(1..)
-}
-
 impl App {
     /// Feeds the machine one input now and carries out what it decides.
     fn feed(&mut self, input: Input) {
@@ -280,8 +276,7 @@ impl App {
                 });
                 info!(reason = %shutdown.reason, remaining_ms = deadline.saturating_duration_since(now).saturating_sub(self.shutdown_margin).as_millis(), "SHUTDOWN");
                 if let Some(enricher) = self.enricher.as_mut() {
-                    let docs =
-                        enricher.on_shutdown(&shutdown.reason, epoch_seconds_now(), &mut random_id);
+                    let docs = enricher.on_shutdown(&shutdown.reason, epoch_seconds_now());
                     self.enqueue_generated(docs);
                 }
                 let awaiting_report = self
@@ -309,15 +304,12 @@ impl App {
             reason = "epoch milliseconds fit f64's 53 bits"
         )]
         let deadline = EpochSeconds(deadline_ms as f64 / 1e3);
-        let docs = enricher.on_invoke(
-            &enrich::Invoke {
-                request_id: invoke.request_id.clone(),
-                trace,
-                deadline,
-                received_at: epoch_seconds_now(),
-            },
-            &mut random_id,
-        );
+        let docs = enricher.on_invoke(&enrich::Invoke {
+            request_id: invoke.request_id.clone(),
+            trace,
+            deadline,
+            received_at: epoch_seconds_now(),
+        });
         self.enqueue_generated(docs);
     }
 
@@ -343,7 +335,7 @@ impl App {
         if let Some(enricher) = self.enricher.as_mut() {
             let docs: Vec<_> = events
                 .iter()
-                .flat_map(|e| enricher.on_telemetry(e, &mut random_id))
+                .flat_map(|e| enricher.on_telemetry(e))
                 .collect();
             self.enqueue_generated(docs);
         }

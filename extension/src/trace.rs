@@ -1,6 +1,8 @@
-//! X-Ray identifiers and the `X-Amzn-Trace-Id` header (`Root=...;Parent=...;Sampled=1`).
+//! X-Ray identifiers and the `X-Amzn-Trace-Id` header (`Root=...;Parent=...;Sampled=1`), and
+//! where new segment ids come from.
 //!
-//! Pure parsing: no I/O, no clock.
+//! Pure parsing: no I/O, no clock. [`IdSource::os`] is the one exception: it asks the kernel
+//! for every id, so that copies of a SnapStart snapshot never repeat each other's ids.
 
 use std::fmt;
 
@@ -95,6 +97,87 @@ impl SegmentId {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
+
+    /// The id's 64 bits.
+    pub fn as_u64(&self) -> u64 {
+        // Only hex digits were accepted (or written by `from_u64`).
+        u64::from_str_radix(self.as_str(), 16).unwrap_or_default()
+    }
+
+    /// A second id determined by this one and `salt`: the ids of a document's embedded parts
+    /// (children, exceptions) stay the same when the document is re-sent, and are as unique
+    /// as the document's own id. Never zero.
+    #[must_use]
+    pub fn derived(&self, salt: u64) -> Self {
+        let mixed = splitmix64(self.as_u64() ^ splitmix64(salt));
+        Self::from_u64(if mixed == 0 { 1 } else { mixed })
+    }
+}
+
+/// One round of `SplitMix64`: a bijective mix of 64 bits.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Where new segment ids come from.
+///
+/// Under SnapStart every environment restored from one snapshot starts with the same memory:
+/// a generator seeded before the snapshot would give every copy the same ids, and X-Ray would
+/// merge unrelated documents. [`IdSource::os`] therefore keeps no state at all: each id is
+/// drawn from the kernel (`getrandom`), which is re-seeded on restore.
+#[derive(Debug, Clone)]
+pub struct IdSource(Source);
+
+#[derive(Debug, Clone)]
+enum Source {
+    Os,
+    Sequence(u64),
+}
+
+impl IdSource {
+    /// Ids drawn from the operating system, one call per id.
+    pub fn os() -> Self {
+        Self(Source::Os)
+    }
+
+    /// Deterministic ids `start + 1`, `start + 2`, ... (tests, benchmarks, fuzzing).
+    pub fn sequence(start: u64) -> Self {
+        Self(Source::Sequence(start))
+    }
+
+    /// A new id, never zero.
+    pub fn next_id(&mut self) -> SegmentId {
+        let n = match &mut self.0 {
+            Source::Os => os_random_u64(),
+            Source::Sequence(n) => {
+                *n = n.wrapping_add(1);
+                *n
+            }
+        };
+        SegmentId::from_u64(if n == 0 { 1 } else { n })
+    }
+}
+
+/// 64 random bits from the kernel. Should the call ever fail (it cannot on the Linux kernels
+/// Lambda runs), fall back to a generator mixed with both clocks, which differ between
+/// restored copies.
+fn os_random_u64() -> u64 {
+    let mut bytes = [0_u8; 8];
+    if getrandom::getrandom(&mut bytes).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the low bits of the nanoseconds are the varying ones"
+    )]
+    let nanos = wall.as_nanos() as u64;
+    splitmix64(fastrand::u64(..) ^ nanos)
 }
 
 impl fmt::Display for SegmentId {
@@ -237,6 +320,50 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn derived_ids_are_stable_distinct_and_valid() {
+        let base = SegmentId::from_u64(0x0123_4567_89ab_cdef);
+        assert_eq!(base.as_u64(), 0x0123_4567_89ab_cdef);
+        assert_eq!(base.derived(1), base.derived(1));
+        let ids: std::collections::HashSet<SegmentId> =
+            (0..1_000).map(|i| base.derived(i)).collect();
+        assert_eq!(ids.len(), 1_000);
+        assert!(!ids.contains(&base));
+        assert!(ids.iter().all(|id| SegmentId::parse(id.as_str()).is_ok()));
+        assert_ne!(SegmentId::from_u64(2).derived(1), base.derived(1));
+    }
+
+    /// A snapshot copies the id source with the rest of the memory: two copies must still
+    /// produce different ids. A seeded generator (here: fastrand, what ids came from before)
+    /// fails this; the OS source passes.
+    #[test]
+    fn copies_of_the_id_source_never_repeat_each_other() {
+        const DRAWS: usize = 10_000;
+        let seeded = fastrand::Rng::with_seed(7);
+        let (mut a, mut b) = (seeded.clone(), seeded);
+        let same = (0..DRAWS).filter(|_| a.u64(..) == b.u64(..)).count();
+        assert_eq!(same, DRAWS, "the hazard: a copied generator repeats itself");
+
+        let mut original = IdSource::os();
+        let _ = original.next_id();
+        let mut restored_a = original.clone();
+        let mut restored_b = original;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..DRAWS {
+            assert!(seen.insert(restored_a.next_id()));
+            assert!(seen.insert(restored_b.next_id()));
+        }
+        assert_eq!(seen.len(), 2 * DRAWS);
+    }
+
+    #[test]
+    fn a_sequence_is_deterministic_and_never_zero() {
+        let mut ids = IdSource::sequence(u64::MAX - 1);
+        assert_eq!(ids.next_id().as_str(), "ffffffffffffffff");
+        assert_eq!(ids.next_id().as_str(), "0000000000000001");
+        assert_eq!(ids.next_id().as_str(), "0000000000000001");
     }
 
     #[test]

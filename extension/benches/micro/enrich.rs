@@ -6,7 +6,7 @@ use criterion::{BatchSize, Criterion, Throughput};
 use serde_json::Value;
 use xray_extension::enrich::{Enricher, Environment, Invoke, Settings};
 use xray_extension::lambda::telemetry::{self, EpochSeconds, Event};
-use xray_extension::trace::TraceHeader;
+use xray_extension::trace::{IdSource, TraceHeader};
 
 use crate::docs;
 
@@ -76,20 +76,15 @@ fn load(name: &str) -> (Environment, Vec<Step>, Vec<Vec<u8>>) {
 
 /// Runs every step; returns the number of documents produced.
 fn run(enricher: &mut Enricher, steps: &[Step]) -> usize {
-    let mut counter = 0x1000_u64;
-    let mut next_id = move || {
-        counter += 1;
-        counter
-    };
     let mut produced = 0;
     for step in steps {
         produced += match step {
-            Step::Invoke(invoke) => enricher.on_invoke(invoke, &mut next_id).len(),
+            Step::Invoke(invoke) => enricher.on_invoke(invoke).len(),
             Step::Telemetry(events) => events
                 .iter()
-                .map(|ev| enricher.on_telemetry(ev, &mut next_id).len())
+                .map(|ev| enricher.on_telemetry(ev).len())
                 .sum(),
-            Step::Shutdown(reason, at) => enricher.on_shutdown(reason, *at, &mut next_id).len(),
+            Step::Shutdown(reason, at) => enricher.on_shutdown(reason, *at).len(),
         };
     }
     produced
@@ -97,7 +92,7 @@ fn run(enricher: &mut Enricher, steps: &[Step]) -> usize {
 
 pub fn bench(c: &mut Criterion) {
     let (env, steps, bodies) = load("on_demand_cold_then_warm");
-    let fresh = || Enricher::new(Settings::default(), env.clone());
+    let fresh = || Enricher::with_ids(Settings::default(), env.clone(), IdSource::sequence(0x1000));
     assert!(
         run(&mut fresh(), &steps) > 0,
         "the sequence must produce documents"

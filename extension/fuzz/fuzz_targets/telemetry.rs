@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use xray_extension::enrich::{Enricher, Environment, Settings};
 use xray_extension::ingest::protocol::{Document, parse_document};
 use xray_extension::lambda::telemetry::{EpochSeconds, decode};
+use xray_extension::trace::IdSource;
 
 /// When the SHUTDOWN arrives: 2023-11-14T22:13:20Z.
 const SHUTDOWN_AT: EpochSeconds = EpochSeconds(1_700_000_000.0);
@@ -46,18 +47,17 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(decoded.skipped <= decoded.events.len());
 
-    let mut next = 0_u64;
-    let mut next_id = move || {
-        next += 1;
-        next
-    };
-    let mut enricher = Enricher::new(Settings::default(), Environment::default());
+    let mut enricher = Enricher::with_ids(
+        Settings::default(),
+        Environment::default(),
+        IdSource::sequence(0),
+    );
     for event in &decoded.events {
-        for doc in enricher.on_telemetry(event, &mut next_id) {
+        for doc in enricher.on_telemetry(event) {
             check(&doc);
         }
     }
-    for doc in enricher.on_shutdown("timeout", SHUTDOWN_AT, &mut next_id) {
+    for doc in enricher.on_shutdown("timeout", SHUTDOWN_AT) {
         check(&doc);
     }
 });

@@ -5,11 +5,12 @@ use serde_json::{Value, json};
 use super::*;
 use crate::ingest::protocol::parse_document;
 use crate::lambda::telemetry;
+use crate::trace::IdSource;
 
 const ROOT: &str = "1-62e900b2-710d76f009d6e7785905449a";
 const PARENT: &str = "0efbd19962d95b05";
 /// When telemetry bodies "arrive" (stands in for an unreadable record time; none here).
-const RECEIVED: EpochSeconds = EpochSeconds(1_665_532_816.0);
+pub(super) const RECEIVED: EpochSeconds = EpochSeconds(1_665_532_816.0);
 
 fn time(v: &Value) -> EpochSeconds {
     EpochSeconds::parse_rfc3339(v.as_str().unwrap()).unwrap()
@@ -28,36 +29,28 @@ fn run_with(name: &str, settings: Settings) -> Vec<Vec<Value>> {
         extension_started: Some(time(&e["extensionStarted"])),
         extension_ready: Some(time(&e["extensionReady"])),
     };
-    let mut enricher = Enricher::new(settings, env);
-    let mut counter = 0x1000_u64;
-    let mut next_id = move || {
-        counter += 1;
-        counter
-    };
+    let mut enricher = Enricher::with_ids(settings, env, IdSource::sequence(0x1000));
     let mut out = Vec::new();
     for step in fixture["steps"].as_array().unwrap() {
         let docs = if let Some(inv) = step.get("invoke") {
-            enricher.on_invoke(
-                &Invoke {
-                    request_id: inv["requestId"].as_str().unwrap().into(),
-                    trace: inv
-                        .get("trace")
-                        .map(|t| TraceHeader::parse(t.as_str().unwrap()).unwrap()),
-                    deadline: time(&inv["deadline"]),
-                    received_at: time(&inv["receivedAt"]),
-                },
-                &mut next_id,
-            )
+            enricher.on_invoke(&Invoke {
+                request_id: inv["requestId"].as_str().unwrap().into(),
+                trace: inv
+                    .get("trace")
+                    .map(|t| TraceHeader::parse(t.as_str().unwrap()).unwrap()),
+                deadline: time(&inv["deadline"]),
+                received_at: time(&inv["receivedAt"]),
+            })
         } else if let Some(records) = step.get("telemetry") {
             let decoded = telemetry::decode(records.to_string().as_bytes(), RECEIVED);
             decoded
                 .events
                 .iter()
-                .flat_map(|ev| enricher.on_telemetry(ev, &mut next_id))
+                .flat_map(|ev| enricher.on_telemetry(ev))
                 .collect()
         } else {
             let s = &step["shutdown"];
-            enricher.on_shutdown(s["reason"].as_str().unwrap(), time(&s["at"]), &mut next_id)
+            enricher.on_shutdown(s["reason"].as_str().unwrap(), time(&s["at"]))
         };
         out.push(
             docs.iter()
@@ -77,18 +70,18 @@ fn run(name: &str) -> Vec<Vec<Value>> {
     run_with(name, Settings::default())
 }
 
-fn names(docs: &[Value]) -> Vec<&str> {
+pub(super) fn names(docs: &[Value]) -> Vec<&str> {
     docs.iter().map(|d| d["name"].as_str().unwrap()).collect()
 }
 
-fn children(doc: &Value) -> Vec<&str> {
+pub(super) fn children(doc: &Value) -> Vec<&str> {
     doc["subsegments"]
         .as_array()
         .map(|a| a.iter().map(|c| c["name"].as_str().unwrap()).collect())
         .unwrap_or_default()
 }
 
-fn close(a: &Value, b: f64) -> bool {
+pub(super) fn close(a: &Value, b: f64) -> bool {
     (a.as_f64().unwrap() - b).abs() < 1e-6
 }
 
@@ -326,11 +319,6 @@ fn annotations_can_be_chosen_and_extended() {
 #[test]
 fn the_number_of_tracked_invocations_is_bounded() {
     let mut e = Enricher::new(Settings::default(), Environment::default());
-    let mut n = 0;
-    let mut next_id = move || {
-        n += 1;
-        n
-    };
     for i in 0..100 {
         let ev = Event {
             time: EpochSeconds(1_700_000_000.0 + f64::from(i)),
@@ -340,7 +328,7 @@ fn the_number_of_tracked_invocations_is_bounded() {
                 tracing: None,
             }),
         };
-        e.on_telemetry(&ev, &mut next_id);
+        e.on_telemetry(&ev);
     }
     assert_eq!(e.invocations.len(), MAX_TRACKED_INVOCATIONS);
 }
@@ -365,15 +353,10 @@ fn the_invoke_header_wins_over_the_records_parent_even_when_it_comes_last() {
 /// Found by fuzzing: records alone, with odd trace context.
 fn feed(records: &str) -> Vec<Value> {
     let mut e = Enricher::new(Settings::default(), Environment::default());
-    let mut n = 0;
-    let mut next_id = move || {
-        n += 1;
-        n
-    };
     telemetry::decode(records.as_bytes(), RECEIVED)
         .events
         .iter()
-        .flat_map(|ev| e.on_telemetry(ev, &mut next_id))
+        .flat_map(|ev| e.on_telemetry(ev))
         .map(|d| {
             parse_document(d.body.as_bytes()).unwrap();
             serde_json::from_str::<Value>(&d.body).unwrap()
@@ -414,29 +397,21 @@ fn runtime_done_alone_starts_at_its_time_minus_its_duration() {
 fn a_runtime_done_after_shutdown_replaces_the_provisional_fault() {
     for (status, error_type) in [("success", None), ("error", Some("Handler.Boom"))] {
         let mut e = Enricher::new(Settings::default(), Environment::default());
-        let mut n = 0x2000_u64;
-        let mut next_id = move || {
-            n += 1;
-            n
-        };
         let at = |s: &str| EpochSeconds::parse_rfc3339(s).unwrap();
         let header = format!("Root={ROOT};Parent={PARENT};Sampled=1");
-        e.on_invoke(
-            &Invoke {
-                request_id: "r1".into(),
-                trace: Some(TraceHeader::parse(&header).unwrap()),
-                deadline: at("2022-10-12T00:00:18.000Z"),
-                received_at: at("2022-10-12T00:00:15.000Z"),
-            },
-            &mut next_id,
-        );
+        e.on_invoke(&Invoke {
+            request_id: "r1".into(),
+            trace: Some(TraceHeader::parse(&header).unwrap()),
+            deadline: at("2022-10-12T00:00:18.000Z"),
+            received_at: at("2022-10-12T00:00:15.000Z"),
+        });
         let start = format!(
             r#"[{{"time":"2022-10-12T00:00:15.001Z","type":"platform.start","record":{{"requestId":"r1","tracing":{{"value":"{header}"}}}}}}]"#
         );
         for ev in &telemetry::decode(start.as_bytes(), RECEIVED).events {
-            e.on_telemetry(ev, &mut next_id);
+            e.on_telemetry(ev);
         }
-        let provisional = e.on_shutdown("spindown", at("2022-10-12T00:00:15.050Z"), &mut next_id);
+        let provisional = e.on_shutdown("spindown", at("2022-10-12T00:00:15.050Z"));
         let provisional: Vec<Value> = provisional
             .iter()
             .map(|d| serde_json::from_str(&d.body).unwrap())
@@ -451,7 +426,7 @@ fn a_runtime_done_after_shutdown_replaces_the_provisional_fault() {
         let docs: Vec<Value> = telemetry::decode(done.as_bytes(), RECEIVED)
             .events
             .iter()
-            .flat_map(|ev| e.on_telemetry(ev, &mut next_id))
+            .flat_map(|ev| e.on_telemetry(ev))
             .map(|d| serde_json::from_str(&d.body).unwrap())
             .collect();
         let runtime = docs.iter().find(|d| d["name"] == "Runtime").unwrap();

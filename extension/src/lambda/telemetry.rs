@@ -828,21 +828,17 @@ mod tests {
             .filter(|e| matches!(&e.record, Record::RuntimeDone(r) if r.request_id == REQUEST))
             .count();
         assert_eq!(released, 1, "{what}: no release in {d:?}");
-        let mut n = 0_u64;
-        let mut next_id = move || {
-            n += 1;
-            n
-        };
-        let mut enricher = crate::enrich::Enricher::new(
+        let mut enricher = crate::enrich::Enricher::with_ids(
             crate::enrich::Settings::default(),
             crate::enrich::Environment::default(),
+            crate::trace::IdSource::sequence(0),
         );
         let mut docs: Vec<_> = d
             .events
             .iter()
-            .flat_map(|e| enricher.on_telemetry(e, &mut next_id))
+            .flat_map(|e| enricher.on_telemetry(e))
             .collect();
-        docs.extend(enricher.on_shutdown("spindown", RECEIVED.plus_ms(1000.0), &mut next_id));
+        docs.extend(enricher.on_shutdown("spindown", RECEIVED.plus_ms(1000.0)));
         for doc in docs {
             crate::ingest::protocol::parse_document(doc.body.as_bytes())
                 .unwrap_or_else(|e| panic!("{what}: enrichment produced {e}: {}", doc.body));

@@ -35,6 +35,9 @@ pub const IDLE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// At SHUTDOWN, how long to wait for the `platform.report` of the last invocation (Lambda
 /// emits it once every extension has called next; it arrives within the 25 ms buffering).
 pub const REPORT_WAIT: Duration = Duration::from_millis(150);
+/// Without its runtimeDone, an invocation is released this long before its deadline, so Lambda
+/// does not time it out (and reset the environment) because of us.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(200);
 /// The shutdown phase when a SHUTDOWN event carries no `deadlineMs` (Lambda's 2,000 ms with an
 /// external extension registered), and after SIGTERM.
 pub const SHUTDOWN_PHASE: Duration = Duration::from_secs(2);
@@ -123,6 +126,7 @@ pub async fn run(setup: Setup, inputs: Inputs) {
             flush_timeout: config.flush_timeout,
             shutdown_margin: config.shutdown_margin,
             report_wait: REPORT_WAIT,
+            deadline_margin: DEADLINE_MARGIN,
             policy: config.policy,
             telemetry: telemetry == Telemetry::Subscribed,
         }),
@@ -248,12 +252,14 @@ impl App {
         let LifecycleEvent { next, done } = event;
         match next {
             NextEvent::Invoke(invoke) => {
-                // Without a deadline, the invocation's is now: the hold is the flush timeout.
+                // Without a deadline nothing bounds a hold: it is not held.
                 let epoch = epoch_now();
                 let deadline_ms = invoke
                     .deadline_ms
                     .unwrap_or_else(|| u64::try_from(epoch.as_millis()).unwrap_or(u64::MAX));
-                let deadline = deadline_instant(deadline_ms, now, epoch);
+                let deadline = invoke
+                    .deadline_ms
+                    .map(|ms| deadline_instant(ms, now, epoch));
                 debug!(request_id = %invoke.request_id, "INVOKE");
                 self.enrich_invoke(&invoke, deadline_ms);
                 self.next_seq += 1;

@@ -11,6 +11,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{EXTENSION, Harness, Options, WAIT, counters, extension_log, sent_ids};
 use http::{Method, StatusCode};
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 use xray_extension::lambda::api::{LambdaApi, Telemetry};
 use xray_extension_tests::emulator::{InvocationStatus, Invoke};
 use xray_extension_tests::http::{self as h, Server};
+use xray_extension_tests::sink::{Fault, FaultPlan};
 use xray_extension_tests::trace::TraceHeader;
 
 /// Invokes `n` traced invocations of `subsegments` each; returns the ids the function sent.
@@ -403,4 +405,183 @@ async fn exit_follows_the_counters_at_once_with_a_dns_lookup_hanging() {
     assert!(ext.exited_before_deadline, "{ext:?}");
     assert_eq!(ext.exit_code(), Some(0), "{ext:?}");
     assert!(counters(&lambda).is_some(), "counters logged");
+}
+
+/// A runtimeDone that never arrives (lost in delivery): the invocation is released before its
+/// deadline (no timeout, no reset), one error is logged, the next invocation is not held at
+/// all, and holding resumes once a runtimeDone arrives again.
+#[tokio::test]
+async fn a_lost_runtime_done_costs_one_invocation_then_nothing_is_held_until_telemetry_returns() {
+    let function_timeout = Duration::from_secs(2).mul_f64(common::time_scale());
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options {
+        function_timeout,
+        ..Options::strategy("end")
+    })
+    .await;
+    // The first invocation's runtimeDone is lost: delivered as a type nobody knows.
+    lambda.deviate_telemetry(Some(Arc::new(|event: &mut Value| {
+        if event["type"] == "platform.runtimeDone" && event["record"]["requestId"] == "lost-1" {
+            event["type"] = json!("platform.lost");
+        }
+    })));
+    let lost = lambda
+        .invoke(
+            Invoke::new(json!({"subsegments": 1}))
+                .traced(TraceHeader::sampled())
+                .request_id("lost-1"),
+        )
+        .await
+        .expect("invoke");
+    assert_eq!(lost.status, InvocationStatus::Success);
+    assert!(
+        lost.reset.is_none(),
+        "released before the deadline: no reset"
+    );
+    let held = lost.post_runtime.expect("finished");
+    eprintln!(
+        "post-runtime time with a lost runtimeDone: {held:?} (function timeout {function_timeout:?})"
+    );
+    assert!(held < function_timeout, "{held:?}");
+
+    // Degraded: the next invocations are not held at all. Their runtimeDone is delivered
+    // after the freeze, during the next invocation when it runs long enough (the Telemetry
+    // API buffers 25 ms): the second one sees the first one's and holding resumes.
+    // The handler runs long enough for "our next came first" to say "not held".
+    let sleep_ms = u64::try_from(
+        Duration::from_millis(200)
+            .mul_f64(common::time_scale())
+            .as_millis(),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let free = lambda
+            .invoke(
+                Invoke::new(json!({"subsegments": 1, "sleep_ms": sleep_ms}))
+                    .traced(TraceHeader::sampled()),
+            )
+            .await
+            .expect("invoke");
+        assert_eq!(free.status, InvocationStatus::Success);
+        let ext_next = free.extension_next(EXTENSION).expect("extension next");
+        let runtime_done = free.runtime_done_at.expect("runtime done");
+        assert!(
+            ext_next < runtime_done,
+            "not held: our /event/next came before the runtime's"
+        );
+    }
+    lambda
+        .observer()
+        .wait_for_output(EXTENSION, "holding invocations as configured", WAIT)
+        .await
+        .expect("holding resumes");
+
+    // Held again: `end` delivers before the invocation ends.
+    let trace = TraceHeader::sampled();
+    let held_again = lambda
+        .invoke(Invoke::new(json!({"subsegments": 2})).traced(trace.clone()))
+        .await
+        .expect("invoke");
+    let docs = sink.documents();
+    for id in sent_ids(&held_again) {
+        assert!(
+            docs.iter().any(|d| d.id == id),
+            "{id} sent at the flush point"
+        );
+    }
+    let post = held_again.post_runtime.expect("finished");
+    assert!(post < common::flush_timeout(), "{post:?}");
+
+    lambda.deviate_telemetry(None);
+    let report = lambda.shutdown().await.expect("shutdown");
+    assert_eq!(report.extension(EXTENSION).unwrap().exit_code(), Some(0));
+    let log = extension_log(&lambda);
+    let errors: Vec<_> = log
+        .iter()
+        .filter(|l| l.contains("ERROR") && l.contains("runtimeDone"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{log:#?}");
+    let c = counters(&lambda).expect("counters");
+    assert_eq!(c["received"], 5);
+    assert_eq!(c["dropped_at_shutdown"], 0);
+}
+
+/// Lambda retries an asynchronous event with the same request id: the first attempt's
+/// runtimeDone must not release the retry (in `end`, the retry's documents are in X-Ray when
+/// it ends).
+#[tokio::test]
+async fn a_retry_with_the_same_request_id_waits_for_its_own_runtime_done() {
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options::strategy("end")).await;
+    let first = lambda
+        .invoke(
+            Invoke::new(json!({"subsegments": 1}))
+                .traced(TraceHeader::sampled())
+                .request_id("retried-1"),
+        )
+        .await
+        .expect("invoke");
+    assert_eq!(first.status, InvocationStatus::Success);
+    let retry = lambda
+        .invoke(
+            Invoke::new(json!({"subsegments": 2, "sleep_ms": 200}))
+                .traced(TraceHeader::sampled())
+                .request_id("retried-1"),
+        )
+        .await
+        .expect("invoke");
+    assert_eq!(retry.status, InvocationStatus::Success);
+    let ext_next = retry.extension_next(EXTENSION).expect("extension next");
+    let runtime_done = retry.runtime_done_at.expect("runtime done");
+    assert!(
+        ext_next >= runtime_done,
+        "held until the retry's own runtimeDone"
+    );
+    let docs = sink.documents();
+    for id in sent_ids(&retry) {
+        assert!(
+            docs.iter().any(|d| d.id == id),
+            "{id} sent at the flush point"
+        );
+    }
+    eprintln!("retry post-runtime time: {:?}", retry.post_runtime);
+    lambda.shutdown().await.expect("shutdown");
+}
+
+/// A shutdown that aborts a send: only what X-Ray had not accepted is counted as dropped, so
+/// sent + dropped + unprocessed adds up to exactly what there was.
+#[tokio::test]
+async fn documents_accepted_before_the_shutdown_abort_are_not_counted_as_dropped() {
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options::strategy("end")).await;
+    // During the invocation X-Ray fails: everything stays buffered for the shutdown.
+    sink.set_fault_plan(FaultPlan::always(Fault::ServerError));
+    let inv = lambda
+        .invoke(Invoke::new(json!({"subsegments": 120})).traced(TraceHeader::sampled()))
+        .await
+        .expect("invoke");
+    assert_eq!(inv.status, InvocationStatus::Success);
+    // At shutdown, two calls go through and the third never answers.
+    let base = sink.put_calls().len();
+    sink.set_fault_plan(FaultPlan::from_fn(move |i| {
+        (i >= base + 2).then_some(Fault::Delay(Duration::from_secs(30)))
+    }));
+    let report = lambda.shutdown().await.expect("shutdown");
+    assert_eq!(report.extension(EXTENSION).unwrap().exit_code(), Some(0));
+    let c = counters(&lambda).expect("counters");
+    let total = c["received"] + c["generated"];
+    eprintln!(
+        "shutdown abort: sent {} dropped {} of {total}",
+        c["sent"], c["dropped_at_shutdown"]
+    );
+    // One call of at most 50 documents hung; the others were accepted.
+    assert!((1..=50).contains(&c["dropped_at_shutdown"]), "{c:?}");
+    assert!(c["sent"] >= c["received"] - 50, "{c:?}");
+    // Nothing counted twice: at most every document once (a re-sent enrichment document with
+    // its report figures replaces the first version of the same id in a batch).
+    let accounted = c["sent"] + c["dropped_at_shutdown"] + c["unprocessed"];
+    assert!(accounted <= total && accounted >= c["received"], "{c:?}");
 }

@@ -190,3 +190,73 @@ impl Exporter {
         self.buffer.clear() as u64 + in_flight
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{SegmentId, TraceId};
+
+    fn doc(n: u64) -> Document {
+        Document {
+            body: "{}".into(),
+            id: SegmentId::from_u64(n),
+            trace_id: TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
+        }
+    }
+
+    /// An exporter whose sends never end: the client is being built forever, so a send stays
+    /// in flight until it is abandoned or aborted.
+    fn stuck_exporter(metrics: &Arc<Metrics>) -> Exporter {
+        let client: ClientCell = Arc::default();
+        let building = client.clone();
+        tokio::spawn(async move {
+            building
+                .get_or_init(std::future::pending::<Arc<XrayClient>>)
+                .await;
+        });
+        Exporter::new(1 << 20, client, TlsRoots::Amazon, metrics.clone())
+    }
+
+    #[tokio::test]
+    async fn abandon_counts_only_what_x_ray_has_not_settled() {
+        let metrics = Arc::new(Metrics::default());
+        let mut exporter = stuck_exporter(&metrics);
+        let now = Instant::now();
+        for n in 1..=120 {
+            exporter.enqueue(doc(n), now);
+        }
+        exporter.start(now + Duration::from_secs(1), now);
+        assert!(exporter.view().in_flight);
+        for n in 121..=125 {
+            exporter.enqueue(doc(n), now);
+        }
+        // Two calls of the send were answered before the shutdown aborts it: 50 accepted,
+        // 50 refused for their content.
+        metrics::add(&metrics.sent, 50);
+        metrics::add(&metrics.unprocessed, 50);
+        // 20 of the send in flight and the 5 queued are lost.
+        assert_eq!(exporter.abandon(), 25);
+        assert_eq!(exporter.view(), ExportView::default());
+    }
+
+    #[tokio::test]
+    async fn a_failed_send_counts_its_unsettled_documents() {
+        let metrics = Arc::new(Metrics::default());
+        let mut exporter = stuck_exporter(&metrics);
+        let now = Instant::now();
+        for n in 1..=70 {
+            exporter.enqueue(doc(n), now);
+        }
+        exporter.start(now + Duration::from_secs(1), now);
+        metrics::add(&metrics.sent, 50);
+        // The send task dies (here: aborted) before settling the rest.
+        let failed = tokio::spawn(std::future::pending::<FlushReport>());
+        failed.abort();
+        let error = failed.await.unwrap_err();
+        exporter.settle(Err(error));
+        assert_eq!(metrics::get(&metrics.send_failed), 20);
+        assert!(!exporter.in_flight());
+        // Their bytes are released: the buffer takes as much as before.
+        assert_eq!(exporter.view().queued, 0);
+    }
+}

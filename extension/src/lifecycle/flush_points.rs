@@ -20,6 +20,9 @@ pub struct Settings {
     pub shutdown_margin: Duration,
     /// At SHUTDOWN, how long to wait for the last `platform.report`.
     pub report_wait: Duration,
+    /// Without its runtimeDone, an invocation is released this long before its deadline: past
+    /// the deadline Lambda times the invocation out and resets the environment.
+    pub deadline_margin: Duration,
     /// The flush policy.
     pub policy: PolicyConfig,
     /// Whether telemetry records will arrive (runtimeDone can be waited for).
@@ -83,8 +86,8 @@ pub enum Input {
         seq: u64,
         /// Its identity.
         key: InvokeKey,
-        /// The invocation's deadline.
-        deadline: Instant,
+        /// The invocation's deadline; without one it is never held.
+        deadline: Option<Instant>,
     },
     /// A SHUTDOWN (or SIGTERM) with its deadline (before the margin).
     Shutdown {
@@ -230,7 +233,11 @@ impl FlushPoints {
                 stage: Stage::AwaitRuntimeDone,
                 deadline,
                 ..
-            } => Some(*deadline),
+            } => Some(
+                deadline
+                    .checked_sub(self.settings.deadline_margin)
+                    .unwrap_or(*deadline),
+            ),
             Point::Invoke {
                 flush_deadline,
                 deadline,
@@ -341,7 +348,7 @@ impl FlushPoints {
         &mut self,
         seq: u64,
         key: InvokeKey,
-        deadline: Instant,
+        deadline: Option<Instant>,
         now: Instant,
         export: ExportView,
         actions: &mut Vec<Action>,
@@ -361,13 +368,16 @@ impl FlushPoints {
             oldest: export.oldest,
         };
         let decision = self.policy.on_invoke(now, buffer);
-        let decision = if self.degraded {
-            AtInvoke {
-                hold: false,
-                send: export.queued > 0,
-            }
-        } else {
-            decision
+        // After a lost runtimeDone, or without a deadline to bound the hold: background.
+        let (decision, deadline) = match deadline {
+            Some(deadline) if !self.degraded => (decision, deadline),
+            _ => (
+                AtInvoke {
+                    hold: false,
+                    send: export.queued > 0,
+                },
+                now,
+            ),
         };
         if decision.send {
             self.send_unless_busy(self.flush_deadline(now, deadline), now, export, actions);

@@ -11,6 +11,7 @@ use crate::export::policy::{PolicyConfig, Strategy};
 const FLUSH_TIMEOUT: u64 = 500;
 const MARGIN: u64 = 200;
 const REPORT_WAIT: u64 = 150;
+const DEADLINE_MARGIN: u64 = 200;
 /// Wall-clock times (epoch seconds) of a first attempt and of its asynchronous retry.
 const T1: Option<f64> = Some(1_795_605_000.0);
 const T2: Option<f64> = Some(1_795_605_060.0);
@@ -24,6 +25,7 @@ fn settings(strategy: Strategy, telemetry: bool) -> Settings {
         flush_timeout: Duration::from_millis(FLUSH_TIMEOUT),
         shutdown_margin: Duration::from_millis(MARGIN),
         report_wait: Duration::from_millis(REPORT_WAIT),
+        deadline_margin: Duration::from_millis(DEADLINE_MARGIN),
         policy: PolicyConfig {
             strategy,
             ..PolicyConfig::default()
@@ -95,7 +97,7 @@ fn invoke(run: &Run, seq: u64, request_id: &str, at: Option<f64>, deadline_ms: u
     Input::Invoke {
         seq,
         key: InvokeKey::new(request_id, at),
-        deadline: run.t(deadline_ms),
+        deadline: Some(run.t(deadline_ms)),
     }
 }
 
@@ -239,16 +241,17 @@ fn a_lost_runtime_done_stops_holding_until_telemetry_is_healthy() {
     let fourth = invoke(&run, 4, "r4", None, 7_000);
     run.script(&[
         (0, first, QUEUED, vec![]),
-        // Released by the deadline, with a background send of what is queued.
+        // Released before the deadline (Lambda would time the invocation out and reset the
+        // environment), with a background send of what is queued.
         (
-            1_000,
+            1_000 - DEADLINE_MARGIN,
             Input::Wake,
             QUEUED,
             vec![
                 Action::GuardTripped {
                     request_id: "r1".into(),
                 },
-                send(&run, 1_000 + FLUSH_TIMEOUT),
+                send(&run, 1_000 - DEADLINE_MARGIN + FLUSH_TIMEOUT),
                 Action::Release(1),
             ],
         ),
@@ -265,7 +268,7 @@ fn a_lost_runtime_done_stops_holding_until_telemetry_is_healthy() {
         (6_000, fourth, EMPTY, vec![]),
     ]);
     assert!(!run.machine.is_degraded());
-    assert_eq!(run.machine.wake_at(), Some(run.t(7_000)));
+    assert_eq!(run.machine.wake_at(), Some(run.t(7_000 - DEADLINE_MARGIN)));
 }
 
 #[test]
@@ -443,6 +446,19 @@ fn background_never_holds_and_sends_what_is_queued() {
         ),
         (3_400, Input::Tick, FLYING_QUEUED, vec![]),
     ]);
+}
+
+#[test]
+fn an_invoke_without_a_deadline_is_never_held() {
+    let mut run = Run::new(Strategy::End, true);
+    let i = Input::Invoke {
+        seq: 1,
+        key: InvokeKey::new("r1", T1),
+        deadline: None,
+    };
+    let expected = vec![send(&run, FLUSH_TIMEOUT), Action::Release(1)];
+    run.script(&[(0, i, QUEUED, expected)]);
+    assert!(!run.machine.is_degraded());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use xray_extension::config::{Config, LogLevel};
 use xray_extension::enrich::{Enricher, Environment};
 use xray_extension::export::policy::Strategy;
 use xray_extension::ingest::udp;
-use xray_extension::lambda::api::{ApiError, IDLE_RETRY_DELAY, LambdaApi, Telemetry};
+use xray_extension::lambda::api::{ApiError, EVENT_RETRY_DELAY, LambdaApi, Telemetry};
 use xray_extension::lambda::events::{EventSet, NextEvent, Shutdown};
 use xray_extension::lambda::listener;
 use xray_extension::lambda::telemetry::EpochSeconds;
@@ -259,7 +259,7 @@ async fn event_loop(api: &LambdaApi, extension_id: &str, lifecycle: &mpsc::Sende
                 if let Some(suppressed) = failures.allow(std::time::Instant::now()) {
                     warn!(error = %e, suppressed, "/event/next failed; calling it again");
                 }
-                tokio::time::sleep(IDLE_RETRY_DELAY).await;
+                tokio::time::sleep(EVENT_RETRY_DELAY).await;
             }
         }
     }

@@ -61,6 +61,7 @@ async fn assert_background_delivery(harness: Harness, ids: &[String]) {
     let ext = report.extension(EXTENSION).expect("extension exit");
     assert_eq!(ext.exit_code(), Some(0));
     assert!(ext.exited_before_deadline);
+    eprintln!("exit after SHUTDOWN: {:?}", ext.took);
     let events = lambda.observer().extension_events(EXTENSION);
     assert_eq!(events.len(), 1, "SHUTDOWN only");
     assert_eq!(events[0].event_type(), "SHUTDOWN");

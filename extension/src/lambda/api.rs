@@ -1,5 +1,5 @@
 //! The Extensions and Telemetry API calls: registration, `/event/next`, the Telemetry
-//! subscription, error reports.
+//! subscription.
 //!
 //! We own all of them rather than use the `lambda-extension` crate's loop: registration is one
 //! POST and `/event/next` one GET, and the crate's loop stops at the first event it cannot decode
@@ -21,8 +21,6 @@ use super::events::{EventError, EventSet, NextEvent, parse_next_event};
 pub const EXTENSION_ID_HEADER: &str = "Lambda-Extension-Identifier";
 /// Header naming us at registration (the file name in `/opt/extensions`).
 pub const EXTENSION_NAME_HEADER: &str = "Lambda-Extension-Name";
-/// Header of an error report naming the error type.
-pub const ERROR_TYPE_HEADER: &str = "Lambda-Extension-Function-Error-Type";
 /// Telemetry API schema we subscribe with first: required on Lambda Managed Instances and
 /// backward compatible everywhere else (contracts §8).
 pub const TELEMETRY_SCHEMA_VERSION: &str = "2025-01-29";
@@ -36,8 +34,8 @@ pub const TELEMETRY_BUFFER_MAX_ITEMS: u32 = 1_000;
 pub const TELEMETRY_BUFFER_MAX_BYTES: u32 = 262_144;
 /// Deadline for the subscription and error-report calls.
 pub const API_CALL_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pause after a failed `/event/next` in the idle loop.
-pub const IDLE_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Pause after a failed `/event/next` before calling it again.
+pub const EVENT_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Why a call to the Lambda APIs failed.
 #[derive(Debug, thiserror::Error)]
@@ -266,46 +264,6 @@ impl LambdaApi {
             status: status.as_u16(),
             body,
         })
-    }
-
-    /// Reports a startup failure (`/extension/init/error`). The extension must exit afterwards.
-    pub async fn init_error(
-        &self,
-        extension_id: &str,
-        error_type: &str,
-        message: &str,
-    ) -> Result<(), ApiError> {
-        let body = serde_json::json!({
-            "errorMessage": message,
-            "errorType": error_type,
-            "stackTrace": [],
-        });
-        let req = build_request()
-            .method(Method::POST)
-            .uri("/2020-01-01/extension/init/error")
-            .header(EXTENSION_ID_HEADER, extension_id)
-            .header(ERROR_TYPE_HEADER, error_type)
-            .header("Content-Type", "application/json")
-            .body(Body::from(body.to_string()))
-            .map_err(|e| ApiError::Transport(e.to_string()))?;
-        self.call(req, Some(API_CALL_TIMEOUT)).await.map(|_| ())
-    }
-
-    /// Calls `/event/next` until SHUTDOWN arrives, doing nothing else. Returns at SHUTDOWN.
-    pub async fn idle_until_shutdown(&self, extension_id: &str) {
-        loop {
-            match self.next_event(extension_id).await {
-                Ok(NextEvent::Shutdown(_)) => {
-                    info!("SHUTDOWN received in idle mode");
-                    return;
-                }
-                Ok(NextEvent::Invoke(_)) | Err(ApiError::Event(_)) => {}
-                Err(e) => {
-                    warn!(error = %e, "event/next failed in idle mode");
-                    tokio::time::sleep(IDLE_RETRY_DELAY).await;
-                }
-            }
-        }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::enrich::{self, Enricher};
 pub use crate::export::exporter::ClientCell;
 use crate::export::exporter::Exporter;
 use crate::ingest::protocol::Document;
-use crate::ingest::udp::{ChannelBudget, Ingested};
+use crate::ingest::udp::Ingested;
 use crate::lambda::api::Telemetry;
 use crate::lambda::events::{self, NextEvent};
 use crate::lambda::telemetry::{EpochSeconds, Event, Record};
@@ -85,8 +85,6 @@ pub struct Inputs {
     pub telemetry: mpsc::Receiver<Vec<Event>>,
     /// Asks the UDP reader to drain the socket.
     pub drain: mpsc::Sender<()>,
-    /// Bytes of documents in the channel, released as they are taken.
-    pub budget: ChannelBudget,
 }
 
 struct App {
@@ -95,7 +93,6 @@ struct App {
     enricher: Option<Enricher>,
     metrics: Arc<Metrics>,
     drain: mpsc::Sender<()>,
-    budget: ChannelBudget,
     /// INVOKEs not answered yet, by the machine's handle.
     held: Vec<(u64, oneshot::Sender<()>)>,
     /// SHUTDOWNs (and SIGTERM's) answered when the shutdown ends.
@@ -119,7 +116,6 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         mut documents,
         telemetry: mut records,
         drain,
-        budget,
     } = inputs;
     let mut app = App {
         machine: FlushPoints::new(Settings {
@@ -139,7 +135,6 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         enricher,
         metrics,
         drain,
-        budget,
         held: Vec::new(),
         shutdowns: Vec::new(),
         next_seq: 0,
@@ -329,8 +324,9 @@ impl App {
 
     fn on_ingested(&mut self, item: Ingested) {
         match item {
-            Ingested::Document(doc) => {
-                self.budget.release(doc.weight());
+            Ingested::Document(admitted) => {
+                // The hand-off permit goes back once the document is in the buffer.
+                let (doc, _permit) = admitted.into_parts();
                 self.exporter.enqueue(doc, Instant::now());
             }
             Ingested::Drained => self.feed(Input::Drained),
@@ -397,6 +393,8 @@ impl App {
             backend_5xx = metrics::get(&m.backend_5xx),
             backend_unknown_host = metrics::get(&m.backend_unknown_host),
             backend_other = metrics::get(&m.backend_other),
+            kernel_dropped = metrics::get(&m.kernel_dropped),
+            udp_receive_buffer_bytes = metrics::get(&m.udp_receive_buffer_bytes),
             telemetry_invalid = metrics::get(&m.telemetry_invalid),
             post_runtime_count = metrics::get(&m.post_runtime_count),
             post_runtime_us_sum = metrics::get(&m.post_runtime_us_sum),

@@ -16,7 +16,7 @@ use xray_extension::lambda::api::{ApiError, EVENT_RETRY_DELAY, LambdaApi, Teleme
 use xray_extension::lambda::events::{EventSet, NextEvent, Shutdown};
 use xray_extension::lambda::listener;
 use xray_extension::lambda::telemetry::EpochSeconds;
-use xray_extension::metrics::{LogLimiter, Metrics, emf};
+use xray_extension::metrics::{self, LogLimiter, Metrics, emf};
 
 /// Documents waiting between the UDP reader and the lifecycle loop.
 const DOCUMENT_CHANNEL_CAPACITY: usize = 1_024;
@@ -152,12 +152,16 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     let (documents_tx, documents_rx) = mpsc::channel(DOCUMENT_CHANNEL_CAPACITY);
     // Without a reader both ends close at once: a flush point then skips the drain.
     let (drain_tx, drain_rx) = mpsc::channel(1);
-    let budget = udp::ChannelBudget::default();
+    let budget = udp::HandOffBudget::new(config.buffer_bytes);
     if let Some(udp_socket) = udp_socket {
+        metrics::add(
+            &metrics.udp_receive_buffer_bytes,
+            udp_socket.receive_buffer_bytes.unwrap_or(0) as u64,
+        );
         tokio::spawn(udp::run(
             udp_socket,
             documents_tx,
-            budget.clone(),
+            budget,
             drain_rx,
             metrics.clone(),
         ));
@@ -206,7 +210,6 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
             documents: documents_rx,
             telemetry: telemetry_rx,
             drain: drain_tx,
-            budget,
         },
     ));
     tokio::select! {

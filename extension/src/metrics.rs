@@ -39,6 +39,11 @@ pub struct Metrics {
     pub backend_unknown_host: AtomicU64,
     /// Any other failure.
     pub backend_other: AtomicU64,
+    /// Datagrams the kernel dropped because the UDP receive buffer was full (`SO_RXQ_OVFL`;
+    /// learnt with the next datagram read).
+    pub kernel_dropped: AtomicU64,
+    /// The UDP receive buffer the kernel granted, as it reports it (a setting, not a count).
+    pub udp_receive_buffer_bytes: AtomicU64,
     /// Telemetry records that could not be decoded.
     pub telemetry_invalid: AtomicU64,
     /// Fields of telemetry records that were present but unreadable (left out; the record

@@ -1,15 +1,19 @@
-//! A Lambda that departs from the documented shapes: telemetry records with fields missing,
-//! `null` or of another type. The invocation must still be released within the flush timeout.
+//! A Lambda and its neighbours departing from the friendly model: telemetry records with fields
+//! missing, `null` or of another type; bursts of large documents. The invocation must still be
+//! released within the flush timeout, and nothing valid lost while the buffer has room.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Harness, Options, flush_timeout, named};
+use std::time::SystemTime;
+
+use common::{Harness, Options, WAIT, counters, flush_timeout, in_trace, named};
 use serde_json::{Value, json};
+use xray_extension_tests::clock::epoch_seconds;
 use xray_extension_tests::emulator::{Invoke, RecordDeviation};
-use xray_extension_tests::trace::TraceHeader;
+use xray_extension_tests::trace::{TraceHeader, new_segment_id};
 
 /// The function timeout: a release at the deadline instead of at runtimeDone is unmistakable.
 const FUNCTION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -142,4 +146,87 @@ async fn a_deviating_runtime_done_still_releases_the_invocation_within_the_flush
     eprintln!("post-runtime time per deviation: {}", figures.join("; "));
     lambda.deviate_telemetry(None);
     lambda.shutdown().await.expect("shutdown");
+}
+
+/// The daemon protocol header the SDKs send.
+const HEADER: &str = r#"{"format":"json","version":1}"#;
+/// Documents in the burst.
+const BURST_DOCUMENTS: usize = 40;
+/// Size of each datagram in the burst.
+const BURST_DATAGRAM_BYTES: usize = 60_000;
+
+/// A valid subsegment of `trace`, padded so that its datagram is `size` bytes.
+fn large_datagram(trace: &TraceHeader, size: usize) -> Vec<u8> {
+    let now = epoch_seconds(SystemTime::now());
+    let mut doc = json!({
+        "id": new_segment_id(), "name": "burst", "start_time": now - 0.001, "end_time": now,
+        "type": "subsegment", "trace_id": trace.root, "parent_id": trace.parent,
+        "metadata": {"test": {"padding": ""}},
+    });
+    let base = HEADER.len() + 1 + doc.to_string().len();
+    doc["metadata"]["test"]["padding"] = json!("x".repeat(size - base));
+    format!("{HEADER}\n{doc}").into_bytes()
+}
+
+#[tokio::test]
+async fn a_burst_of_large_documents_is_sent_whole_while_the_buffer_has_room() {
+    let Harness {
+        mut lambda,
+        sink,
+        udp_port,
+    } = Harness::start(Options {
+        extension_env: vec![
+            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
+            (
+                "XRAY_EXTENSION_BUFFER_BYTES".into(),
+                (16 * 1024 * 1024).to_string(),
+            ),
+        ],
+        ..Options::default()
+    })
+    .await;
+    // The extension is up once the first invocation is done.
+    lambda
+        .invoke(Invoke::new(json!({"subsegments": 0})))
+        .await
+        .expect("invoke");
+    let trace = TraceHeader::sampled();
+    let datagrams: Vec<Vec<u8>> = (0..BURST_DOCUMENTS)
+        .map(|_| large_datagram(&trace, BURST_DATAGRAM_BYTES))
+        .collect();
+    // 2.4 MB back to back: within the receive buffer, more than the old 1 MiB hand-off.
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    for datagram in &datagrams {
+        sender
+            .send_to(datagram, ("127.0.0.1", udp_port))
+            .expect("send");
+    }
+    lambda
+        .invoke(Invoke::new(json!({"subsegments": 0})))
+        .await
+        .expect("invoke");
+    let root = trace.root.clone();
+    let arrived = sink
+        .wait_for("the whole burst", WAIT, |r| {
+            in_trace(&r.documents(), &root).len() == BURST_DOCUMENTS
+        })
+        .await;
+    let report = lambda.shutdown().await.expect("shutdown");
+    let delivered = in_trace(&sink.documents(), &trace.root).len();
+    let c = counters(&lambda).expect("counters line");
+    let count = |k: &str| c.get(k).copied();
+    eprintln!(
+        "burst of {BURST_DOCUMENTS} x {BURST_DATAGRAM_BYTES} bytes: {delivered} delivered, received={:?} spilled={:?} kernel_dropped={:?} udp_receive_buffer_bytes={:?}",
+        count("received"),
+        count("spilled"),
+        count("kernel_dropped"),
+        count("udp_receive_buffer_bytes")
+    );
+    assert!(
+        arrived.is_ok(),
+        "{delivered} of {BURST_DOCUMENTS} delivered; {c:?}"
+    );
+    assert_eq!(count("spilled"), Some(0), "{c:?}");
+    assert_eq!(count("kernel_dropped"), Some(0), "{c:?}");
+    drop(report);
 }

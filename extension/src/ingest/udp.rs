@@ -1,18 +1,28 @@
 //! The UDP reader: datagrams in, validated documents out on a bounded channel.
 //!
-//! The reader never waits on the lifecycle loop in normal operation (`try_send`; a full channel
-//! counts the document as spilled). On a drain request it reads whatever the kernel still holds
-//! without waiting, hands every document over (waiting for space: the loop is consuming), then
-//! sends a [`Ingested::Drained`] marker so the loop knows everything sent before it is in.
+//! The reader never waits on the lifecycle loop in normal operation (`try_send`). Each document
+//! takes permits for its bytes from a semaphore as large as the export buffer; the permit
+//! travels with the document and is given back when the loop has moved it into the buffer. So
+//! the hand-off spills (counts the document as spilled) only when the export buffer could not
+//! have taken it anyway, never while it has room. On a drain request it reads whatever the
+//! kernel still holds without waiting, hands every document over (waiting for space: the loop
+//! is consuming), then sends a [`Ingested::Drained`] marker so the loop knows everything sent
+//! before it is in.
+//!
+//! Losses in the kernel are not silent either: the receive buffer the kernel really granted is
+//! read back, and `SO_RXQ_OVFL` makes every datagram carry the socket's drop counter.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use super::protocol::{self, Document, MAX_DATAGRAM_BYTES};
@@ -20,44 +30,57 @@ use crate::metrics::{self, LogLimiter, Metrics};
 
 /// Kernel receive buffer we ask for, so bursts survive while the loop is busy.
 pub const SOCKET_RECEIVE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
-/// One log line per this interval for rejected datagrams and spills.
+/// One log line per this interval for rejected datagrams, spills and kernel drops.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Bytes of documents allowed in the channel between the reader and the lifecycle loop, on top
-/// of its slot count: with 64 KB documents the slots alone would not bound memory.
-pub const CHANNEL_BYTE_BUDGET: usize = 1024 * 1024;
+/// The bytes of documents allowed between the reader and the lifecycle loop, on top of the
+/// channel's slot count (with 64 KB documents the slots alone would not bound memory): sized
+/// like the export buffer, so a document spills here only when the buffer could not take it.
+#[derive(Debug, Clone)]
+pub struct HandOffBudget(Arc<Semaphore>);
 
-/// A byte budget shared by the reader (reserves) and the lifecycle loop (releases).
-#[derive(Debug, Clone, Default)]
-pub struct ChannelBudget(Arc<std::sync::atomic::AtomicUsize>);
-
-impl ChannelBudget {
-    /// Reserves `n` bytes; `false` when the budget would be exceeded.
-    pub fn try_reserve(&self, n: usize) -> bool {
-        use std::sync::atomic::Ordering;
-        self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used + n <= CHANNEL_BYTE_BUDGET).then_some(used + n)
-            })
-            .is_ok()
+impl HandOffBudget {
+    /// A budget of `bytes` (at most [`Semaphore::MAX_PERMITS`]).
+    pub fn new(bytes: usize) -> Self {
+        Self(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
     }
 
-    /// Gives `n` bytes back.
-    pub fn release(&self, n: usize) {
-        use std::sync::atomic::Ordering;
-        let _ = self
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                Some(used.saturating_sub(n))
-            });
+    /// Takes the permits for `doc`'s bytes, or gives the document back when they are not free.
+    pub fn admit(&self, doc: Document) -> Result<Admitted, Document> {
+        let Ok(weight) = u32::try_from(doc.weight()) else {
+            return Err(doc);
+        };
+        match self.0.clone().try_acquire_many_owned(weight) {
+            Ok(permit) => Ok(Admitted { doc, permit }),
+            Err(_) => Err(doc),
+        }
+    }
+
+    /// Bytes free now.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
+/// A document with the hand-off permits for its bytes, released when it is dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    doc: Document,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Admitted {
+    /// The document; its permits go back once the returned pair's permit is dropped.
+    pub fn into_parts(self) -> (Document, OwnedSemaphorePermit) {
+        (self.doc, self.permit)
     }
 }
 
 /// What the reader hands to the lifecycle loop.
 #[derive(Debug)]
 pub enum Ingested {
-    /// A validated document.
-    Document(Document),
+    /// A validated document, with its hand-off permit.
+    Document(Admitted),
     /// Everything received before the drain request has been handed over.
     Drained,
 }
@@ -69,6 +92,10 @@ pub enum Ingested {
 pub struct BoundSocket {
     socket: UdpSocket,
     drain: std::net::UdpSocket,
+    /// The receive buffer the kernel granted (Linux reports twice what it books for data).
+    pub receive_buffer_bytes: Option<usize>,
+    /// Whether datagrams carry the socket's drop counter (`SO_RXQ_OVFL`).
+    pub counts_drops: bool,
 }
 
 impl BoundSocket {
@@ -78,14 +105,28 @@ impl BoundSocket {
     }
 }
 
-/// Binds the UDP socket with a larger receive buffer. Call before registering, so a bind
-/// failure is a startup error.
+/// Binds the UDP socket with a larger receive buffer, reads back what the kernel granted and
+/// asks for its drop counter. Call before registering, so a bind failure is a startup error.
 pub fn bind(addr: SocketAddr) -> io::Result<BoundSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: the kernel caps it at net.core.rmem_max.
     if let Err(e) = socket.set_recv_buffer_size(SOCKET_RECEIVE_BUFFER_BYTES) {
         debug!(error = %e, "could not enlarge the UDP receive buffer");
     }
+    let receive_buffer_bytes = socket.recv_buffer_size().ok();
+    let counts_drops = match setsockopt(&socket, sockopt::RxqOvfl, &1) {
+        Ok(()) => true,
+        Err(e) => {
+            debug!(error = %e, "SO_RXQ_OVFL not available: kernel drops are not counted");
+            false
+        }
+    };
+    debug!(
+        requested = SOCKET_RECEIVE_BUFFER_BYTES,
+        granted = receive_buffer_bytes,
+        counts_drops,
+        "UDP receive buffer"
+    );
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     let std_socket: std::net::UdpSocket = socket.into();
@@ -93,23 +134,48 @@ pub fn bind(addr: SocketAddr) -> io::Result<BoundSocket> {
     Ok(BoundSocket {
         socket: UdpSocket::from_std(std_socket)?,
         drain,
+        receive_buffer_bytes,
+        counts_drops,
     })
+}
+
+/// Reads one datagram into `buf` without waiting, with the socket's drop counter when the
+/// kernel attached it. `WouldBlock` when nothing is queued.
+fn receive(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u32>)> {
+    let mut control = nix::cmsg_space!(u32);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let drops = msg.cmsgs().ok().and_then(|mut cmsgs| {
+        cmsgs.find_map(|c| match c {
+            ControlMessageOwned::RxqOvfl(n) => Some(n),
+            _ => None,
+        })
+    });
+    Ok((msg.bytes, drops))
 }
 
 /// Reads datagrams until `docs` closes.
 pub async fn run(
     bound: BoundSocket,
     docs: mpsc::Sender<Ingested>,
-    budget: ChannelBudget,
+    budget: HandOffBudget,
     mut drain_requests: mpsc::Receiver<()>,
     metrics: Arc<Metrics>,
 ) {
-    let BoundSocket { socket, drain } = bound;
+    let BoundSocket { socket, drain, .. } = bound;
     let mut reader = Reader {
         buf: vec![0; MAX_DATAGRAM_BYTES],
         metrics,
         rejects: LogLimiter::new(LOG_INTERVAL),
         spills: LogLimiter::new(LOG_INTERVAL),
+        kernel_drops: LogLimiter::new(LOG_INTERVAL),
+        drops_seen: 0,
     };
     loop {
         tokio::select! {
@@ -119,11 +185,12 @@ pub async fn run(
                     return;
                 }
                 loop {
-                    match drain.recv_from(&mut reader.buf) {
-                        Ok((n, _)) => {
+                    match receive(&drain, &mut reader.buf) {
+                        Ok((n, drops)) => {
+                            reader.kernel_dropped(drops);
                             if let Some(doc) = reader.accept(n)
-                                && reserve(&budget, &doc, &mut reader)
-                                && docs.send(Ingested::Document(doc)).await.is_err()
+                                && let Some(admitted) = reader.admit(&budget, doc)
+                                && docs.send(Ingested::Document(admitted)).await.is_err()
                             {
                                     return;
                             }
@@ -139,17 +206,17 @@ pub async fn run(
                     return;
                 }
             }
-            received = socket.recv_from(&mut reader.buf) => {
+            received = socket.async_io(Interest::READABLE, || receive(&socket, &mut reader.buf)) => {
                 match received {
-                    Ok((n, _)) => {
-                        if let Some(doc) = reader.accept(n) && reserve(&budget, &doc, &mut reader) {
-                            let weight = doc.weight();
-                            match docs.try_send(Ingested::Document(doc)) {
+                    Ok((n, drops)) => {
+                        reader.kernel_dropped(drops);
+                        if let Some(doc) = reader.accept(n)
+                            && let Some(admitted) = reader.admit(&budget, doc)
+                        {
+                            match docs.try_send(Ingested::Document(admitted)) {
                                 Ok(()) => {}
-                                Err(mpsc::error::TrySendError::Full(_)) => {
-                                    budget.release(weight);
-                                    reader.spilled();
-                                }
+                                // Dropping the document gives its permits back.
+                                Err(mpsc::error::TrySendError::Full(_)) => reader.spilled(),
                                 Err(mpsc::error::TrySendError::Closed(_)) => return,
                             }
                         }
@@ -161,23 +228,47 @@ pub async fn run(
     }
 }
 
-/// Reserves the document's bytes, or counts it as spilled.
-fn reserve(budget: &ChannelBudget, doc: &Document, reader: &mut Reader) -> bool {
-    let ok = budget.try_reserve(doc.weight());
-    if !ok {
-        reader.spilled();
-    }
-    ok
-}
-
 struct Reader {
     buf: Vec<u8>,
     metrics: Arc<Metrics>,
     rejects: LogLimiter,
     spills: LogLimiter,
+    kernel_drops: LogLimiter,
+    /// The socket's drop counter as last seen (cumulative since the socket was created).
+    drops_seen: u32,
 }
 
 impl Reader {
+    /// Hands `doc` its permits, or counts it as spilled.
+    fn admit(&mut self, budget: &HandOffBudget, doc: Document) -> Option<Admitted> {
+        let admitted = budget.admit(doc).ok();
+        if admitted.is_none() {
+            self.spilled();
+        }
+        admitted
+    }
+
+    /// Counts datagrams the kernel dropped since the last one we read.
+    fn kernel_dropped(&mut self, counter: Option<u32>) {
+        let Some(counter) = counter else {
+            return;
+        };
+        let new = counter.wrapping_sub(self.drops_seen);
+        if new == 0 {
+            return;
+        }
+        self.drops_seen = counter;
+        metrics::add(&self.metrics.kernel_dropped, u64::from(new));
+        if let Some(suppressed) = self.kernel_drops.allow(Instant::now()) {
+            warn!(
+                dropped = new,
+                total = counter,
+                suppressed,
+                "datagrams dropped by the kernel: the UDP receive buffer was full"
+            );
+        }
+    }
+
     fn accept(&mut self, n: usize) -> Option<Document> {
         match protocol::parse_datagram(&self.buf[..n]) {
             Ok(doc) => {
@@ -206,50 +297,106 @@ impl Reader {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn valid_datagrams_pass_invalid_ones_are_counted_and_drain_ends_with_a_marker() {
-        let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = socket.local_addr().unwrap();
-        let (tx, mut rx) = mpsc::channel(16);
-        let (drain_tx, drain_rx) = mpsc::channel(1);
-        let metrics = Arc::new(Metrics::default());
-        tokio::spawn(run(
-            socket,
-            tx,
-            ChannelBudget::default(),
-            drain_rx,
-            metrics.clone(),
-        ));
-
-        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let good = std::fs::read(format!(
+    fn fixture() -> Vec<u8> {
+        std::fs::read(format!(
             "{}/fixtures/datagrams/python_parent.bin",
             env!("CARGO_MANIFEST_DIR")
         ))
-        .unwrap();
-        sender.send_to(b"no newline here", addr).unwrap();
-        sender.send_to(&good, addr).unwrap();
-        drain_tx.send(()).await.unwrap();
+        .unwrap()
+    }
 
+    /// A valid datagram of about `size` bytes (the fixture with a padded name).
+    fn padded(size: usize) -> Vec<u8> {
+        let good = String::from_utf8(fixture()).unwrap();
+        let (header, body) = good.split_once('\n').unwrap();
+        let mut doc: serde_json::Value = serde_json::from_str(body).unwrap();
+        doc["metadata"] = serde_json::json!({"pad": "x".repeat(size.saturating_sub(good.len()))});
+        format!("{header}\n{doc}").into_bytes()
+    }
+
+    fn start(
+        socket: BoundSocket,
+        budget: HandOffBudget,
+    ) -> (mpsc::Receiver<Ingested>, mpsc::Sender<()>, Arc<Metrics>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let (drain_tx, drain_rx) = mpsc::channel(1);
+        let metrics = Arc::new(Metrics::default());
+        tokio::spawn(run(socket, tx, budget, drain_rx, metrics.clone()));
+        (rx, drain_tx, metrics)
+    }
+
+    /// Asks for a drain and collects the documents up to its marker.
+    async fn drain(
+        rx: &mut mpsc::Receiver<Ingested>,
+        drain_tx: &mpsc::Sender<()>,
+    ) -> Vec<Admitted> {
+        drain_tx.send(()).await.unwrap();
         let mut got = Vec::new();
         while let Ingested::Document(d) = rx.recv().await.unwrap() {
             got.push(d);
         }
+        got
+    }
+
+    #[tokio::test]
+    async fn valid_datagrams_pass_invalid_ones_are_counted_and_drain_ends_with_a_marker() {
+        let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (mut rx, drain_tx, metrics) = start(socket, HandOffBudget::new(1 << 20));
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"no newline here", addr).unwrap();
+        sender.send_to(&fixture(), addr).unwrap();
+        let got = drain(&mut rx, &drain_tx).await;
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].id.as_str(), "1ad491840294b9ea");
+        assert_eq!(got[0].doc.id.as_str(), "1ad491840294b9ea");
         assert_eq!(metrics::get(&metrics.rejected), 1);
         assert_eq!(metrics::get(&metrics.received), 1);
     }
 
-    #[test]
-    fn the_channel_budget_bounds_bytes() {
-        let b = ChannelBudget::default();
-        assert!(b.try_reserve(CHANNEL_BYTE_BUDGET - 10));
-        assert!(!b.try_reserve(11));
-        assert!(b.try_reserve(10));
-        b.release(CHANNEL_BYTE_BUDGET);
-        assert!(b.try_reserve(CHANNEL_BYTE_BUDGET));
-        b.release(usize::MAX);
-        assert!(b.try_reserve(1));
+    #[tokio::test]
+    async fn the_hand_off_holds_what_its_budget_allows_and_permits_return_on_drop() {
+        let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let datagram = padded(60_000);
+        let weight = protocol::parse_datagram(&datagram).unwrap().weight();
+        // Room for 40 such documents, not 41.
+        let budget = HandOffBudget::new(weight * 40 + weight / 2);
+        let (mut rx, drain_tx, metrics) = start(socket, budget.clone());
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..41 {
+            sender.send_to(&datagram, addr).unwrap();
+        }
+        let got = drain(&mut rx, &drain_tx).await;
+        assert_eq!(got.len(), 40);
+        assert_eq!(metrics::get(&metrics.spilled), 1);
+        assert_eq!(budget.available(), weight / 2);
+        drop(got);
+        assert_eq!(budget.available(), weight * 40 + weight / 2);
+    }
+
+    #[tokio::test]
+    async fn kernel_drops_are_counted_from_the_sockets_drop_counter() {
+        let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(socket.counts_drops);
+        let granted = socket.receive_buffer_bytes.unwrap();
+        assert!(granted > 0);
+        let addr = socket.local_addr().unwrap();
+        // Nobody reads yet: far more than the receive buffer holds.
+        let datagram = padded(60_000);
+        let sent = (granted / datagram.len()) * 2 + 20;
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..sent {
+            sender.send_to(&datagram, addr).unwrap();
+        }
+        let (mut rx, drain_tx, metrics) = start(socket, HandOffBudget::new(usize::MAX));
+        let mut received = drain(&mut rx, &drain_tx).await.len();
+        assert!(received < sent, "{received} of {sent}: nothing was dropped");
+        // The counter comes with the next datagram the kernel queues.
+        sender.send_to(&datagram, addr).unwrap();
+        received += drain(&mut rx, &drain_tx).await.len();
+        assert_eq!(
+            metrics::get(&metrics.kernel_dropped),
+            (sent + 1 - received) as u64
+        );
     }
 }

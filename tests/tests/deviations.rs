@@ -1,5 +1,5 @@
 //! A Lambda and its neighbours departing from the friendly model: telemetry records with fields
-//! missing, `null` or of another type; bursts of large documents. The invocation must still be
+//! missing, `null` or of another type; bursts of large documents; X-Ray refusing the credentials. The invocation must still be
 //! released within the flush timeout, and nothing valid lost while the buffer has room.
 
 mod common;
@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use std::time::SystemTime;
 
-use common::{Harness, Options, WAIT, counters, flush_timeout, in_trace, named};
+use common::{
+    Harness, Options, WAIT, counters, extension_log, flush_timeout, in_trace, named, sent_ids,
+};
 use serde_json::{Value, json};
 use xray_extension_tests::clock::epoch_seconds;
 use xray_extension_tests::emulator::{Invoke, RecordDeviation};
+use xray_extension_tests::sink::{Fault, FaultPlan};
 use xray_extension_tests::trace::{TraceHeader, new_segment_id};
 
 /// The function timeout: a release at the deadline instead of at runtimeDone is unmistakable.
@@ -229,4 +232,66 @@ async fn a_burst_of_large_documents_is_sent_whole_while_the_buffer_has_room() {
     assert_eq!(count("spilled"), Some(0), "{c:?}");
     assert_eq!(count("kernel_dropped"), Some(0), "{c:?}");
     drop(report);
+}
+
+/// X-Ray refuses the call for the caller, not the documents: they wait for the next flush point.
+#[tokio::test]
+async fn documents_refused_for_credentials_are_kept_for_the_next_flush() {
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options::strategy("end")).await;
+    let refusals = [
+        (403, "ExpiredTokenException"),
+        (403, "InvalidSignatureException"),
+        (400, "RequestExpired"),
+        (403, "AccessDeniedException"),
+        (403, "AccessDeniedException"),
+    ];
+    let mut kept = Vec::new();
+    for (status, code) in refusals {
+        // Every call of this invocation's flush is refused.
+        sink.set_fault_plan(FaultPlan::always(Fault::Status {
+            status,
+            error_type: code.to_owned(),
+        }));
+        let trace = TraceHeader::sampled();
+        let inv = lambda
+            .invoke(Invoke::new(json!({"subsegments": 2})).traced(trace.clone()))
+            .await
+            .expect("invoke");
+        let ids = sent_ids(&inv);
+        assert_eq!(ids.len(), 2);
+        assert!(in_trace(&sink.documents(), &trace.root).is_empty());
+        kept.push((code, trace, ids));
+    }
+    sink.set_fault_plan(FaultPlan::none());
+    lambda
+        .invoke(Invoke::new(json!({"subsegments": 0})))
+        .await
+        .expect("invoke");
+    let docs = sink.documents();
+    for (code, trace, ids) in &kept {
+        let arrived: Vec<&str> = in_trace(&docs, &trace.root)
+            .iter()
+            .map(|d| d.id.as_str())
+            .collect();
+        for id in ids {
+            assert!(arrived.contains(&id.as_str()), "{code}: {id} lost");
+        }
+    }
+    lambda.shutdown().await.expect("shutdown");
+    let c = counters(&lambda).expect("counters");
+    assert_eq!(c.get("unprocessed"), Some(&0), "{c:?}");
+    let log = extension_log(&lambda);
+    let denied: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("xray:PutTraceSegments"))
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert!(denied[0].contains("ERROR"), "{denied:?}");
+    eprintln!(
+        "{} documents refused for credentials in {} flushes, all delivered at the next",
+        kept.len() * 2,
+        kept.len()
+    );
 }

@@ -13,11 +13,11 @@ use aws_sdk_xray::config::Region;
 use aws_sdk_xray::error::SdkError;
 use futures_util::StreamExt;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::batcher;
 use crate::ingest::protocol::Document;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, LogLimiter, Metrics};
 
 /// PutTraceSegments calls in flight at once during one flush (the daemon uses 8).
 pub const MAX_CONCURRENT_CALLS: usize = 4;
@@ -58,6 +58,18 @@ pub enum ExportError {
     /// HTTP 429 or `ThrottledException`.
     #[error("throttled")]
     Throttled,
+    /// The call was not authenticated or not authorized (expired or invalid credentials, a
+    /// signature refused for clock skew, a missing permission): nothing is wrong with the
+    /// documents, so they are kept for the next flush point.
+    #[error("authentication error {status} {code}: {message}")]
+    Auth {
+        /// HTTP status.
+        status: u16,
+        /// The service's error code.
+        code: String,
+        /// The service's message.
+        message: String,
+    },
     /// Another 4xx: the request itself is wrong; retrying will not help.
     #[error("client error {status}: {message}")]
     Client4xx {
@@ -80,7 +92,18 @@ pub enum ExportError {
 impl ExportError {
     /// Whether the same batch may succeed if sent again.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::Client4xx { .. })
+        !matches!(self, Self::Client4xx { .. } | Self::Auth { .. })
+    }
+
+    /// Whether the documents must be kept for the next flush point although this flush will not
+    /// try again (the credentials may be renewed, the clock corrected, the permission granted).
+    pub fn keeps_documents(&self) -> bool {
+        self.is_retryable() || matches!(self, Self::Auth { .. })
+    }
+
+    /// Whether the role lacks the permission to call PutTraceSegments.
+    pub fn is_access_denied(&self) -> bool {
+        matches!(self, Self::Auth { code, .. } if code.starts_with("AccessDenied"))
     }
 
     fn count(&self, m: &Metrics) {
@@ -88,7 +111,7 @@ impl ExportError {
             Self::Timeout => &m.backend_timeout,
             Self::Refused(_) => &m.backend_refused,
             Self::UnknownHost(_) => &m.backend_unknown_host,
-            Self::Throttled | Self::Client4xx { .. } => &m.backend_4xx,
+            Self::Throttled | Self::Client4xx { .. } | Self::Auth { .. } => &m.backend_4xx,
             Self::Server5xx { .. } => &m.backend_5xx,
             Self::Other(_) => &m.backend_other,
         };
@@ -150,6 +173,44 @@ impl ServiceSettings {
 #[derive(Clone, Debug)]
 pub struct XrayClient {
     client: aws_sdk_xray::Client,
+    auth_log: Arc<std::sync::Mutex<AuthLog>>,
+}
+
+/// What has been said about refused credentials: one error line for a missing permission,
+/// rate-limited warnings for the rest.
+#[derive(Debug)]
+struct AuthLog {
+    access_denied_logged: bool,
+    limiter: LogLimiter,
+}
+
+impl Default for AuthLog {
+    fn default() -> Self {
+        Self {
+            access_denied_logged: false,
+            limiter: LogLimiter::new(AUTH_LOG_INTERVAL),
+        }
+    }
+}
+
+/// One warning per this interval for refused credentials.
+pub const AUTH_LOG_INTERVAL: Duration = Duration::from_mins(1);
+
+impl XrayClient {
+    /// Logs a refused call: once at error level naming the IAM action when access is denied,
+    /// otherwise a rate-limited warning. The documents are kept either way.
+    fn auth_failed(&self, e: &ExportError) {
+        let Ok(mut log) = self.auth_log.lock() else {
+            return;
+        };
+        if e.is_access_denied() {
+            if !std::mem::replace(&mut log.access_denied_logged, true) {
+                error!(error = %e, "X-Ray refused PutTraceSegments: the function's role needs the IAM permission xray:PutTraceSegments (documents are kept for the next flush)");
+            }
+        } else if let Some(suppressed) = log.limiter.allow(std::time::Instant::now()) {
+            warn!(error = %e, suppressed, "X-Ray refused the credentials; documents are kept for the next flush");
+        }
+    }
 }
 
 impl XrayClient {
@@ -206,6 +267,7 @@ impl XrayClient {
         }
         Self {
             client: aws_sdk_xray::Client::from_conf(config.build()),
+            auth_log: Arc::default(),
         }
     }
 
@@ -273,9 +335,33 @@ impl HasStatus for aws_sdk_xray::config::http::HttpResponse {
     }
 }
 
+/// Error codes of the AWS query and JSON protocols that say the caller, not the request, was
+/// refused: credentials missing, invalid or expired, a signature refused (also for clock skew),
+/// or a permission missing.
+pub const AUTH_ERROR_CODES: [&str; 12] = [
+    "AccessDenied",
+    "AccessDeniedException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "IncompleteSignature",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "MissingAuthenticationToken",
+    "RequestExpired",
+    "SignatureDoesNotMatch",
+    "UnrecognizedClientException",
+    "RequestTimeTooSkewed",
+];
+
 fn by_status(status: u16, code: &str, message: String) -> ExportError {
     if status == 429 || code == "ThrottledException" || code == "ThrottlingException" {
         ExportError::Throttled
+    } else if AUTH_ERROR_CODES.contains(&code) || status == 401 || status == 403 {
+        ExportError::Auth {
+            status,
+            code: code.to_owned(),
+            message,
+        }
     } else if status >= 500 {
         ExportError::Server5xx { status }
     } else {
@@ -382,6 +468,11 @@ async fn send_batch(
             }
             Err(e) => {
                 e.count(metrics);
+                if !e.is_retryable() && e.keeps_documents() {
+                    client.auth_failed(&e);
+                    result.unsent = pending;
+                    return result;
+                }
                 if !e.is_retryable() {
                     warn!(error = %e, documents = pending.len(), "PutTraceSegments refused the batch; dropped");
                     metrics::add(&metrics.unprocessed, pending.len() as u64);
@@ -467,6 +558,24 @@ mod tests {
         );
         let e = by_status(400, "InvalidRequestException", "bad".into());
         assert!(!e.is_retryable());
+        assert!(!e.keeps_documents());
+        for (status, code) in [
+            (403, "ExpiredTokenException"),
+            (400, "ExpiredTokenException"),
+            (403, "InvalidSignatureException"),
+            (400, "RequestExpired"),
+            (403, "UnrecognizedClientException"),
+            (401, ""),
+            (403, "AccessDeniedException"),
+        ] {
+            let e = by_status(status, code, "no".into());
+            assert!(
+                matches!(e, ExportError::Auth { .. }),
+                "{status} {code}: {e:?}"
+            );
+            assert!(!e.is_retryable() && e.keeps_documents(), "{status} {code}");
+            assert_eq!(e.is_access_denied(), code.starts_with("AccessDenied"));
+        }
         assert!(ExportError::Timeout.is_retryable());
     }
 

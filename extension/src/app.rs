@@ -400,6 +400,7 @@ impl App {
             post_runtime_us_sum = metrics::get(&m.post_runtime_us_sum),
             post_runtime_us_max = metrics::get(&m.post_runtime_us_max),
             telemetry_fields_ignored = metrics::get(&m.telemetry_fields_ignored),
+            telemetry_dropped = metrics::get(&m.telemetry_dropped),
             send_failed = metrics::get(&m.send_failed),
             peak_rss_kb = peak_rss_kb().unwrap_or(0),
             "counters"

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub udp_receive_buffer_bytes: AtomicU64,
     /// Telemetry records that could not be decoded.
     pub telemetry_invalid: AtomicU64,
+    /// Telemetry records read but dropped because the lifecycle loop did not take them in time.
+    pub telemetry_dropped: AtomicU64,
     /// Fields of telemetry records that were present but unreadable (left out; the record
     /// was kept).
     pub telemetry_fields_ignored: AtomicU64,

@@ -1,5 +1,6 @@
 //! A Lambda and its neighbours departing from the friendly model: telemetry records with fields
-//! missing, `null` or of another type; bursts of large documents; X-Ray refusing the credentials. The invocation must still be
+//! missing, `null` or of another type; local processes holding connections to our telemetry
+//! listener; bursts of large documents; X-Ray refusing the credentials. The invocation must still be
 //! released within the flush timeout, and nothing valid lost while the buffer has room.
 
 mod common;
@@ -15,6 +16,7 @@ use common::{
 use serde_json::{Value, json};
 use xray_extension_tests::clock::epoch_seconds;
 use xray_extension_tests::emulator::{Invoke, RecordDeviation};
+use xray_extension_tests::net;
 use xray_extension_tests::sink::{Fault, FaultPlan};
 use xray_extension_tests::trace::{TraceHeader, new_segment_id};
 
@@ -294,4 +296,56 @@ async fn documents_refused_for_credentials_are_kept_for_the_next_flush() {
         kept.len() * 2,
         kept.len()
     );
+}
+
+/// Local connections opened to the telemetry listener and left idle.
+const IDLE_CONNECTIONS: usize = 12;
+
+#[tokio::test]
+async fn idle_local_connections_to_the_listener_do_not_hold_the_function() {
+    let telemetry_port = net::free_tcp_port().expect("tcp port");
+    let Harness { mut lambda, .. } = Harness::start(Options {
+        function_timeout: FUNCTION_TIMEOUT,
+        extension_env: vec![
+            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
+            (
+                "XRAY_EXTENSION_TELEMETRY_PORT".into(),
+                telemetry_port.to_string(),
+            ),
+        ],
+        ..Options::default()
+    })
+    .await;
+    lambda
+        .invoke(Invoke::new(json!({"subsegments": 0})))
+        .await
+        .expect("invoke");
+    let mut idle = Vec::new();
+    for n in 0..IDLE_CONNECTIONS {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", telemetry_port))
+            .await
+            .expect("connect");
+        if n % 2 == 0 {
+            // Half a request head, never finished.
+            tokio::io::AsyncWriteExt::write_all(&mut s, b"POST /telemetry HTTP/1.1\r\n")
+                .await
+                .expect("write");
+        }
+        idle.push(s);
+    }
+    let bound = flush_timeout();
+    let mut figures = Vec::new();
+    for _ in 0..3 {
+        let inv = lambda
+            .invoke(Invoke::new(json!({"subsegments": 1})).traced(TraceHeader::sampled()))
+            .await
+            .expect("invoke");
+        assert!(!inv.timed_out, "timed out");
+        let held = inv.post_runtime.expect("the invocation finished");
+        figures.push(held);
+        assert!(held <= bound, "held {held:?} (flush timeout {bound:?})");
+    }
+    eprintln!("post-runtime time with {IDLE_CONNECTIONS} idle local connections: {figures:?}");
+    drop(idle);
+    lambda.shutdown().await.expect("shutdown");
 }

@@ -1,18 +1,28 @@
 //! The Telemetry API listener: Lambda POSTs record arrays here.
 //!
 //! It answers 200 to every POST, even to a body it cannot read: any other status makes Lambda
-//! re-send the same batch. Bodies and connections are bounded. The socket is bound by the caller
-//! (so a bind failure is a startup error) and passed in.
+//! re-send the same batch. The 200 goes out once the records are handed to the lifecycle loop
+//! (or, if the loop does not take them in time, counted as dropped). The socket is bound by the
+//! caller and passed in.
+//!
+//! Other local processes can connect too, so no connection may keep Lambda's own POSTs out:
+//! connections are accepted at once (nothing is reserved before `accept`), every stage has a
+//! deadline (the request head, which also bounds an idle keep-alive connection waiting for its
+//! next request, and the body), and when the connection limit is reached the oldest connection
+//! that has no request in progress is closed to make room (the oldest of all if every one is
+//! busy; each of those is bounded by the body deadline).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tracing::{debug, warn};
 
 use super::telemetry::{self, Event};
@@ -20,21 +30,117 @@ use crate::metrics::{self, LogLimiter, Metrics};
 
 /// Largest body read (Lambda's largest delivery is 1 MiB of records).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
-/// Connections served at once.
+/// Connections served at once; past it the oldest idle one is closed.
 pub const MAX_CONNECTIONS: usize = 8;
+/// How long a connection may take to send a request head, counted from when it was accepted or
+/// finished its previous request: bounds slow clients and idle keep-alive connections.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a request body may take to arrive.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a delivery may wait for the lifecycle loop to take its records.
 pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(1);
 /// One log line per this interval for unreadable deliveries.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Serves the listener until the process ends.
+/// The listener's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// See [`MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`HEAD_TIMEOUT`].
+    pub head_timeout: Duration,
+    /// See [`BODY_TIMEOUT`].
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: MAX_CONNECTIONS,
+            head_timeout: HEAD_TIMEOUT,
+            body_timeout: BODY_TIMEOUT,
+        }
+    }
+}
+
+/// One served connection, as the accept loop sees it.
+#[derive(Debug, Default)]
+struct Slot {
+    id: u64,
+    /// A request is being handled (its head was read).
+    busy: AtomicBool,
+    /// Told to close to make room.
+    close: Notify,
+}
+
+/// The connections being served, oldest first.
+#[derive(Debug, Default)]
+struct Slots(Mutex<VecDeque<Arc<Slot>>>);
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Slot>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a connection, first closing the oldest idle one (else the oldest) when full.
+    fn admit(&self, id: u64, max: usize) -> (Arc<Slot>, Option<u64>) {
+        let mut slots = self.lock();
+        let mut evicted = None;
+        if slots.len() >= max.max(1) {
+            let victim = slots
+                .iter()
+                .position(|s| !s.busy.load(Ordering::Acquire))
+                .unwrap_or(0);
+            if let Some(slot) = slots.remove(victim) {
+                slot.close.notify_one();
+                evicted = Some(slot.id);
+            }
+        }
+        let slot = Arc::new(Slot {
+            id,
+            ..Slot::default()
+        });
+        slots.push_back(slot.clone());
+        (slot, evicted)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().retain(|s| s.id != id);
+    }
+}
+
+/// Marks a connection busy while a request is handled.
+struct Busy(Arc<Slot>);
+
+impl Busy {
+    fn new(slot: Arc<Slot>) -> Self {
+        slot.busy.store(true, Ordering::Release);
+        Self(slot)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
+
+/// Serves the listener until the process ends, with the default [`Limits`].
 pub async fn run(listener: TcpListener, events: mpsc::Sender<Vec<Event>>, metrics: Arc<Metrics>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let limiter = Arc::new(std::sync::Mutex::new(LogLimiter::new(LOG_INTERVAL)));
+    run_with(listener, events, metrics, Limits::default()).await;
+}
+
+/// Serves the listener until the process ends.
+pub async fn run_with(
+    listener: TcpListener,
+    events: mpsc::Sender<Vec<Event>>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+) {
+    let slots = Arc::new(Slots::default());
+    let limiter = Arc::new(Mutex::new(LogLimiter::new(LOG_INTERVAL)));
+    let mut next_id = 0_u64;
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -42,20 +148,42 @@ pub async fn run(listener: TcpListener, events: mpsc::Sender<Vec<Event>>, metric
                 continue;
             }
         };
+        next_id += 1;
+        let (slot, evicted) = slots.admit(next_id, limits.max_connections);
+        if let Some(evicted) = evicted {
+            debug!(
+                connection = evicted,
+                "telemetry connection limit reached; closed the oldest idle connection"
+            );
+        }
         let events = events.clone();
         let metrics = metrics.clone();
         let limiter = limiter.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
+            let busy_slot = slot.clone();
             let service = hyper::service::service_fn(move |req| {
-                handle(req, events.clone(), metrics.clone(), limiter.clone())
+                let busy = Busy::new(busy_slot.clone());
+                let (events, metrics, limiter) = (events.clone(), metrics.clone(), limiter.clone());
+                async move {
+                    let res = handle(req, events, metrics, limiter, limits.body_timeout).await;
+                    drop(busy);
+                    res
+                }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(error = %e, "telemetry connection ended with an error");
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.head_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                result = conn => {
+                    if let Err(e) = result {
+                        debug!(error = %e, "telemetry connection ended with an error");
+                    }
+                }
+                () = slot.close.notified() => {}
             }
-            drop(permit);
+            slots.remove(slot.id);
         });
     }
 }
@@ -64,13 +192,18 @@ async fn handle(
     req: Request<Incoming>,
     events: mpsc::Sender<Vec<Event>>,
     metrics: Arc<Metrics>,
-    limiter: Arc<std::sync::Mutex<LogLimiter>>,
+    limiter: Arc<Mutex<LogLimiter>>,
+    body_timeout: Duration,
 ) -> Result<Response<Empty<Bytes>>, std::convert::Infallible> {
     if req.method() == hyper::Method::POST {
-        match Limited::new(req.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-        {
+        let body = tokio::time::timeout(
+            body_timeout,
+            Limited::new(req.into_body(), MAX_BODY_BYTES).collect(),
+        )
+        .await
+        .map_err(|_| String::from("timed out"))
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        match body {
             Ok(body) => {
                 let decoded = telemetry::decode(&body.to_bytes(), received_now());
                 if decoded.invalid > 0 {
@@ -92,13 +225,19 @@ async fn handle(
                         "unreadable telemetry fields ignored; their records were kept",
                     );
                 }
-                if !decoded.events.is_empty()
+                let records = decoded.events.len();
+                if records > 0
                     && events
                         .send_timeout(decoded.events, HANDOFF_TIMEOUT)
                         .await
                         .is_err()
                 {
-                    warn!("telemetry records dropped: the lifecycle loop did not take them");
+                    metrics::add(&metrics.telemetry_dropped, records as u64);
+                    log_limited(
+                        &limiter,
+                        records,
+                        "telemetry records dropped: the lifecycle loop did not take them",
+                    );
                 }
             }
             Err(e) => {
@@ -120,7 +259,7 @@ fn received_now() -> telemetry::EpochSeconds {
     telemetry::EpochSeconds(now.as_secs_f64())
 }
 
-fn log_limited(limiter: &std::sync::Mutex<LogLimiter>, count: usize, message: &str) {
+fn log_limited(limiter: &Mutex<LogLimiter>, count: usize, message: &str) {
     let allowed = limiter
         .lock()
         .ok()
@@ -168,5 +307,83 @@ mod tests {
         assert!(
             matches!(&events[1].record, telemetry::Record::RuntimeDone(r) if r.request_id == "r-2")
         );
+    }
+
+    const RUNTIME_DONE: &str = r#"[{"time":"2023-01-01T00:00:00.030Z","type":"platform.runtimeDone","record":{"requestId":"r-9","status":"success"}}]"#;
+
+    #[tokio::test]
+    async fn idle_and_slow_local_connections_never_keep_a_delivery_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let metrics = Arc::new(Metrics::default());
+        // Timeouts far longer than the test: only the eviction can let the delivery in.
+        let limits = Limits {
+            max_connections: 8,
+            head_timeout: Duration::from_mins(1),
+            body_timeout: Duration::from_mins(1),
+        };
+        tokio::spawn(run_with(listener, tx, metrics, limits));
+        let mut idle = Vec::new();
+        for n in 0..12 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            if n % 2 == 0 {
+                // Half a request head, never finished.
+                s.write_all(b"POST /telemetry HTTP/1.1\r\nHost: x\r\n")
+                    .await
+                    .unwrap();
+            }
+            idle.push(s);
+        }
+        let res = tokio::time::timeout(Duration::from_secs(5), post(addr, RUNTIME_DONE))
+            .await
+            .expect("the delivery was kept out");
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        let events = rx.recv().await.unwrap();
+        assert!(
+            matches!(&events[0].record, telemetry::Record::RuntimeDone(r) if r.request_id == "r-9")
+        );
+        drop(idle);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_no_head_is_closed_after_the_head_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, _rx) = mpsc::channel(4);
+        let limits = Limits {
+            head_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        tokio::spawn(run_with(listener, tx, Arc::new(Metrics::default()), limits));
+        for partial in [&b""[..], b"POST /telemetry HTTP/1.1\r\n"] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(partial).await.unwrap();
+            let started = std::time::Instant::now();
+            let mut out = Vec::new();
+            // The server closes it (EOF, possibly after an error answer).
+            tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+                .await
+                .expect("still open")
+                .ok();
+            assert!(
+                started.elapsed() >= Duration::from_millis(150),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn records_the_loop_does_not_take_are_counted_and_still_answered_200() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let metrics = Arc::new(Metrics::default());
+        tokio::spawn(run(listener, tx, metrics.clone()));
+        let res = post(addr, RUNTIME_DONE).await;
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        assert_eq!(metrics::get(&metrics.telemetry_dropped), 1);
     }
 }

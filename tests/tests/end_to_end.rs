@@ -306,52 +306,17 @@ async fn bad_datagrams_are_counted_and_never_sent() {
 /// container credentials endpoint: the extension signs its calls with what that serves.
 #[tokio::test]
 async fn credentials_come_from_the_container_endpoint_when_the_environment_has_none() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use xray_extension_tests::http::{self as h, Server};
-
-    const TOKEN: &str = "container-token-1";
-    const KEY_ID: &str = "ASIACONTAINER0001";
-    let served = Arc::new(AtomicUsize::new(0));
-    let refused = Arc::new(AtomicUsize::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let handler: h::Handler = {
-        let (served, refused) = (served.clone(), refused.clone());
-        Arc::new(move |req: h::Request| {
-            let authorized = req.header("authorization") == Some(TOKEN);
-            let (served, refused) = (served.clone(), refused.clone());
-            Box::pin(async move {
-                if !authorized {
-                    refused.fetch_add(1, Ordering::SeqCst);
-                    return h::empty_response(http::StatusCode::UNAUTHORIZED);
-                }
-                served.fetch_add(1, Ordering::SeqCst);
-                h::json_response(
-                    http::StatusCode::OK,
-                    &json!({"AccessKeyId": KEY_ID, "SecretAccessKey": "container-secret",
-                            "Token": "container-session", "Expiration": "2099-01-01T00:00:00Z"}),
-                )
-            })
-        })
-    };
-    let _credentials = Server::start(listener, 1 << 16, handler).expect("credentials server");
-
+    use std::sync::atomic::Ordering;
+    let credentials = common::ContainerCredentials::start().await;
     let mut options = Options::strategy("end");
     for (k, v) in [
         ("AWS_ACCESS_KEY_ID", String::new()),
         ("AWS_SECRET_ACCESS_KEY", String::new()),
         ("AWS_SESSION_TOKEN", String::new()),
-        (
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("http://127.0.0.1:{port}/2021-04-23/credentials"),
-        ),
-        ("AWS_CONTAINER_AUTHORIZATION_TOKEN", TOKEN.to_owned()),
     ] {
         options.extension_env.push((k.to_owned(), v));
     }
+    options.extension_env.extend(credentials.env());
     let Harness {
         mut lambda, sink, ..
     } = Harness::start(options).await;
@@ -369,10 +334,14 @@ async fn credentials_come_from_the_container_endpoint_when_the_environment_has_n
     let calls = sink.put_calls();
     assert!(!calls.is_empty());
     for call in &calls {
-        assert_eq!(call.access_key_id.as_deref(), Some(KEY_ID), "{call:?}");
+        assert_eq!(
+            call.access_key_id.as_deref(),
+            Some(common::ContainerCredentials::KEY_ID),
+            "{call:?}"
+        );
     }
-    assert!(served.load(Ordering::SeqCst) >= 1);
-    assert_eq!(refused.load(Ordering::SeqCst), 0);
+    assert!(credentials.served.load(Ordering::SeqCst) >= 1);
+    assert_eq!(credentials.refused.load(Ordering::SeqCst), 0);
 }
 
 /// Background flushing answers INVOKE at once, so SHUTDOWN can come before the last

@@ -9,6 +9,9 @@
 //! | `hang` | false | sleep far past any deadline |
 //! | `crash` | false | exit the process with code 3 mid-invoke (after sending) |
 //! | `payload_bytes` | — | pad each subsegment's metadata to about this many bytes |
+//! | `stream_chunks` | 0 | stream the response (`Lambda-Runtime-Function-Response-Mode: streaming`): the JSON answer, then this many chunks of `stream_chunk_bytes` |
+//! | `stream_chunk_bytes` | 1024 | size of each streamed chunk |
+//! | `stream_interval_ms` | 0 | pause before each streamed chunk |
 //!
 //! Datagrams go to `AWS_XRAY_DAEMON_ADDRESS` (default `127.0.0.1:2000`), only when the invoke's
 //! trace header says `Sampled=1`. The response is
@@ -17,7 +20,8 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, SystemTime};
 
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use lambda_runtime::streaming::{Body, Response as StreamResponse};
+use lambda_runtime::{Diagnostic, FunctionResponse, LambdaEvent, service_fn};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use xray_extension_tests::clock::epoch_seconds;
@@ -37,6 +41,9 @@ struct Event {
     hang: bool,
     crash: bool,
     payload_bytes: Option<usize>,
+    stream_chunks: usize,
+    stream_chunk_bytes: usize,
+    stream_interval_ms: u64,
 }
 
 impl Default for Event {
@@ -48,6 +55,9 @@ impl Default for Event {
             hang: false,
             crash: false,
             payload_bytes: None,
+            stream_chunks: 0,
+            stream_chunk_bytes: 1024,
+            stream_interval_ms: 0,
         }
     }
 }
@@ -85,7 +95,7 @@ async fn handle(
     event: LambdaEvent<Value>,
     socket: &UdpSocket,
     daemon: SocketAddr,
-) -> Result<Value, SampleError> {
+) -> Result<FunctionResponse<Value, Body>, SampleError> {
     let (payload, context) = event.into_parts();
     let request: Event = serde_json::from_value(payload)
         .map_err(|e| SampleError(format!("unexpected event: {e}")))?;
@@ -134,9 +144,32 @@ async fn handle(
     if request.error {
         return Err(SampleError("the event asked for an error".to_owned()));
     }
-    Ok(json!({
+    let answer = json!({
         "trace_id": trace.as_ref().map(|t| t.root.clone()),
         "sent_ids": sent_ids,
         "sampled": sampled,
-    }))
+    });
+    if request.stream_chunks == 0 {
+        return Ok(FunctionResponse::BufferedResponse(answer));
+    }
+    let (mut sender, body) = lambda_runtime::streaming::channel();
+    tokio::spawn(async move {
+        if sender
+            .send_data(format!("{answer}\n").into())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let chunk = "x".repeat(request.stream_chunk_bytes);
+        for _ in 0..request.stream_chunks {
+            tokio::time::sleep(Duration::from_millis(request.stream_interval_ms)).await;
+            if sender.send_data(chunk.clone().into()).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(FunctionResponse::StreamingResponse(StreamResponse::from(
+        body,
+    )))
 }

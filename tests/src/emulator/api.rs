@@ -6,7 +6,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use super::config::MAX_RESPONSE_BYTES;
+use super::config::MAX_STREAMED_RESPONSE_BYTES;
 use super::state::Shared;
 use super::{extensions_api, runtime_api, telemetry};
 use crate::http::{Request, Response, Server, json_response};
@@ -16,8 +16,9 @@ const EXTENSION_PREFIX: &str = "/2020-01-01/extension/";
 
 pub(crate) fn serve(listener: TcpListener, shared: &Arc<Shared>) -> std::io::Result<Server> {
     let shared = Arc::clone(shared);
-    // Responses above the limit must still be read to be answered 413.
-    let body_limit = MAX_RESPONSE_BYTES * 2;
+    // Buffered responses above their limit must still be read to be answered 413; streamed
+    // ones may be far larger.
+    let body_limit = MAX_STREAMED_RESPONSE_BYTES + 1;
     Server::start(
         listener,
         body_limit,
@@ -37,6 +38,8 @@ async fn route(shared: Arc<Shared>, req: Request) -> Response {
             }
             (&Method::POST, ["invocation", id, "error"]) => runtime_api::error(&shared, id, &req),
             (&Method::POST, ["init", "error"]) => runtime_api::init_error(&shared, &req),
+            (&Method::GET, ["restore", "next"]) => runtime_api::restore_next(shared).await,
+            (&Method::POST, ["restore", "error"]) => runtime_api::restore_error(&shared, &req),
             _ => not_found(&method, &path),
         };
     }

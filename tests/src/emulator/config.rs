@@ -19,8 +19,13 @@ pub const RUNTIME_SHUTDOWN_GRACE_DEFAULT: Duration = Duration::from_millis(300);
 pub const MEMORY_MB_DEFAULT: u32 = 128;
 /// Most extensions Lambda accepts.
 pub const MAX_EXTENSIONS: usize = 10;
+/// How long before a SnapStart restore its snapshot was taken: the stale init records carry
+/// times this far in the past (the wall clock jumps at restore).
+pub const SNAPSHOT_AGE_DEFAULT: Duration = Duration::from_hours(24);
 /// Largest synchronous response payload (6 MB as Lambda counts it).
 pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+/// Largest streamed response (`Lambda-Runtime-Function-Response-Mode: streaming`): 200 MB.
+pub const MAX_STREAMED_RESPONSE_BYTES: usize = 200 * 1024 * 1024;
 
 /// Dummy credentials every process gets (the ones AWS documentation uses as examples).
 pub const DUMMY_ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -45,6 +50,9 @@ pub enum InitializationType {
     OnDemand,
     /// Provisioned concurrency: initialized before any invoke.
     ProvisionedConcurrency,
+    /// SnapStart: the init creates a snapshot; environments are restored from it (contracts
+    /// §8). No credentials in the environment, no log group or stream variables.
+    SnapStart,
 }
 
 impl InitializationType {
@@ -53,6 +61,7 @@ impl InitializationType {
         match self {
             Self::OnDemand => "on-demand",
             Self::ProvisionedConcurrency => "provisioned-concurrency",
+            Self::SnapStart => "snap-start",
         }
     }
 }
@@ -186,6 +195,7 @@ pub struct EmulatorConfig {
     pub(crate) output: ChildOutput,
     pub(crate) host_env: Vec<String>,
     pub(crate) listen: SocketAddr,
+    pub(crate) snapshot_age: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -209,6 +219,7 @@ impl Default for EmulatorConfig {
             output: ChildOutput::Capture,
             host_env: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            snapshot_age: SNAPSHOT_AGE_DEFAULT,
         }
     }
 }
@@ -271,13 +282,21 @@ fn common_env(
             env.insert(key.to_owned(), value);
         }
     }
+    if init_type != InitializationType::SnapStart {
+        // SnapStart gives only the container credentials endpoint (the function's
+        // configuration or the test provides it).
+        for (key, value) in [
+            ("AWS_ACCESS_KEY_ID", DUMMY_ACCESS_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", DUMMY_SECRET_ACCESS_KEY),
+            ("AWS_SESSION_TOKEN", DUMMY_SESSION_TOKEN),
+        ] {
+            env.insert(key.to_owned(), value.to_owned());
+        }
+    }
     let pairs = [
         ("AWS_LAMBDA_RUNTIME_API", api.to_string()),
         ("AWS_REGION", config.region.clone()),
         ("AWS_DEFAULT_REGION", config.region.clone()),
-        ("AWS_ACCESS_KEY_ID", DUMMY_ACCESS_KEY_ID.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", DUMMY_SECRET_ACCESS_KEY.to_owned()),
-        ("AWS_SESSION_TOKEN", DUMMY_SESSION_TOKEN.to_owned()),
         ("AWS_LAMBDA_FUNCTION_NAME", config.function_name.clone()),
         (
             "AWS_LAMBDA_FUNCTION_VERSION",
@@ -363,6 +382,10 @@ pub(crate) fn runtime_env(
     ];
     for (key, value) in pairs {
         env.insert(key.to_owned(), value);
+    }
+    if init_type == InitializationType::SnapStart {
+        env.remove("AWS_LAMBDA_LOG_GROUP_NAME");
+        env.remove("AWS_LAMBDA_LOG_STREAM_NAME");
     }
     if let Some(function) = &config.function {
         env.extend(function.env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -453,6 +476,26 @@ mod tests {
             "provisioned-concurrency"
         );
         assert!(!env.contains_key("SECRET_HOST_VAR"));
+    }
+
+    #[test]
+    fn snap_start_gives_no_credentials_nor_log_names() {
+        let config = config();
+        let api = SocketAddr::from(([127, 0, 0, 1], 9001));
+        let env = runtime_env(&config, api, InitializationType::SnapStart, &host);
+        assert_eq!(env["AWS_LAMBDA_INITIALIZATION_TYPE"], "snap-start");
+        for absent in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+        ] {
+            assert!(!env.contains_key(absent), "{absent}");
+        }
+        let spec = ExtensionSpec::new("/opt/extensions/xray");
+        let env = extension_env(&config, &spec, api, InitializationType::SnapStart, &host);
+        assert!(!env.contains_key("AWS_ACCESS_KEY_ID"));
     }
 
     #[test]

@@ -20,6 +20,17 @@
 //!   the runtime and every extension have called next again. Past the function timeout, or when
 //!   the runtime crashes, the environment is reset (SHUTDOWN `timeout`/`failure`) and the next
 //!   invoke performs a fresh init.
+//! - **SnapStart** ([`Emulator::snap_start`]): an init of type `snap-start` creates the
+//!   "snapshot" (its platform records are kept back), then the environment is restored:
+//!   `platform.restoreStart` / `restoreRuntimeDone` / `restoreReport` now, and the stale
+//!   `initStart` / `initRuntimeDone` / `initReport` with their old times (the snapshot's age in
+//!   the past), before, between or after the restore records ([`StaleInit`]). The processes
+//!   cannot be copied here: they carry on from the init, and every restore is of a new
+//!   environment. No credentials in the environment (the container endpoint provides them).
+//! - **response streaming**: a response posted with `Lambda-Runtime-Function-Response-Mode:
+//!   streaming` may be up to [`MAX_STREAMED_RESPONSE_BYTES`]; `responseDuration` spans the
+//!   stream and `platform.runtimeDone` comes only when the runtime calls next after it
+//!   ([`Invocation::streamed`], [`Invocation::response_started_at`]).
 //! - **shutdown** ([`Emulator::shutdown`]): SIGTERM to the runtime (SIGKILL after 300 ms),
 //!   SHUTDOWN `spindown` to the extensions with a 2,000 ms deadline for the whole phase, SIGKILL
 //!   for whoever is still running at the deadline.
@@ -59,9 +70,11 @@ mod telemetry;
 pub use config::{
     ChildOutput, EmulatorConfig, ExtensionSpec, FUNCTION_TIMEOUT_DEFAULT, FunctionSpec,
     INIT_TIMEOUT_DEFAULT, InitializationType, MANAGED_INSTANCES_INIT_TYPE,
-    MANAGED_INSTANCES_SCHEMA, MAX_EXTENSIONS, MAX_RESPONSE_BYTES, MEMORY_MB_DEFAULT,
-    RUNTIME_SHUTDOWN_GRACE_DEFAULT, SHUTDOWN_TIMEOUT_DEFAULT, hidden_from_extensions,
+    MANAGED_INSTANCES_SCHEMA, MAX_EXTENSIONS, MAX_RESPONSE_BYTES, MAX_STREAMED_RESPONSE_BYTES,
+    MEMORY_MB_DEFAULT, RUNTIME_SHUTDOWN_GRACE_DEFAULT, SHUTDOWN_TIMEOUT_DEFAULT,
+    SNAPSHOT_AGE_DEFAULT, hidden_from_extensions,
 };
+pub use lifecycle::StaleInit;
 pub use state::{ApiErrorReport, EventDeviation};
 pub use telemetry::{
     RecordDeviation, Subscription, SubscriptionRecord, TelemetryDelivery, TelemetryEvent,
@@ -397,6 +410,10 @@ pub struct Invocation {
     pub failure: Option<String>,
     /// The reset this invocation caused (timeout or crash).
     pub reset: Option<ShutdownReport>,
+    /// The runtime streamed its response (`Lambda-Runtime-Function-Response-Mode: streaming`).
+    pub streamed: bool,
+    /// When the response's first bytes arrived (its head); the stream ends at `response_at`.
+    pub response_started_at: Option<Instant>,
 }
 
 impl Invocation {
@@ -618,6 +635,13 @@ impl EmulatorBuilder {
     /// Passes the host's `name` variable (when set) to every child, beside PATH, HOME and LANG.
     pub fn pass_host_env(mut self, name: impl Into<String>) -> Self {
         self.config.host_env.push(name.into());
+        self
+    }
+
+    /// SnapStart: how long before the restore its snapshot was taken (default one day): the
+    /// stale init records delivered after the restore carry times that far back.
+    pub fn snapshot_age(mut self, age: Duration) -> Self {
+        self.config.snapshot_age = age;
         self
     }
 

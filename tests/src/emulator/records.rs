@@ -18,16 +18,10 @@ pub(crate) fn init_start(
     phase: &str,
     instance_id: &str,
 ) -> Value {
-    json!({
-        "initializationType": init_type.as_str(),
-        "phase": phase,
-        "runtimeVersion": config.runtime_version,
-        "runtimeVersionArn": config.runtime_version_arn(),
-        "functionName": config.function_name,
-        "functionVersion": config.function_version,
-        "instanceId": instance_id,
-        "instanceMaxMemory": u64::from(config.memory_mb) * 1024 * 1024,
-    })
+    let mut record = restore_start(config, instance_id);
+    record["initializationType"] = json!(init_type.as_str());
+    record["phase"] = json!(phase);
+    record
 }
 
 pub(crate) fn init_runtime_done(
@@ -57,6 +51,28 @@ pub(crate) fn init_report(
     let mut record = init_runtime_done(init_type, phase, status, error_type);
     record["metrics"] = json!({"durationMs": millis_f64(duration)});
     record
+}
+
+/// `platform.restoreStart` (SnapStart): who is restored, no initialization type or phase.
+pub(crate) fn restore_start(config: &EmulatorConfig, instance_id: &str) -> Value {
+    json!({
+        "runtimeVersion": config.runtime_version,
+        "runtimeVersionArn": config.runtime_version_arn(),
+        "functionName": config.function_name,
+        "functionVersion": config.function_version,
+        "instanceId": instance_id,
+        "instanceMaxMemory": u64::from(config.memory_mb) * 1024 * 1024,
+    })
+}
+
+/// `platform.restoreRuntimeDone`.
+pub(crate) fn restore_runtime_done() -> Value {
+    json!({"status": "success"})
+}
+
+/// `platform.restoreReport`.
+pub(crate) fn restore_report(duration: Duration) -> Value {
+    json!({"status": "success", "metrics": {"durationMs": millis_f64(duration)}})
 }
 
 pub(crate) fn extension(name: &str, events: &[String]) -> Value {

@@ -1,16 +1,19 @@
 //! The Runtime API (`/2018-06-01/runtime`, contracts §3).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, StatusCode};
 use serde_json::Value;
 
 use super::api::{accepted, api_error};
-use super::config::MAX_RESPONSE_BYTES;
+use super::config::{MAX_RESPONSE_BYTES, MAX_STREAMED_RESPONSE_BYTES};
 use super::records::{self, ResponseTiming, RuntimeDone};
 use super::state::{ApiErrorReport, Phase, RuntimeAnswer, Shared, State};
 use crate::http::{Request, Response, bytes_response};
+
+/// Longest a snapshot waits for its restore (tests restore at once).
+const RESTORE_WAIT_LIMIT: Duration = Duration::from_mins(10);
 
 /// Decrements the blocked-`next` count when a long-poll ends, however it ends (answered, or the
 /// connection dropped mid-wait).
@@ -84,6 +87,52 @@ pub(crate) async fn next(shared: Arc<Shared>) -> Response {
     response
 }
 
+/// `GET /runtime/restore/next` (SnapStart): the runtime is ready for the snapshot, which ends
+/// its part of the init; the call returns once the environment is restored.
+pub(crate) async fn restore_next(shared: Arc<Shared>) -> Response {
+    let now = Instant::now();
+    let generation = shared.update(|s| {
+        runtime_called_next(&shared, s, now);
+        s.generation
+    });
+    let restored = shared
+        .wait_until(now + RESTORE_WAIT_LIMIT, |s| {
+            (s.generation != generation || s.restored).then_some(s.generation == generation)
+        })
+        .await;
+    if restored == Some(true) {
+        bytes_response(StatusCode::OK, "application/json", "{}")
+    } else {
+        api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Runtime.EnvironmentReset",
+            "the execution environment was reset before a restore",
+        )
+    }
+}
+
+/// `POST /runtime/restore/error`: the runtime's after-restore hooks failed.
+pub(crate) fn restore_error(shared: &Shared, req: &Request) -> Response {
+    let report = runtime_error_report(req, "restore", Instant::now());
+    shared.update(|s| s.api_errors.push(report));
+    accepted()
+}
+
+/// A runtime's `/…/error` post as the emulator keeps it.
+fn runtime_error_report(req: &Request, kind: &'static str, at: Instant) -> ApiErrorReport {
+    ApiErrorReport {
+        source: "runtime".to_owned(),
+        kind,
+        error_type: Some(
+            req.header("Lambda-Runtime-Function-Error-Type")
+                .unwrap_or("Runtime.Unknown")
+                .to_owned(),
+        ),
+        body: serde_json::from_slice(&req.body).unwrap_or(Value::Null),
+        at,
+    }
+}
+
 /// The runtime's next ends its init (`platform.initRuntimeDone`) or its part of the invocation
 /// (`platform.runtimeDone`).
 fn runtime_called_next(shared: &Shared, s: &mut State, now: Instant) {
@@ -96,9 +145,7 @@ fn runtime_called_next(shared: &Shared, s: &mut State, now: Instant) {
         init.runtime_ready_at = Some(now);
         init.runtime_done_emitted = true;
         let record = records::init_runtime_done(init.init_type, init.phase_label, "success", None);
-        shared
-            .telemetry
-            .emit(generation, now, "platform.initRuntimeDone", record);
+        shared.emit(s, now, "platform.initRuntimeDone", record);
     }
     let Some(inv) = s.invocation.as_mut() else {
         return;
@@ -172,11 +219,28 @@ fn answer(
     })
 }
 
-/// `POST /runtime/invocation/{id}/response`.
+/// `POST /runtime/invocation/{id}/response`, buffered or streamed (the body arrives over the
+/// whole stream: its head starts the response, its end ends it).
 pub(crate) fn response(shared: &Shared, request_id: &str, req: &Request) -> Response {
-    if req.body.len() > MAX_RESPONSE_BYTES {
-        let message =
-            format!("Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).");
+    let streamed = req
+        .header("Lambda-Runtime-Function-Response-Mode")
+        .is_some_and(|m| m.eq_ignore_ascii_case("streaming"));
+    let limit = if streamed {
+        MAX_STREAMED_RESPONSE_BYTES
+    } else {
+        MAX_RESPONSE_BYTES
+    };
+    if streamed {
+        shared.update(|s| {
+            if let Some(inv) = s.invocation.as_mut()
+                && inv.request_id == request_id
+            {
+                inv.streamed = true;
+            }
+        });
+    }
+    if req.body.len() > limit {
+        let message = format!("Exceeded maximum allowed payload size ({limit} bytes).");
         let body = serde_json::json!({"errorMessage": message, "errorType": "Function.ResponseSizeTooLarge"});
         let error = RuntimeAnswer::Error {
             error_type: Some("Function.ResponseSizeTooLarge".to_owned()),
@@ -223,20 +287,11 @@ pub(crate) fn error(shared: &Shared, request_id: &str, req: &Request) -> Respons
 /// `POST /runtime/init/error`: the init fails with the runtime's error type.
 pub(crate) fn init_error(shared: &Shared, req: &Request) -> Response {
     let now = Instant::now();
-    let error_type = req
-        .header("Lambda-Runtime-Function-Error-Type")
-        .unwrap_or("Runtime.Unknown")
-        .to_owned();
-    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let report = runtime_error_report(req, "init", now);
+    let error_type = report.error_type.clone().unwrap_or_default();
     shared.update(|s| {
         let generation = s.generation;
-        s.api_errors.push(ApiErrorReport {
-            source: "runtime".to_owned(),
-            kind: "init",
-            error_type: Some(error_type.clone()),
-            body,
-            at: now,
-        });
+        s.api_errors.push(report);
         match s.init.as_mut() {
             Some(init) if s.phase == Phase::Initializing => {
                 if init.failure.is_none() {

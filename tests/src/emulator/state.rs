@@ -138,6 +138,8 @@ pub(crate) struct InvocationProgress {
     pub tracing: Option<Value>,
     pub runtime_received_at: Option<Instant>,
     pub answer: Option<(RuntimeAnswer, super::records::ResponseTiming)>,
+    /// The response was streamed.
+    pub streamed: bool,
     pub runtime_done_at: Option<Instant>,
     /// Extensions sent INVOKE, by id → name.
     pub expected: BTreeMap<String, String>,
@@ -168,7 +170,7 @@ pub(crate) struct ProcessStatus {
 pub struct ApiErrorReport {
     /// `extension:<name>` or `runtime`.
     pub source: String,
-    /// `init` or `exit`.
+    /// `init`, `exit`, or `restore`.
     pub kind: &'static str,
     /// The error-type header.
     pub error_type: Option<String>,
@@ -195,6 +197,19 @@ pub(crate) struct State {
     /// Every event delivered to an extension, by extension name, across generations.
     pub delivered_log: Vec<(String, DeliveredEvent)>,
     pub last_init_failed: bool,
+    /// While a SnapStart snapshot is created, its platform records are kept here (delivered,
+    /// stale, after the restore) instead of being emitted.
+    pub snapshot_records: Option<Vec<HeldRecord>>,
+    /// SnapStart: this generation was restored (`/runtime/restore/next` returns).
+    pub restored: bool,
+}
+
+/// A platform record kept back from delivery.
+#[derive(Debug, Clone)]
+pub(crate) struct HeldRecord {
+    pub at: Instant,
+    pub event_type: String,
+    pub record: Value,
 }
 
 impl State {
@@ -213,6 +228,8 @@ impl State {
             inits: Vec::new(),
             delivered_log: Vec::new(),
             last_init_failed: false,
+            snapshot_records: None,
+            restored: false,
         }
     }
 
@@ -224,6 +241,7 @@ impl State {
         self.external_names.clear();
         self.runtime = Mailbox::new();
         self.invocation = None;
+        self.restored = false;
         self.generation
     }
 
@@ -359,8 +377,17 @@ impl Shared {
         }
     }
 
-    /// Emits a platform (or log) record for the generation in `state`.
-    pub fn emit(&self, state: &State, at: Instant, event_type: &str, record: Value) {
+    /// Emits a platform (or log) record for the generation in `state`; keeps it back instead
+    /// while a SnapStart snapshot is being created.
+    pub fn emit(&self, state: &mut State, at: Instant, event_type: &str, record: Value) {
+        if let Some(held) = state.snapshot_records.as_mut() {
+            held.push(HeldRecord {
+                at,
+                event_type: event_type.to_owned(),
+                record,
+            });
+            return;
+        }
         self.telemetry
             .emit(state.generation, at, event_type, record);
     }

@@ -294,10 +294,23 @@ impl TelemetryHub {
 
     /// Logs an event and queues it for every subscriber of `generation` that wants it.
     pub(crate) fn emit(&self, generation: u64, at: Instant, event_type: &str, record: Value) {
+        self.emit_dated(generation, at, self.clock.iso8601(at), event_type, record);
+    }
+
+    /// Like [`TelemetryHub::emit`], with the record's `time` given: a stale record delivered
+    /// now carries the time it happened.
+    pub(crate) fn emit_dated(
+        &self,
+        generation: u64,
+        at: Instant,
+        time: String,
+        event_type: &str,
+        record: Value,
+    ) {
         let event = TelemetryEvent {
             generation,
             at,
-            time: self.clock.iso8601(at),
+            time,
             event_type: event_type.to_owned(),
             record,
         };

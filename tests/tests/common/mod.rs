@@ -272,3 +272,76 @@ impl Moto {
         self.child.id()
     }
 }
+
+/// A container credentials endpoint (what SnapStart and Lambda Managed Instances give instead of
+/// key variables): serves one key id to requests carrying its token, counts what it served and
+/// refused. Stopped when dropped.
+pub struct ContainerCredentials {
+    _server: xray_extension_tests::http::Server,
+    /// Requests answered with credentials.
+    pub served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests refused for a wrong token.
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    port: u16,
+}
+
+impl ContainerCredentials {
+    /// The token the endpoint expects.
+    pub const TOKEN: &'static str = "container-token-1";
+    /// The access key id it serves.
+    pub const KEY_ID: &'static str = "ASIACONTAINER0001";
+
+    /// Starts the endpoint on a free loopback port.
+    pub async fn start() -> ContainerCredentials {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use xray_extension_tests::http as h;
+        let served = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let handler: h::Handler = {
+            let (served, refused) = (served.clone(), refused.clone());
+            Arc::new(move |req: h::Request| {
+                let authorized = req.header("authorization") == Some(Self::TOKEN);
+                let (served, refused) = (served.clone(), refused.clone());
+                Box::pin(async move {
+                    if !authorized {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        return h::empty_response(http::StatusCode::UNAUTHORIZED);
+                    }
+                    served.fetch_add(1, Ordering::SeqCst);
+                    h::json_response(
+                        http::StatusCode::OK,
+                        &serde_json::json!({"AccessKeyId": Self::KEY_ID,
+                            "SecretAccessKey": "container-secret", "Token": "container-session",
+                            "Expiration": "2099-01-01T00:00:00Z"}),
+                    )
+                })
+            })
+        };
+        let endpoint = h::Server::start(listener, 1 << 16, handler).expect("credentials server");
+        ContainerCredentials {
+            _server: endpoint,
+            served,
+            refused,
+            port,
+        }
+    }
+
+    /// The variables that point the extension at this endpoint.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_owned(),
+                format!("http://127.0.0.1:{}/2021-04-23/credentials", self.port),
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN".to_owned(),
+                Self::TOKEN.to_owned(),
+            ),
+        ]
+    }
+}

@@ -1,0 +1,202 @@
+//! End to end under the execution models beyond on-demand (contracts §8): SnapStart restores
+//! (stale init records around the restore records, credentials from the container endpoint)
+//! and response streaming.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use common::{ContainerCredentials, EXTENSION, Harness, Options, f, named};
+use serde_json::{Value, json};
+use xray_extension_tests::clock::epoch_seconds;
+use xray_extension_tests::emulator::{InvocationStatus, Invoke, StaleInit};
+use xray_extension_tests::sink::ReceivedDocument;
+use xray_extension_tests::trace::TraceHeader;
+
+/// Every id in one of our documents: its own, its children's, its exception's.
+fn ids_in(doc: &Value) -> Vec<String> {
+    let mut ids = vec![doc["id"].as_str().unwrap_or_default().to_owned()];
+    for child in doc["subsegments"].as_array().into_iter().flatten() {
+        ids.extend(child["id"].as_str().map(str::to_owned));
+    }
+    for ex in doc["cause"]["exceptions"].as_array().into_iter().flatten() {
+        ids.extend(ex["id"].as_str().map(str::to_owned));
+    }
+    ids
+}
+
+/// Our documents (named as we name them) among `docs`, latest version of each id.
+fn ours(docs: &[ReceivedDocument]) -> Vec<Value> {
+    let mut latest: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
+    for d in docs {
+        if matches!(d.name(), "Runtime" | "Restore" | "Cold Start") {
+            latest.insert(d.id.clone(), d.value.clone());
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// Four environments restored from SnapStart snapshots, the stale init records of each
+/// snapshot's creation (dated a day back) delivered before, between, after and around the
+/// restore records: never a `Cold Start`; one `Restore` and `ColdStart=true` on each first
+/// invocation only; every id unique across the restored environments; times from the current
+/// clock; credentials from the container endpoint; never held past the flush timeout.
+#[tokio::test]
+async fn snap_start_restores_never_show_a_cold_start_and_keep_ids_unique() {
+    let credentials = ContainerCredentials::start().await;
+    let mut options = Options::strategy("end");
+    options.extension_env.extend(credentials.env());
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(options).await;
+    let began = epoch_seconds(SystemTime::now());
+    let orders = [
+        StaleInit::BeforeRestore,
+        StaleInit::BetweenRestore,
+        StaleInit::AfterRestore,
+        StaleInit::Split,
+    ];
+    let mut rounds: Vec<Vec<TraceHeader>> = Vec::new();
+    for stale in orders {
+        lambda
+            .snap_start(stale)
+            .await
+            .expect("snapshot and restore");
+        let mut traces = Vec::new();
+        for i in 0..3 {
+            let trace = TraceHeader::sampled();
+            let inv = lambda
+                .invoke(Invoke::new(json!({"subsegments": 1})).traced(trace.clone()))
+                .await
+                .expect("invoke");
+            assert_eq!(inv.status, InvocationStatus::Success, "{stale:?} {i}");
+            assert!(!inv.cold, "a restored environment needs no init");
+            let post = inv.post_runtime.expect("post-runtime");
+            assert!(
+                post < common::flush_timeout(),
+                "{stale:?} {i}: held {post:?}"
+            );
+            traces.push(trace);
+        }
+        let report = lambda.shutdown().await.expect("shutdown");
+        assert_eq!(report.extension(EXTENSION).unwrap().exit_code(), Some(0));
+        rounds.push(traces);
+    }
+    let ended = epoch_seconds(SystemTime::now());
+
+    let docs = sink.documents();
+    assert!(
+        !docs.iter().any(|d| d.name() == "Cold Start"),
+        "a stale init made a Cold Start"
+    );
+    for (stale, traces) in orders.iter().zip(&rounds) {
+        for (i, t) in traces.iter().enumerate() {
+            let runtime = named(&docs, &t.root, "Runtime");
+            let runtime = &runtime.last().expect("a Runtime per invocation").value;
+            assert_eq!(runtime["annotations"]["ColdStart"], i == 0, "{stale:?} {i}");
+            assert_eq!(
+                runtime["annotations"]["InitType"], "snap-start",
+                "{stale:?}"
+            );
+            let restore = named(&docs, &t.root, "Restore");
+            let restore_ids: HashSet<&str> = restore.iter().map(|d| d.id.as_str()).collect();
+            assert_eq!(restore_ids.len(), usize::from(i == 0), "{stale:?} {i}");
+        }
+    }
+    // Our documents come from this run's clock, not the snapshot's day-old one.
+    let ours = ours(&docs);
+    assert_eq!(ours.len(), 4 * 3 + 4, "12 Runtime and 4 Restore");
+    for d in &ours {
+        assert!(f(d, "start_time") >= began - 1.0, "{d}");
+        assert!(f(d, "end_time") <= ended + 1.0, "{d}");
+    }
+    // Unique across the four restored environments.
+    let all: Vec<String> = ours.iter().flat_map(ids_in).collect();
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "a segment id repeated: {all:?}");
+    // Signed with what the container endpoint served (no key variables under SnapStart).
+    let calls = sink.put_calls();
+    assert!(!calls.is_empty());
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.access_key_id.as_deref() == Some(ContainerCredentials::KEY_ID))
+    );
+    assert!(credentials.served.load(Ordering::SeqCst) >= 4);
+    assert_eq!(credentials.refused.load(Ordering::SeqCst), 0);
+}
+
+/// The answer line of a streamed sample-function response: after `lambda_runtime`'s metadata
+/// prelude and its eight NUL separator bytes.
+fn streamed_answer(body: &[u8]) -> Value {
+    let start = body
+        .windows(8)
+        .position(|w| w == [0; 8])
+        .map_or(0, |p| p + 8);
+    let line = body[start..]
+        .split(|b| *b == b'\n')
+        .next()
+        .unwrap_or_default();
+    serde_json::from_slice(line).unwrap_or(Value::Null)
+}
+
+/// A streamed response of 7 MB (more than a buffered response may be) over about 600 ms:
+/// `platform.runtimeDone` comes only after the stream; `Runtime` and its `Response Duration`
+/// cover the stream; the function is held no longer than the flush timeout after runtimeDone,
+/// and the SDK's subsegments are in X-Ray when the invocation ends.
+#[tokio::test]
+async fn a_streamed_response_is_covered_by_runtime_and_response_duration() {
+    const CHUNKS: u64 = 14;
+    const INTERVAL_MS: u64 = 45;
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options::strategy("end")).await;
+    let trace = TraceHeader::sampled();
+    let inv = lambda
+        .invoke(
+            Invoke::new(json!({"subsegments": 2, "stream_chunks": CHUNKS,
+                "stream_chunk_bytes": 512 * 1024, "stream_interval_ms": INTERVAL_MS}))
+            .traced(trace.clone()),
+        )
+        .await
+        .expect("invoke");
+    assert_eq!(inv.status, InvocationStatus::Success);
+    assert!(inv.streamed);
+    let body = inv.response.as_ref().expect("response");
+    assert!(body.len() > 7 * 1024 * 1024, "{}", body.len());
+    let stream_time = Duration::from_millis(CHUNKS * INTERVAL_MS);
+    let (head, end) = (
+        inv.response_started_at.expect("head"),
+        inv.response_at.expect("end"),
+    );
+    assert!(end.duration_since(head) >= stream_time);
+    assert!(inv.runtime_done_at.expect("runtimeDone") >= end);
+    let post = inv.post_runtime.expect("post-runtime");
+    assert!(post < common::flush_timeout(), "held {post:?}");
+
+    let answer = streamed_answer(body);
+    let sent: Vec<String> = serde_json::from_value(answer["sent_ids"].clone()).unwrap();
+    assert_eq!(sent.len(), 2);
+    let docs = sink.documents();
+    assert!(sent.iter().all(|id| docs.iter().any(|d| &d.id == id)));
+    let runtime = named(&docs, &trace.root, "Runtime");
+    let runtime = &runtime.last().expect("Runtime").value;
+    let child = |name: &str| {
+        runtime["subsegments"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {runtime}"))
+    };
+    let duration = child("Response Duration");
+    let streamed = f(&duration, "end_time") - f(&duration, "start_time");
+    assert!(
+        streamed >= stream_time.as_secs_f64() - 0.001,
+        "Response Duration {streamed} s"
+    );
+    assert!(f(runtime, "end_time") >= f(&duration, "end_time") - 1e-6);
+    assert!(f(runtime, "end_time") - f(runtime, "start_time") >= stream_time.as_secs_f64());
+    lambda.shutdown().await.expect("shutdown");
+}

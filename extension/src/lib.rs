@@ -4,7 +4,8 @@
 //! Lambda lifecycle where it costs the function nothing (or as little as can be measured).
 //!
 //! Data flow: [`ingest::udp`] → [`ingest::protocol`] → [`app`] (the lifecycle loop, fed by
-//! [`lambda`]) → [`export::buffer`] → [`export::batcher`] → [`export::xray`].
+//! [`lambda`], deciding with [`lifecycle`]) → [`export::exporter`] ([`export::buffer`] →
+//! [`export::batcher`] → [`export::xray`]).
 
 pub mod app;
 pub mod config;

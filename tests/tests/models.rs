@@ -200,3 +200,67 @@ async fn a_streamed_response_is_covered_by_runtime_and_response_duration() {
     assert!(f(runtime, "end_time") - f(runtime, "start_time") >= stream_time.as_secs_f64());
     lambda.shutdown().await.expect("shutdown");
 }
+
+/// Lambda retries an asynchronous event under the same request id, in the same trace with a new
+/// parent: each attempt gets its own `Runtime` (its own id, under its own parent); attempt 1's
+/// fault and report figures stay on attempt 1, attempt 2 carries neither.
+#[tokio::test]
+async fn an_async_retry_under_the_same_request_id_gets_its_own_runtime() {
+    const REQUEST: &str = "retried-async-1";
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options::strategy("end")).await;
+    let first_trace = TraceHeader::sampled();
+    let retry_trace = TraceHeader {
+        parent: TraceHeader::sampled().parent,
+        ..first_trace.clone()
+    };
+    let first = lambda
+        .invoke(
+            Invoke::new(json!({"subsegments": 1, "error": true}))
+                .traced(first_trace.clone())
+                .request_id(REQUEST),
+        )
+        .await
+        .expect("invoke");
+    assert_eq!(first.status, InvocationStatus::Error);
+    let retry = lambda
+        .invoke(
+            Invoke::new(json!({"subsegments": 1, "sleep_ms": 30}))
+                .traced(retry_trace.clone())
+                .request_id(REQUEST),
+        )
+        .await
+        .expect("invoke");
+    assert_eq!(retry.status, InvocationStatus::Success);
+    lambda.shutdown().await.expect("shutdown");
+
+    let docs = sink.documents();
+    let runtimes = ours(&docs);
+    let runtimes: Vec<&Value> = runtimes.iter().filter(|d| d["name"] == "Runtime").collect();
+    assert_eq!(runtimes.len(), 2, "one Runtime per attempt: {runtimes:?}");
+    let by_parent = |parent: &Option<String>| {
+        runtimes
+            .iter()
+            .find(|d| d["parent_id"].as_str() == parent.as_deref())
+            .copied()
+            .unwrap_or_else(|| panic!("no Runtime under {parent:?}: {runtimes:?}"))
+    };
+    let (a, b) = (by_parent(&first_trace.parent), by_parent(&retry_trace.parent));
+    assert_ne!(a["id"], b["id"]);
+    assert_eq!(a["fault"], true, "{a}");
+    assert_eq!(
+        a["cause"]["exceptions"][0]["type"],
+        a["metadata"]["lambda"]["errorType"]
+    );
+    assert!(b.get("fault").is_none(), "{b}");
+    for d in [a, b] {
+        assert_eq!(d["metadata"]["lambda"]["requestId"], REQUEST);
+        assert!(d["metadata"]["lambda"]["billedDurationMs"].is_u64(), "{d}");
+    }
+    // Each attempt's own report: the retry slept 30 ms more than attempt 1 ran.
+    let duration = |d: &Value| d["metadata"]["lambda"]["durationMs"].as_f64().unwrap_or(0.0);
+    assert!(duration(b) >= 30.0, "{b}");
+    assert_eq!(a["metadata"]["lambda"]["status"], "error");
+    assert_eq!(b["metadata"]["lambda"]["status"], "success");
+}

@@ -246,7 +246,10 @@ async fn an_async_retry_under_the_same_request_id_gets_its_own_runtime() {
             .copied()
             .unwrap_or_else(|| panic!("no Runtime under {parent:?}: {runtimes:?}"))
     };
-    let (a, b) = (by_parent(&first_trace.parent), by_parent(&retry_trace.parent));
+    let (a, b) = (
+        by_parent(&first_trace.parent),
+        by_parent(&retry_trace.parent),
+    );
     assert_ne!(a["id"], b["id"]);
     assert_eq!(a["fault"], true, "{a}");
     assert_eq!(
@@ -259,8 +262,152 @@ async fn an_async_retry_under_the_same_request_id_gets_its_own_runtime() {
         assert!(d["metadata"]["lambda"]["billedDurationMs"].is_u64(), "{d}");
     }
     // Each attempt's own report: the retry slept 30 ms more than attempt 1 ran.
-    let duration = |d: &Value| d["metadata"]["lambda"]["durationMs"].as_f64().unwrap_or(0.0);
+    let duration = |d: &Value| {
+        d["metadata"]["lambda"]["durationMs"]
+            .as_f64()
+            .unwrap_or(0.0)
+    };
     assert!(duration(b) >= 30.0, "{b}");
     assert_eq!(a["metadata"]["lambda"]["status"], "error");
     assert_eq!(b["metadata"]["lambda"]["status"], "success");
+}
+
+/// The largest number of invocations a runtime process was working on at one moment.
+fn most_at_once(invs: &[xray_extension_tests::emulator::Invocation]) -> usize {
+    let spans: Vec<(std::time::Instant, std::time::Instant)> = invs
+        .iter()
+        .filter_map(|i| Some((i.runtime_received_at?, i.response_at?)))
+        .collect();
+    spans
+        .iter()
+        .map(|(at, _)| spans.iter().filter(|(s, e)| s <= at && at < e).count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The Python function of `tests/functions/python`, run by `awslambdaric`.
+fn python_function() -> xray_extension_tests::emulator::FunctionSpec {
+    let functions = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("functions/python");
+    xray_extension_tests::emulator::FunctionSpec::command([
+        common::venv().join("bin/python").into_os_string(),
+        "-m".into(),
+        "awslambdaric".into(),
+        "app.handler".into(),
+    ])
+    .handler("app.handler")
+    .env("PYTHONPATH", functions.to_string_lossy())
+    .env("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR")
+}
+
+/// How many of `invs` had their `platform.report` emitted before their `platform.start`;
+/// asserts no `platform.runtimeDone` was emitted at all.
+fn reports_before_start(
+    lambda: &xray_extension_tests::emulator::Emulator,
+    invs: &[xray_extension_tests::emulator::Invocation],
+) -> usize {
+    let log = lambda.telemetry_log();
+    assert!(!log.iter().any(|e| e.event_type == "platform.runtimeDone"));
+    let position = |kind: &str, id: &str| {
+        log.iter()
+            .position(|e| e.event_type == kind && e.request_id() == Some(id))
+    };
+    invs.iter()
+        .filter(|inv| {
+            position("platform.report", &inv.request_id)
+                < position("platform.start", &inv.request_id)
+        })
+        .count()
+}
+
+/// Lambda Managed Instances with four `awslambdaric` processes taking 16 traced invocations at
+/// once (one fails): the extension registers for SHUTDOWN only, gets no INVOKE, no runtimeDone,
+/// every third report before its start; every invocation gets one `Runtime` from its start and
+/// report (never `Cold Start`, `InitType="lambda-managed-instances"`, the failure a fault), and
+/// every subsegment the Python SDK sent from each process reaches X-Ray.
+#[tokio::test]
+async fn managed_instances_deliver_every_concurrent_invocation() {
+    const N: usize = 16;
+    const FAILING: usize = 5;
+    let function = python_function();
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options {
+        managed_instances: true,
+        max_concurrency: 4,
+        function: Some(function),
+        wrapper: true,
+        ..Options::default()
+    })
+    .await;
+    let traces: Vec<TraceHeader> = (0..N).map(|_| TraceHeader::sampled()).collect();
+    let invokes = traces
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Invoke::new(json!({"n": i, "sleep_ms": 150, "error": i == FAILING})).traced(t.clone())
+        })
+        .collect();
+    let invs = lambda.invoke_concurrently(invokes).await.expect("invoke");
+    assert_eq!(invs.len(), N);
+    for (i, inv) in invs.iter().enumerate() {
+        let expected = if i == FAILING {
+            InvocationStatus::Error
+        } else {
+            InvocationStatus::Success
+        };
+        assert_eq!(inv.status, expected, "{i}: {:?}", inv.error);
+    }
+    let at_once = most_at_once(&invs);
+    eprintln!("invocations running at once: {at_once}");
+    assert!(at_once >= 2, "the runtime processes ran one at a time");
+    let report = lambda.shutdown().await.expect("shutdown");
+    assert_eq!(report.extension(EXTENSION).unwrap().exit_code(), Some(0));
+    assert!(
+        lambda
+            .extension_events(EXTENSION)
+            .iter()
+            .all(|e| e.event_type() == "SHUTDOWN")
+    );
+    let report_first = reports_before_start(&lambda, &invs);
+    assert!(
+        report_first >= N / 3 - 1,
+        "{report_first} reports before their start"
+    );
+
+    let docs = sink.documents();
+    assert!(!docs.iter().any(|d| d.name() == "Cold Start"));
+    let mut delivered = 0;
+    for (i, (t, inv)) in traces.iter().zip(&invs).enumerate() {
+        let runtime = named(&docs, &t.root, "Runtime");
+        let ids: HashSet<&str> = runtime.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids.len(), 1, "{i}: one Runtime");
+        let r = &runtime.last().unwrap().value;
+        assert_eq!(r["annotations"]["ColdStart"], false, "{i}");
+        assert_eq!(
+            r["annotations"]["InitType"], "lambda-managed-instances",
+            "{i}"
+        );
+        assert_eq!(
+            r["fault"].as_bool().unwrap_or(false),
+            i == FAILING,
+            "{i}: {r}"
+        );
+        let children: Vec<&str> = r["subsegments"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(children, ["Response Latency", "Response Duration"], "{i}");
+        assert!(f(r, "end_time") - f(r, "start_time") >= 0.15, "{i}: {r}");
+        for id in common::sent_ids(inv) {
+            assert!(
+                docs.iter().any(|d| d.id == id),
+                "{i}: subsegment {id} missing"
+            );
+            delivered += 1;
+        }
+    }
+    eprintln!("SDK subsegments delivered: {delivered}; Runtime subsegments: {N}");
+    assert_eq!(delivered, 2 * (N - 1));
+    let c = common::counters(&lambda).expect("counters");
+    assert_eq!(c["dropped_at_shutdown"], 0);
 }

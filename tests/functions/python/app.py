@@ -5,6 +5,8 @@ own datagram to AWS_XRAY_DAEMON_ADDRESS when it closes. The ids are returned so 
 them in X-Ray.
 """
 
+import time
+
 from aws_xray_sdk.core import xray_recorder
 
 
@@ -16,6 +18,8 @@ def handler(event, context):
         ids.append(sub.id)
         with xray_recorder.in_subsegment("python-inner") as inner:
             ids.append(inner.id)
+            # Time spent in the handler (concurrent invocations overlap on Managed Instances).
+            time.sleep(event.get("sleep_ms", 0) / 1000)
     if event.get("error"):
         raise ValueError("the event asked for an error")
     return {"sent_ids": ids, "trace_id": xray_recorder.current_segment().trace_id}

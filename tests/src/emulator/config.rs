@@ -36,6 +36,8 @@ pub const DUMMY_SESSION_TOKEN: &str = "emulator-session-token";
 
 /// `AWS_LAMBDA_INITIALIZATION_TYPE` on Lambda Managed Instances (contracts §8).
 pub const MANAGED_INSTANCES_INIT_TYPE: &str = "lambda-managed-instances";
+/// Runtime processes (`AWS_LAMBDA_MAX_CONCURRENCY`) on Lambda Managed Instances by default.
+pub const MAX_CONCURRENCY_DEFAULT: usize = 4;
 /// The only Telemetry API schema Lambda Managed Instances accepts (contracts §8).
 pub const MANAGED_INSTANCES_SCHEMA: &str = "2025-01-29";
 
@@ -53,6 +55,8 @@ pub enum InitializationType {
     /// SnapStart: the init creates a snapshot; environments are restored from it (contracts
     /// §8). No credentials in the environment, no log group or stream variables.
     SnapStart,
+    /// Lambda Managed Instances: initialised before traffic, several invocations at once.
+    ManagedInstances,
 }
 
 impl InitializationType {
@@ -62,6 +66,7 @@ impl InitializationType {
             Self::OnDemand => "on-demand",
             Self::ProvisionedConcurrency => "provisioned-concurrency",
             Self::SnapStart => "snap-start",
+            Self::ManagedInstances => MANAGED_INSTANCES_INIT_TYPE,
         }
     }
 }
@@ -191,6 +196,7 @@ pub struct EmulatorConfig {
     pub(crate) runtime_shutdown_grace: Duration,
     pub(crate) telemetry_supported: bool,
     pub(crate) managed_instances: bool,
+    pub(crate) max_concurrency: usize,
     pub(crate) xray_endpoint: Option<String>,
     pub(crate) output: ChildOutput,
     pub(crate) host_env: Vec<String>,
@@ -215,6 +221,7 @@ impl Default for EmulatorConfig {
             runtime_shutdown_grace: RUNTIME_SHUTDOWN_GRACE_DEFAULT,
             telemetry_supported: true,
             managed_instances: false,
+            max_concurrency: MAX_CONCURRENCY_DEFAULT,
             xray_endpoint: None,
             output: ChildOutput::Capture,
             host_env: Vec::new(),
@@ -382,6 +389,12 @@ pub(crate) fn runtime_env(
     ];
     for (key, value) in pairs {
         env.insert(key.to_owned(), value);
+    }
+    if config.managed_instances {
+        env.insert(
+            "AWS_LAMBDA_MAX_CONCURRENCY".to_owned(),
+            config.max_concurrency.to_string(),
+        );
     }
     if init_type == InitializationType::SnapStart {
         env.remove("AWS_LAMBDA_LOG_GROUP_NAME");

@@ -35,15 +35,15 @@ enum Outcome {
 /// The `tracing` of the platform records of a sampled invocation, as AWS's emulator builds it:
 /// `spanId` is the caller's `Parent`, and `value` carries the trace with `Parent` set to the
 /// segment Lambda records for the invocation.
-struct PlatformTracing {
-    span_id: String,
-    lambda_segment_id: String,
-    value: String,
+pub(crate) struct PlatformTracing {
+    pub span_id: String,
+    pub lambda_segment_id: String,
+    pub value: String,
 }
 
 impl PlatformTracing {
     /// `None` unless the header has a root and says `Sampled=1`.
-    fn of(header: &str) -> Option<Self> {
+    pub(crate) fn of(header: &str) -> Option<Self> {
         let caller = TraceHeader::parse(header).filter(TraceHeader::is_sampled)?;
         let lambda_segment_id = new_segment_id();
         let value = TraceHeader {
@@ -202,6 +202,11 @@ impl Emulator {
             .function
             .clone()
             .ok_or(EmulatorError::NoFunction)?;
+        let init_type = if self.shared.config.managed_instances {
+            InitializationType::ManagedInstances
+        } else {
+            init_type
+        };
         let started_at = Instant::now();
         let deadline = started_at + self.shared.config.init_timeout;
         let generation = self.begin_init(init_type, started_at);
@@ -342,6 +347,14 @@ impl Emulator {
             }
         });
         self.runtime = Some(runtime);
+        if shared.config.managed_instances {
+            // One process per concurrent request (Python's model on Managed Instances).
+            for _ in 1..shared.config.max_concurrency {
+                let more = process::spawn(shared, generation, Role::Runtime, &name, &command, &env)
+                    .map_err(|e| ("failure", "Runtime.LaunchError".to_owned(), e.to_string()))?;
+                self.more_runtimes.push(more);
+            }
+        }
         Ok(name)
     }
 
@@ -371,10 +384,15 @@ impl Emulator {
                         return Some(Err(crash("Extension.Crash", name, "during init", exit)));
                     }
                 }
+                // On Managed Instances every runtime process must be waiting for work.
+                let all_processes = !self.shared.config.managed_instances
+                    || usize::try_from(s.runtime.waiting).unwrap_or(usize::MAX)
+                        >= self.shared.config.max_concurrency;
                 let runtime_ready = s
                     .init
                     .as_ref()
-                    .is_some_and(|i| i.runtime_ready_at.is_some());
+                    .is_some_and(|i| i.runtime_ready_at.is_some())
+                    && all_processes;
                 let extensions_ready = s
                     .extensions
                     .iter()
@@ -607,6 +625,7 @@ impl Emulator {
             reset,
             streamed: progress.streamed,
             response_started_at: progress.answer.as_ref().map(|(_, t)| t.head_at),
+            runtime_received_at: progress.runtime_received_at,
         }
     }
 
@@ -702,6 +721,10 @@ impl Emulator {
             ),
             None => None,
         };
+        for handle in std::mem::take(&mut self.more_runtimes) {
+            self.stop_runtime(&handle, reason, started_at, deadline)
+                .await;
+        }
         let shutdown_sent_at = Instant::now();
         let sent = self.send_shutdown(reason, deadline_ms);
         let killed = self
@@ -995,7 +1018,9 @@ fn failure_message(outcome: &Outcome) -> Option<String> {
 }
 
 /// The response payload or the error, from the runtime's answer.
-fn answer_parts(answer: Option<&RuntimeAnswer>) -> (Option<Bytes>, Option<FunctionError>) {
+pub(crate) fn answer_parts(
+    answer: Option<&RuntimeAnswer>,
+) -> (Option<Bytes>, Option<FunctionError>) {
     match answer {
         Some(RuntimeAnswer::Response(body)) => (Some(body.clone()), None),
         Some(RuntimeAnswer::Error {

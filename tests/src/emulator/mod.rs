@@ -61,6 +61,7 @@ mod api;
 mod config;
 mod extensions_api;
 mod lifecycle;
+mod managed;
 mod process;
 mod records;
 mod runtime_api;
@@ -70,9 +71,9 @@ mod telemetry;
 pub use config::{
     ChildOutput, EmulatorConfig, ExtensionSpec, FUNCTION_TIMEOUT_DEFAULT, FunctionSpec,
     INIT_TIMEOUT_DEFAULT, InitializationType, MANAGED_INSTANCES_INIT_TYPE,
-    MANAGED_INSTANCES_SCHEMA, MAX_EXTENSIONS, MAX_RESPONSE_BYTES, MAX_STREAMED_RESPONSE_BYTES,
-    MEMORY_MB_DEFAULT, RUNTIME_SHUTDOWN_GRACE_DEFAULT, SHUTDOWN_TIMEOUT_DEFAULT,
-    SNAPSHOT_AGE_DEFAULT, hidden_from_extensions,
+    MANAGED_INSTANCES_SCHEMA, MAX_CONCURRENCY_DEFAULT, MAX_EXTENSIONS, MAX_RESPONSE_BYTES,
+    MAX_STREAMED_RESPONSE_BYTES, MEMORY_MB_DEFAULT, RUNTIME_SHUTDOWN_GRACE_DEFAULT,
+    SHUTDOWN_TIMEOUT_DEFAULT, SNAPSHOT_AGE_DEFAULT, hidden_from_extensions,
 };
 pub use lifecycle::StaleInit;
 pub use state::{ApiErrorReport, EventDeviation};
@@ -414,6 +415,8 @@ pub struct Invocation {
     pub streamed: bool,
     /// When the response's first bytes arrived (its head); the stream ends at `response_at`.
     pub response_started_at: Option<Instant>,
+    /// When a runtime process took the invocation from `/runtime/invocation/next`.
+    pub runtime_received_at: Option<Instant>,
 }
 
 impl Invocation {
@@ -611,10 +614,21 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Lambda Managed Instances' refusals (contracts §8): `AWS_LAMBDA_INITIALIZATION_TYPE` is
-    /// `lambda-managed-instances`, registering for `INVOKE` is refused (403
-    /// `Extension.InvalidEventType`), and a Telemetry API `schemaVersion` other than
-    /// `2025-01-29` is refused (400 `ValidationError`). The invocation lifecycle is unchanged.
+    /// Lambda Managed Instances: runtime processes started, each taking one invocation at a time
+    /// (`AWS_LAMBDA_MAX_CONCURRENCY`; default [`MAX_CONCURRENCY_DEFAULT`]).
+    pub fn max_concurrency(mut self, processes: usize) -> Self {
+        self.config.max_concurrency = processes.max(1);
+        self
+    }
+
+    /// Lambda Managed Instances (contracts §8): `AWS_LAMBDA_INITIALIZATION_TYPE` and the init
+    /// records say `lambda-managed-instances`, registering for `INVOKE` is refused (403
+    /// `Extension.InvalidEventType`), a Telemetry API `schemaVersion` other than `2025-01-29` is
+    /// refused (400 `ValidationError`), [`EmulatorBuilder::max_concurrency`] runtime processes
+    /// are started, and [`Emulator::invoke_concurrently`] runs invocations at once: no
+    /// `platform.runtimeDone`, `platform.report` (only `durationMs` and two spans) as each
+    /// response arrives, every third invocation's `platform.start` only after its report, and
+    /// nothing frozen.
     pub fn managed_instances(mut self, on: bool) -> Self {
         self.config.managed_instances = on;
         self
@@ -667,6 +681,7 @@ impl EmulatorBuilder {
             shared,
             _server: server,
             runtime: None,
+            more_runtimes: Vec::new(),
             extensions: Vec::new(),
             pending_init_duration: None,
         })
@@ -678,6 +693,8 @@ pub struct Emulator {
     shared: Arc<Shared>,
     _server: Server,
     runtime: Option<ProcessHandle>,
+    /// Lambda Managed Instances: the runtime processes besides `runtime`.
+    more_runtimes: Vec<ProcessHandle>,
     extensions: Vec<ProcessHandle>,
     /// Set by an on-demand init; reported as `initDurationMs` by the next invocation.
     pending_init_duration: Option<Duration>,

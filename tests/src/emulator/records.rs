@@ -128,13 +128,7 @@ pub(crate) fn runtime_done(clock: &Clock, done: &RuntimeDone<'_>) -> Value {
         json!({"durationMs": millis_f64(duration), "producedBytes": done.produced_bytes}),
     );
     if let Some(response) = done.response {
-        let span = |name: &str, from: Instant, to: Instant| {
-            json!({
-                "name": name,
-                "start": clock.iso8601(from),
-                "durationMs": millis_f64(to.saturating_duration_since(from)),
-            })
-        };
+        let span = |name: &str, from: Instant, to: Instant| span(clock, name, from, to);
         record.insert(
             "spans".into(),
             json!([
@@ -145,6 +139,15 @@ pub(crate) fn runtime_done(clock: &Clock, done: &RuntimeDone<'_>) -> Value {
         );
     }
     Value::Object(record)
+}
+
+/// A named span of a record: `from` → `to`.
+fn span(clock: &Clock, name: &str, from: Instant, to: Instant) -> Value {
+    json!({
+        "name": name,
+        "start": clock.iso8601(from),
+        "durationMs": millis_f64(to.saturating_duration_since(from)),
+    })
 }
 
 /// What `platform.report` reports.
@@ -195,6 +198,30 @@ pub(crate) fn report(clock: &Clock, report: &Report<'_>) -> Value {
     }
     if let Some(tracing) = report.tracing {
         record["tracing"] = tracing.clone();
+    }
+    record
+}
+
+/// `platform.report` on Lambda Managed Instances: `durationMs` only, and the spans
+/// `responseLatency` / `responseDuration` (no runtimeDone precedes it).
+pub(crate) fn managed_report(clock: &Clock, done: &RuntimeDone<'_>) -> Value {
+    let mut record = json!({
+        "requestId": done.request_id,
+        "status": done.status,
+        "metrics": {"durationMs": millis_f64(done.done_at.saturating_duration_since(done.started_at))},
+    });
+    if let Some(error_type) = done.error_type {
+        record["errorType"] = json!(error_type);
+    }
+    if let Some(tracing) = done.tracing {
+        record["tracing"] = tracing.clone();
+    }
+    if let Some(response) = done.response {
+        let span = |name: &str, from: Instant, to: Instant| span(clock, name, from, to);
+        record["spans"] = json!([
+            span("responseLatency", done.started_at, response.head_at),
+            span("responseDuration", response.head_at, response.body_done_at),
+        ]);
     }
     record
 }

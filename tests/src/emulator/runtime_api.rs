@@ -61,6 +61,9 @@ pub(crate) async fn next(shared: Arc<Shared>) -> Response {
         {
             inv.runtime_received_at = Some(taken_at);
         }
+        if let Some((inv, _)) = s.concurrent.get_mut(&invoke.request_id) {
+            inv.runtime_received_at = Some(taken_at);
+        }
     });
     let mut response = bytes_response(StatusCode::OK, "application/json", invoke.payload);
     let headers = response.headers_mut();
@@ -202,20 +205,23 @@ fn answer(
         head_at: req.received_at,
         body_done_at: req.body_done_at,
     };
-    shared.update(|s| match s.invocation.as_mut() {
-        Some(inv)
-            if inv.request_id == request_id
+    shared.update(|s| {
+        if let Some(inv) = s.invocation.as_mut().filter(|inv| {
+            inv.request_id == request_id
                 && inv.runtime_received_at.is_some()
-                && inv.answer.is_none() =>
-        {
+                && inv.answer.is_none()
+        }) {
             inv.answer = Some((answer, timing));
-            Ok(())
+            return Ok(());
         }
-        _ => Err(Box::new(api_error(
+        if super::managed::answer(shared, s, request_id, answer, timing) {
+            return Ok(());
+        }
+        Err(Box::new(api_error(
             StatusCode::BAD_REQUEST,
             "InvalidRequestID",
             "Invalid request ID",
-        ))),
+        )))
     })
 }
 

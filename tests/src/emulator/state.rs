@@ -202,6 +202,9 @@ pub(crate) struct State {
     pub snapshot_records: Option<Vec<HeldRecord>>,
     /// SnapStart: this generation was restored (`/runtime/restore/next` returns).
     pub restored: bool,
+    /// Lambda Managed Instances: the invocations in flight, by request id, and for each the
+    /// `platform.start` held back until its report (report before start).
+    pub concurrent: BTreeMap<String, (InvocationProgress, Option<Value>)>,
 }
 
 /// A platform record kept back from delivery.
@@ -230,6 +233,7 @@ impl State {
             last_init_failed: false,
             snapshot_records: None,
             restored: false,
+            concurrent: BTreeMap::new(),
         }
     }
 
@@ -242,6 +246,7 @@ impl State {
         self.runtime = Mailbox::new();
         self.invocation = None;
         self.restored = false;
+        self.concurrent.clear();
         self.generation
     }
 

@@ -79,6 +79,8 @@ pub struct Options {
     pub wrapper: bool,
     /// Lambda Managed Instances' refusals in the emulator (`EmulatorBuilder::managed_instances`).
     pub managed_instances: bool,
+    /// Runtime processes on Managed Instances (`EmulatorBuilder::max_concurrency`).
+    pub max_concurrency: usize,
 }
 
 impl Options {
@@ -104,6 +106,7 @@ impl Default for Options {
             function: None,
             wrapper: false,
             managed_instances: false,
+            max_concurrency: xray_extension_tests::emulator::MAX_CONCURRENCY_DEFAULT,
         }
     }
 }
@@ -165,6 +168,7 @@ impl Harness {
             .function_timeout(options.function_timeout)
             .telemetry_supported(options.telemetry)
             .managed_instances(options.managed_instances)
+            .max_concurrency(options.max_concurrency)
             .xray_endpoint(options.xray_endpoint.unwrap_or_else(|| sink.endpoint()))
             .start()
             .await

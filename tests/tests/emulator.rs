@@ -913,3 +913,157 @@ async fn managed_instances_refuse_invoke_and_old_telemetry_schemas() {
     let first = tokio::time::timeout(WAIT, checks).await.unwrap().unwrap();
     assert_eq!(first["eventType"], "SHUTDOWN");
 }
+
+/// SnapStart: the runtime's `/runtime/restore/next` ends the snapshot's init; the restore
+/// records come at restore, and the snapshot's init records, held back, come dated the snapshot's
+/// age back, in the order asked; the next invoke needs no init.
+#[tokio::test]
+async fn snap_start_delivers_the_stale_init_records_around_the_restore() {
+    use xray_extension_tests::emulator::StaleInit;
+    let expected: [(StaleInit, [&str; 6]); 4] = [
+        (
+            StaleInit::BeforeRestore,
+            [
+                "initStart",
+                "initRuntimeDone",
+                "initReport",
+                "restoreStart",
+                "restoreRuntimeDone",
+                "restoreReport",
+            ],
+        ),
+        (
+            StaleInit::BetweenRestore,
+            [
+                "restoreStart",
+                "initStart",
+                "initRuntimeDone",
+                "initReport",
+                "restoreRuntimeDone",
+                "restoreReport",
+            ],
+        ),
+        (
+            StaleInit::AfterRestore,
+            [
+                "restoreStart",
+                "restoreRuntimeDone",
+                "restoreReport",
+                "initStart",
+                "initRuntimeDone",
+                "initReport",
+            ],
+        ),
+        (
+            StaleInit::Split,
+            [
+                "initStart",
+                "restoreStart",
+                "initRuntimeDone",
+                "restoreRuntimeDone",
+                "restoreReport",
+                "initReport",
+            ],
+        ),
+    ];
+    for (stale, order) in expected {
+        let mut lambda = Emulator::builder()
+            .function(function())
+            .snapshot_age(Duration::from_hours(2))
+            .start()
+            .await
+            .unwrap();
+        let init = lambda.snap_start(stale).await.unwrap();
+        assert_eq!(init.initialization_type, InitializationType::SnapStart);
+        let log = lambda.telemetry_log();
+        let platform: Vec<&str> = log
+            .iter()
+            .filter_map(|e| e.event_type.strip_prefix("platform."))
+            .filter(|t| t.starts_with("init") || t.starts_with("restore"))
+            .collect();
+        assert_eq!(platform, order, "{stale:?}");
+        let time = |kind: &str| {
+            log.iter()
+                .find(|e| e.event_type == kind)
+                .map(|e| e.time.clone())
+                .unwrap()
+        };
+        // Dated two hours back: same format, so the strings compare as times do.
+        assert!(time("platform.initReport") < time("platform.restoreStart"));
+        // Seconds of the day of `2022-10-12T00:00:15.064Z`.
+        let seconds = |t: String| {
+            let parts: Vec<f64> = t[11..23].split(':').map(|p| p.parse().unwrap()).collect();
+            parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+        };
+        let back = (seconds(time("platform.restoreStart")) - seconds(time("platform.initStart"))
+            + 86_400.0)
+            % 86_400.0;
+        assert!((back - 7_200.0).abs() < 60.0, "{stale:?}: {back} s back");
+        let inv = lambda.invoke(Invoke::new(quiet_event())).await.unwrap();
+        assert_eq!(inv.status, InvocationStatus::Success);
+        assert!(!inv.cold);
+        lambda.shutdown().await.unwrap();
+    }
+}
+
+/// Lambda Managed Instances: runtime processes work on invocations at once; no runtimeDone;
+/// every third request's start after its report; the report has only `durationMs` and the
+/// two spans.
+#[tokio::test]
+async fn managed_instances_run_invocations_at_once() {
+    let mut lambda = Emulator::builder()
+        .function(function())
+        .managed_instances(true)
+        .max_concurrency(3)
+        .start()
+        .await
+        .unwrap();
+    let invokes = (0..6)
+        .map(|_| {
+            Invoke::new(json!({"subsegments": 0, "sleep_ms": 100})).traced(TraceHeader::sampled())
+        })
+        .collect();
+    let invs = lambda.invoke_concurrently(invokes).await.unwrap();
+    assert!(invs.iter().all(|i| i.status == InvocationStatus::Success));
+    let first_three_overlap = invs[..3].iter().all(|a| {
+        invs[..3]
+            .iter()
+            .all(|b| a.runtime_received_at.unwrap() < b.response_at.unwrap())
+    });
+    assert!(
+        first_three_overlap,
+        "three processes took the first three at once"
+    );
+    let log = lambda.telemetry_log();
+    assert!(!log.iter().any(|e| e.event_type == "platform.runtimeDone"));
+    assert_eq!(
+        log.iter()
+            .find(|e| e.event_type == "platform.initStart")
+            .unwrap()
+            .record["initializationType"],
+        "lambda-managed-instances"
+    );
+    for (i, inv) in invs.iter().enumerate() {
+        let at = |kind: &str| {
+            log.iter()
+                .position(|e| e.event_type == kind && e.request_id() == Some(&inv.request_id))
+                .unwrap()
+        };
+        assert_eq!(
+            at("platform.report") < at("platform.start"),
+            i % 3 == 1,
+            "{i}"
+        );
+        let report = &log[at("platform.report")].record;
+        let metrics: Vec<&String> = report["metrics"].as_object().unwrap().keys().collect();
+        assert_eq!(metrics, ["durationMs"]);
+        let spans: Vec<&str> = report["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(spans, ["responseLatency", "responseDuration"]);
+    }
+    lambda.shutdown().await.unwrap();
+}

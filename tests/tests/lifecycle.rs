@@ -18,7 +18,7 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use xray_extension::lambda::api::{LambdaApi, Telemetry};
-use xray_extension_tests::emulator::{InvocationStatus, Invoke};
+use xray_extension_tests::emulator::{Invocation, InvocationStatus, Invoke};
 use xray_extension_tests::http::{self as h, Server};
 use xray_extension_tests::sink::{Fault, FaultPlan};
 use xray_extension_tests::trace::TraceHeader;
@@ -40,6 +40,26 @@ async fn invoke_traced(
         ids.extend(sent_ids(&inv));
     }
     ids
+}
+
+/// Asserts that every subsegment the invocation sent is already in the sink: with `end`, it was
+/// flushed before our /event/next.
+fn assert_flushed_at_its_end(sink: &xray_extension_tests::sink::XraySink, inv: &Invocation) {
+    let docs = sink.documents();
+    for id in sent_ids(inv) {
+        assert!(
+            docs.iter().any(|d| d.id == id),
+            "{id} not sent at the invocation's flush point"
+        );
+    }
+}
+
+/// The extension's error lines that mention `needle`.
+fn error_lines(lambda: &xray_extension_tests::emulator::Emulator, needle: &str) -> Vec<String> {
+    extension_log(lambda)
+        .into_iter()
+        .filter(|l| l.contains("ERROR") && l.contains(needle))
+        .collect()
 }
 
 /// Checks that every id reached the sink while the environment ran, and that the shutdown was
@@ -174,23 +194,15 @@ async fn odd_extension_events_keep_the_flush_points_and_the_shutdown_flush() {
         }
     })));
     let mut all = Vec::new();
-    for i in 0..3 {
+    for _ in 0..3 {
         let trace = TraceHeader::sampled();
         let inv = lambda
             .invoke(Invoke::new(json!({"subsegments": 2})).traced(trace.clone()))
             .await
             .expect("invoke");
         assert_eq!(inv.status, InvocationStatus::Success);
-        let ids = sent_ids(&inv);
-        // `end`: flushed before our /event/next, so in the sink when the invocation ends.
-        let docs = sink.documents();
-        for id in &ids {
-            assert!(
-                docs.iter().any(|d| &d.id == id),
-                "invocation {i}: {id} not sent at its flush point"
-            );
-        }
-        all.extend(ids);
+        assert_flushed_at_its_end(&sink, &inv);
+        all.extend(sent_ids(&inv));
     }
     let report = lambda.shutdown().await.expect("shutdown");
     let ext = report.extension(EXTENSION).expect("extension exit");
@@ -234,37 +246,43 @@ async fn run_unharmed(lambda: &mut xray_extension_tests::emulator::Emulator) -> 
     traces
 }
 
+/// Starts with `variable` set to a taken `value`, runs three invocations unharmed, and checks
+/// the one error line naming the variable and the value. Returns what the tests look at next.
+async fn with_a_taken_port(
+    variable: &str,
+    value: &str,
+) -> (
+    xray_extension_tests::emulator::Emulator,
+    xray_extension_tests::sink::XraySink,
+    Vec<TraceHeader>,
+) {
+    let mut options = Options::strategy("end");
+    options
+        .extension_env
+        .push((variable.to_owned(), value.to_owned()));
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(options).await;
+    let traces = run_unharmed(&mut lambda).await;
+    let errors = error_lines(&lambda, variable);
+    assert_eq!(errors.len(), 1, "{:#?}", extension_log(&lambda));
+    assert!(errors[0].contains(value), "{}", errors[0]);
+    assert!(counters(&lambda).is_some(), "counters logged at shutdown");
+    (lambda, sink, traces)
+}
+
 /// A taken UDP port degrades the extension, not the function: one error naming the address and
 /// the variable, registration and /event/next as usual, and our own documents still exported.
 #[tokio::test]
 async fn a_taken_udp_port_degrades_the_extension_not_the_function() {
     let (taken, address) = taken_udp();
-    let mut options = Options::strategy("end");
-    options
-        .extension_env
-        .push(("XRAY_EXTENSION_UDP_ADDRESS".to_owned(), address.clone()));
-    let Harness {
-        mut lambda, sink, ..
-    } = Harness::start(options).await;
-    let traces = run_unharmed(&mut lambda).await;
-    let log = extension_log(&lambda);
-    let errors: Vec<_> = log
-        .iter()
-        .filter(|l| l.contains("ERROR") && l.contains("XRAY_EXTENSION_UDP_ADDRESS"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{log:#?}");
-    assert!(errors[0].contains(&address), "{}", errors[0]);
+    let (_lambda, sink, traces) = with_a_taken_port("XRAY_EXTENSION_UDP_ADDRESS", &address).await;
     // Export is alive: each invocation's Runtime subsegment (ours) reached X-Ray.
     let docs = sink.documents();
     for t in &traces {
-        assert_eq!(
-            common::named(&docs, &t.root, "Runtime").len(),
-            1,
-            "{}",
-            t.root
-        );
+        let runtime = common::named(&docs, &t.root, "Runtime");
+        assert_eq!(runtime.len(), 1, "{}", t.root);
     }
-    assert!(counters(&lambda).is_some(), "counters logged at shutdown");
     drop(taken);
 }
 
@@ -273,22 +291,8 @@ async fn a_taken_udp_port_degrades_the_extension_not_the_function() {
 #[tokio::test]
 async fn a_taken_telemetry_port_degrades_the_extension_not_the_function() {
     let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
-    let port = taken.local_addr().expect("addr").port();
-    let mut options = Options::strategy("end");
-    options
-        .extension_env
-        .push(("XRAY_EXTENSION_TELEMETRY_PORT".to_owned(), port.to_string()));
-    let Harness {
-        mut lambda, sink, ..
-    } = Harness::start(options).await;
-    let traces = run_unharmed(&mut lambda).await;
-    let log = extension_log(&lambda);
-    let errors: Vec<_> = log
-        .iter()
-        .filter(|l| l.contains("ERROR") && l.contains("XRAY_EXTENSION_TELEMETRY_PORT"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{log:#?}");
-    assert!(errors[0].contains(&port.to_string()), "{}", errors[0]);
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let (lambda, sink, traces) = with_a_taken_port("XRAY_EXTENSION_TELEMETRY_PORT", &port).await;
     assert!(lambda.observer().telemetry_subscriptions().is_empty());
     let docs = sink.documents();
     for t in &traces {
@@ -484,25 +488,15 @@ async fn a_lost_runtime_done_costs_one_invocation_then_nothing_is_held_until_tel
         .invoke(Invoke::new(json!({"subsegments": 2})).traced(trace.clone()))
         .await
         .expect("invoke");
-    let docs = sink.documents();
-    for id in sent_ids(&held_again) {
-        assert!(
-            docs.iter().any(|d| d.id == id),
-            "{id} sent at the flush point"
-        );
-    }
+    assert_flushed_at_its_end(&sink, &held_again);
     let post = held_again.post_runtime.expect("finished");
     assert!(post < common::flush_timeout(), "{post:?}");
 
     lambda.deviate_telemetry(None);
     let report = lambda.shutdown().await.expect("shutdown");
     assert_eq!(report.extension(EXTENSION).unwrap().exit_code(), Some(0));
-    let log = extension_log(&lambda);
-    let errors: Vec<_> = log
-        .iter()
-        .filter(|l| l.contains("ERROR") && l.contains("runtimeDone"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{log:#?}");
+    let errors = error_lines(&lambda, "runtimeDone");
+    assert_eq!(errors.len(), 1, "{:#?}", extension_log(&lambda));
     let c = counters(&lambda).expect("counters");
     assert_eq!(c["received"], 5);
     assert_eq!(c["dropped_at_shutdown"], 0);
@@ -540,13 +534,7 @@ async fn a_retry_with_the_same_request_id_waits_for_its_own_runtime_done() {
         ext_next >= runtime_done,
         "held until the retry's own runtimeDone"
     );
-    let docs = sink.documents();
-    for id in sent_ids(&retry) {
-        assert!(
-            docs.iter().any(|d| d.id == id),
-            "{id} sent at the flush point"
-        );
-    }
+    assert_flushed_at_its_end(&sink, &retry);
     eprintln!("retry post-runtime time: {:?}", retry.post_runtime);
     lambda.shutdown().await.expect("shutdown");
 }

@@ -298,12 +298,39 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     changed: watch::Sender<u64>,
     output: Mutex<HashMap<String, VecDeque<String>>>,
-    event_deviation: Mutex<Option<EventDeviation>>,
+    event_deviation: DeviationSlot,
 }
 
-/// Changes each Extensions API event on its way to an extension, as a Lambda that departs from
-/// the documented shapes would send it (what is recorded as delivered stays as documented).
-pub type EventDeviation = Arc<dyn Fn(&mut serde_json::Value) + Send + Sync>;
+/// Changes JSON on its way to an extension, as a Lambda that departs from the documented shapes
+/// would send it; what the emulator records stays as documented.
+pub type Deviation = Arc<dyn Fn(&mut Value) + Send + Sync>;
+
+/// Changes each Extensions API event on its way to an extension (see [`Deviation`]).
+pub type EventDeviation = Deviation;
+
+/// Holds the [`Deviation`] in force, if any.
+#[derive(Default)]
+pub(crate) struct DeviationSlot(Mutex<Option<Deviation>>);
+
+impl DeviationSlot {
+    /// Sets (or with `None` removes) the deviation applied from now on.
+    pub fn set(&self, deviation: Option<Deviation>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = deviation;
+    }
+
+    /// `wire`, deviated when a deviation is set.
+    pub fn apply(&self, mut wire: Value) -> Value {
+        let deviation = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(deviate) = deviation {
+            deviate(&mut wire);
+        }
+        wire
+    }
+}
 
 impl Shared {
     pub fn new(config: EmulatorConfig, api_addr: SocketAddr) -> Self {
@@ -316,30 +343,18 @@ impl Shared {
             state: Mutex::new(State::new()),
             changed: watch::Sender::new(0),
             output: Mutex::new(HashMap::new()),
-            event_deviation: Mutex::new(None),
+            event_deviation: DeviationSlot::default(),
         }
     }
 
     /// Sets (or with `None` removes) the deviation applied to events from now on.
     pub fn set_event_deviation(&self, deviation: Option<EventDeviation>) {
-        *self
-            .event_deviation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = deviation;
+        self.event_deviation.set(deviation);
     }
 
     /// `event` as delivered: deviated when a deviation is set.
-    pub fn delivered_event(&self, event: &serde_json::Value) -> serde_json::Value {
-        let mut wire = event.clone();
-        let deviation = self
-            .event_deviation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(deviate) = deviation {
-            deviate(&mut wire);
-        }
-        wire
+    pub fn delivered_event(&self, event: &Value) -> Value {
+        self.event_deviation.apply(event.clone())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

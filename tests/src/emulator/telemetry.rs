@@ -14,7 +14,7 @@ use super::api::api_error;
 use super::config::MANAGED_INSTANCES_SCHEMA;
 use super::extensions_api::identify;
 use super::records;
-use super::state::{Phase, Shared};
+use super::state::{Deviation, DeviationSlot, Phase, Shared};
 use crate::clock::Clock;
 use crate::http::{Request, Response, body, bytes_response, json_response, request, send};
 
@@ -161,7 +161,7 @@ pub fn parse_subscription(body: &[u8]) -> Result<Subscription, String> {
 /// Changes records on their way to subscribers, as a Lambda that departs from the documented
 /// shapes would send them (the log keeps them as documented): called with each record's wire
 /// form `{"time","type","record"}`; may change anything in it.
-pub type RecordDeviation = Arc<dyn Fn(&mut Value) + Send + Sync>;
+pub type RecordDeviation = Deviation;
 
 /// One telemetry event as Lambda sends it: `{"time","type","record"}`.
 #[derive(Debug, Clone)]
@@ -249,7 +249,7 @@ pub(crate) struct TelemetryHub {
     state: Mutex<HubState>,
     changed: watch::Sender<u64>,
     clock: Clock,
-    deviation: Mutex<Option<RecordDeviation>>,
+    deviation: DeviationSlot,
 }
 
 impl TelemetryHub {
@@ -258,7 +258,7 @@ impl TelemetryHub {
             state: Mutex::new(HubState::default()),
             changed: watch::Sender::new(0),
             clock,
-            deviation: Mutex::new(None),
+            deviation: DeviationSlot::default(),
         }
     }
 
@@ -268,24 +268,12 @@ impl TelemetryHub {
 
     /// Sets (or with `None` removes) the deviation applied to records from now on.
     pub(crate) fn set_deviation(&self, deviation: Option<RecordDeviation>) {
-        *self
-            .deviation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = deviation;
+        self.deviation.set(deviation);
     }
 
     /// The wire form of `event` as delivered: deviated when a deviation is set.
     fn delivered(&self, event: &TelemetryEvent) -> Value {
-        let mut wire = event.to_json();
-        let deviation = self
-            .deviation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(deviate) = deviation {
-            deviate(&mut wire);
-        }
-        wire
+        self.deviation.apply(event.to_json())
     }
 
     fn bump(&self) {

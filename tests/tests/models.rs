@@ -59,6 +59,7 @@ async fn snap_start_restores_never_show_a_cold_start_and_keep_ids_unique() {
         StaleInit::Split,
     ];
     let mut rounds: Vec<Vec<TraceHeader>> = Vec::new();
+    let mut longest_hold = Duration::ZERO;
     for stale in orders {
         lambda
             .snap_start(stale)
@@ -78,6 +79,7 @@ async fn snap_start_restores_never_show_a_cold_start_and_keep_ids_unique() {
                 post < common::flush_timeout(),
                 "{stale:?} {i}: held {post:?}"
             );
+            longest_hold = longest_hold.max(post);
             traces.push(trace);
         }
         let report = lambda.shutdown().await.expect("shutdown");
@@ -116,6 +118,12 @@ async fn snap_start_restores_never_show_a_cold_start_and_keep_ids_unique() {
     let all: Vec<String> = ours.iter().flat_map(ids_in).collect();
     let unique: HashSet<&String> = all.iter().collect();
     assert_eq!(unique.len(), all.len(), "a segment id repeated: {all:?}");
+    eprintln!(
+        "4 restored environments: {} ids in our {} documents, {} distinct; longest post-runtime {longest_hold:?}",
+        all.len(),
+        ours.len(),
+        unique.len()
+    );
     // Signed with what the container endpoint served (no key variables under SnapStart).
     let calls = sink.put_calls();
     assert!(!calls.is_empty());
@@ -195,6 +203,11 @@ async fn a_streamed_response_is_covered_by_runtime_and_response_duration() {
     assert!(
         streamed >= stream_time.as_secs_f64() - 0.001,
         "Response Duration {streamed} s"
+    );
+    eprintln!(
+        "streamed {} bytes over {:?}; Response Duration {streamed:.3} s; post-runtime {post:?}",
+        body.len(),
+        end.duration_since(head)
     );
     assert!(f(runtime, "end_time") >= f(&duration, "end_time") - 1e-6);
     assert!(f(runtime, "end_time") - f(runtime, "start_time") >= stream_time.as_secs_f64());

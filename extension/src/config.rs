@@ -13,6 +13,9 @@ use crate::metrics::emf;
 
 /// Where the X-Ray SDKs send segment documents (the daemon's well-known address).
 pub const DEFAULT_UDP_ADDRESS: &str = "127.0.0.1:2000";
+/// Where the address the SDKs must send to is written for the layer's wrapper script (`/tmp` is
+/// the one writable place in Lambda).
+pub const DEFAULT_ADDRESS_FILE: &str = "/tmp/xray-extension-udp-address";
 /// Telemetry API listener port. Avoids 2000 (daemon), 3000 (Lambda Insights), 4243, 8126,
 /// 9001 (Runtime API), 9002 and 9003 (other layers).
 pub const DEFAULT_TELEMETRY_PORT: u16 = 4271;
@@ -39,6 +42,8 @@ pub const DEFAULT_LOG_LEVEL: LogLevel = LogLevel::Info;
 pub mod vars {
     /// UDP listen address for daemon-protocol datagrams.
     pub const UDP_ADDRESS: &str = "XRAY_EXTENSION_UDP_ADDRESS";
+    /// The file the bound UDP address is written to, for the wrapper script.
+    pub const ADDRESS_FILE: &str = "XRAY_EXTENSION_ADDRESS_FILE";
     /// Allow a UDP address that is not loopback.
     pub const ALLOW_NON_LOOPBACK: &str = "XRAY_EXTENSION_ALLOW_NON_LOOPBACK";
     /// Telemetry API listener port.
@@ -115,6 +120,8 @@ impl LogLevel {
 pub struct Config {
     /// Where to listen for daemon-protocol datagrams.
     pub udp_address: SocketAddr,
+    /// Where the bound UDP address is written for the wrapper script.
+    pub address_file: std::path::PathBuf,
     /// Port of the Telemetry API listener (bound on all interfaces, see `lambda::listener`).
     pub telemetry_port: u16,
     /// Log verbosity.
@@ -139,6 +146,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             udp_address: SocketAddr::from(([127, 0, 0, 1], 2000)),
+            address_file: std::path::PathBuf::from(DEFAULT_ADDRESS_FILE),
             telemetry_port: DEFAULT_TELEMETRY_PORT,
             log_level: DEFAULT_LOG_LEVEL,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
@@ -261,6 +269,7 @@ impl Config {
             config.shutdown_margin = d;
         }
         config.policy = flush_policy(&get, &mut warnings);
+        config.address_file = address_file(&get);
         if let Some(v) = get(vars::TLS_ROOTS) {
             match v.trim().to_ascii_lowercase().as_str() {
                 "amazon" => config.tls_roots = TlsRoots::Amazon,
@@ -275,6 +284,14 @@ impl Config {
         config.metrics = metrics_lines(&get, &mut warnings);
         (config, warnings)
     }
+}
+
+/// `XRAY_EXTENSION_ADDRESS_FILE`, any path (trimmed), else the default.
+fn address_file(get: &impl Fn(&str) -> Option<String>) -> std::path::PathBuf {
+    get(vars::ADDRESS_FILE).map_or_else(
+        || std::path::PathBuf::from(DEFAULT_ADDRESS_FILE),
+        |v| std::path::PathBuf::from(v.trim()),
+    )
 }
 
 fn flush_policy(

@@ -16,7 +16,7 @@ use xray_extension::lambda::api::{ApiError, EVENT_RETRY_DELAY, LambdaApi, Teleme
 use xray_extension::lambda::events::{EventSet, NextEvent, Shutdown};
 use xray_extension::lambda::listener;
 use xray_extension::lambda::telemetry::EpochSeconds;
-use xray_extension::metrics::{self, LogLimiter, Metrics, emf};
+use xray_extension::metrics::{LogLimiter, Metrics, emf};
 
 /// Documents waiting between the UDP reader and the lifecycle loop.
 const DOCUMENT_CHANNEL_CAPACITY: usize = 1_024;
@@ -112,6 +112,7 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
 
     // Bind first: a failure is reported to Lambda once we have an identifier.
     let udp_socket = udp::bind(config.udp_address);
+    publish_udp_address(&config, udp_socket.as_ref().ok());
     let telemetry_addr = SocketAddr::from(([0, 0, 0, 0], config.telemetry_port));
     let telemetry_socket = tokio::net::TcpListener::bind(telemetry_addr).await;
 
@@ -152,16 +153,11 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     let (documents_tx, documents_rx) = mpsc::channel(DOCUMENT_CHANNEL_CAPACITY);
     // Without a reader both ends close at once: a flush point then skips the drain.
     let (drain_tx, drain_rx) = mpsc::channel(1);
-    let budget = udp::HandOffBudget::new(config.buffer_bytes);
     if let Some(udp_socket) = udp_socket {
-        metrics::add(
-            &metrics.udp_receive_buffer_bytes,
-            udp_socket.receive_buffer_bytes.unwrap_or(0) as u64,
-        );
         tokio::spawn(udp::run(
             udp_socket,
             documents_tx,
-            budget,
+            udp::HandOffBudget::new(config.buffer_bytes),
             drain_rx,
             metrics.clone(),
         ));
@@ -297,5 +293,22 @@ async fn subscribe(api: &LambdaApi, extension_id: &str, port: u16) -> Telemetry 
             warn!(error = %e, "Telemetry API subscription failed: flushing on a timer and at shutdown");
             Telemetry::NotSupported
         }
+    }
+}
+
+/// Writes the address the SDKs must send to for the layer's wrapper script, or removes a stale
+/// one when nothing is bound (the wrapper then falls back to the variables). Called before
+/// registering: the runtime, and the wrapper reading the file, start after registration.
+fn publish_udp_address(config: &Config, socket: Option<&udp::BoundSocket>) {
+    let path = &config.address_file;
+    let result = match socket.map(udp::BoundSocket::local_addr) {
+        Some(Ok(local)) => udp::publish_address(path, udp::send_address(local)),
+        _ => match std::fs::remove_file(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+    };
+    if let Err(e) = result {
+        warn!(path = %path.display(), error = %e, "cannot write the UDP address for the wrapper script; it falls back to the variables");
     }
 }

@@ -110,6 +110,31 @@ async fn python_awslambdaric_through_the_wrapper_script() {
     .await;
 }
 
+/// The function's `XRAY_EXTENSION_UDP_ADDRESS` written with spaces: the extension reads it
+/// trimmed, and the wrapper takes the address the extension wrote, so both agree.
+#[tokio::test]
+async fn python_through_the_wrapper_agrees_with_the_extension_on_an_untidy_address() {
+    let function = FunctionSpec::command([
+        venv().join("bin/python").into_os_string(),
+        "-m".into(),
+        "awslambdaric".into(),
+        "app.handler".into(),
+    ])
+    .handler("app.handler")
+    .env("PYTHONPATH", functions_dir("python").to_string_lossy())
+    .env("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR");
+    scenario(
+        "python, untidy address",
+        Options {
+            function: Some(function),
+            wrapper: true,
+            wrapper_address: Some("  127.0.0.1:{port} "),
+            ..Options::default()
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn node_with_aws_xray_sdk_core() {
     let dir = functions_dir("node");

@@ -139,6 +139,32 @@ pub fn bind(addr: SocketAddr) -> io::Result<BoundSocket> {
     })
 }
 
+/// The address the SDKs must send to for a socket bound to `local`: a wildcard host cannot be
+/// sent to portably, so loopback on the same port. Pure.
+pub fn send_address(local: SocketAddr) -> SocketAddr {
+    if local.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if local.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(loopback, local.port())
+    } else {
+        local
+    }
+}
+
+/// Writes the address the SDKs must send to into `path`, for the layer's wrapper script: the
+/// runtime starts only after every extension has registered, so the wrapper always finds the
+/// address this extension really bound. Written to a temporary file and renamed, so a reader
+/// never sees half of it.
+pub fn publish_address(path: &std::path::Path, addr: SocketAddr) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Reads one datagram into `buf` without waiting, with the socket's drop counter when the
 /// kernel attached it. `WouldBlock` when nothing is queued.
 fn receive(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u32>)> {
@@ -168,7 +194,16 @@ pub async fn run(
     mut drain_requests: mpsc::Receiver<()>,
     metrics: Arc<Metrics>,
 ) {
-    let BoundSocket { socket, drain, .. } = bound;
+    let BoundSocket {
+        socket,
+        drain,
+        receive_buffer_bytes,
+        ..
+    } = bound;
+    metrics::add(
+        &metrics.udp_receive_buffer_bytes,
+        receive_buffer_bytes.unwrap_or(0) as u64,
+    );
     let mut reader = Reader {
         buf: vec![0; MAX_DATAGRAM_BYTES],
         metrics,
@@ -398,5 +433,21 @@ mod tests {
             metrics::get(&metrics.kernel_dropped),
             (sent + 1 - received) as u64
         );
+    }
+
+    #[test]
+    fn the_published_address_is_where_the_sdks_can_send() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(send_address(addr("0.0.0.0:2000")), addr("127.0.0.1:2000"));
+        assert_eq!(send_address(addr("[::]:2001")), addr("[::1]:2001"));
+        assert_eq!(send_address(addr("127.0.0.1:2002")), addr("127.0.0.1:2002"));
+        assert_eq!(send_address(addr("10.0.0.7:2003")), addr("10.0.0.7:2003"));
+        let dir = std::env::temp_dir().join(format!("xray-ext-addr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("udp-address");
+        publish_address(&path, addr("127.0.0.1:2999")).unwrap();
+        publish_address(&path, addr("127.0.0.1:3001")).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "127.0.0.1:3001\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

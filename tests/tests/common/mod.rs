@@ -77,6 +77,9 @@ pub struct Options {
     /// Start the runtime through the layer's `AWS_LAMBDA_EXEC_WRAPPER` script, which points the
     /// SDK at the extension, instead of setting `AWS_XRAY_DAEMON_ADDRESS` on the function.
     pub wrapper: bool,
+    /// With `wrapper`: the `XRAY_EXTENSION_UDP_ADDRESS` set on the function, `{port}` standing
+    /// for the UDP port (default `127.0.0.1:{port}`).
+    pub wrapper_address: Option<&'static str>,
     /// Lambda Managed Instances' refusals in the emulator (`EmulatorBuilder::managed_instances`).
     pub managed_instances: bool,
     /// Runtime processes on Managed Instances (`EmulatorBuilder::max_concurrency`).
@@ -105,6 +108,7 @@ impl Default for Options {
             xray_endpoint: None,
             function: None,
             wrapper: false,
+            wrapper_address: None,
             managed_instances: false,
             max_concurrency: xray_extension_tests::emulator::MAX_CONCURRENCY_DEFAULT,
         }
@@ -152,15 +156,26 @@ impl Harness {
                 .canonicalize()
                 .expect("layer/xray-extension-wrapper");
             // A function setting: the runtime (through the wrapper) and the extension both see it.
+            let address = options
+                .wrapper_address
+                .unwrap_or("127.0.0.1:{port}")
+                .replace("{port}", &udp_port.to_string());
             function
                 .env("AWS_LAMBDA_EXEC_WRAPPER", wrapper.to_string_lossy())
-                .env(
-                    "XRAY_EXTENSION_UDP_ADDRESS",
-                    format!("127.0.0.1:{udp_port}"),
-                )
+                .env("XRAY_EXTENSION_UDP_ADDRESS", address)
         } else {
             function.env("AWS_XRAY_DAEMON_ADDRESS", format!("127.0.0.1:{udp_port}"))
         };
+        // Where the extension writes its address for the wrapper: one file per environment, as
+        // tests (and their extensions) run side by side on one machine.
+        let address_file = std::env::temp_dir().join(format!(
+            "xray-extension-udp-address-{}-{udp_port}",
+            std::process::id()
+        ));
+        let function = function.env(
+            "XRAY_EXTENSION_ADDRESS_FILE",
+            address_file.to_string_lossy(),
+        );
         let lambda = Emulator::builder()
             .extension(extension)
             .function(function)

@@ -403,7 +403,10 @@ impl Enricher {
     fn note_refused(&mut self, errors: Vec<document::DocumentError>) {
         for e in errors {
             self.refused += 1;
-            warn!(error = %e, refused = self.refused, "one of our documents was not built");
+            // Rate-limited without a clock: the 1st, 2nd, 4th, 8th, ... refusal is logged.
+            if self.refused.is_power_of_two() {
+                warn!(error = %e, refused = self.refused, "one of our documents was not built");
+            }
         }
     }
 }

@@ -37,14 +37,23 @@ impl TraceId {
             && b[0] == b'1'
             && b[1] == b'-'
             && b[10] == b'-'
-            && b[2..10].iter().all(u8::is_ascii_hexdigit)
-            && b[11..].iter().all(u8::is_ascii_hexdigit);
+            && b[2..10].iter().all(|&c| is_lower_hex(c))
+            && b[11..].iter().all(|&c| is_lower_hex(c));
         if !ok {
             return Err(TraceError::InvalidTraceId);
         }
         let mut out = [0; TRACE_ID_LEN];
         out.copy_from_slice(b);
         Ok(Self(out))
+    }
+
+    /// When the trace started: the epoch seconds in its second field.
+    pub fn epoch_seconds(&self) -> u64 {
+        // Eight hex digits, checked by `parse`.
+        std::str::from_utf8(&self.0[2..10])
+            .ok()
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or_default()
     }
 
     /// The id as text.
@@ -66,6 +75,11 @@ impl fmt::Debug for TraceId {
     }
 }
 
+/// Lower-case hex only: X-Ray rejects ids written in upper case.
+fn is_lower_hex(b: u8) -> bool {
+    matches!(b, b'0'..=b'9' | b'a'..=b'f')
+}
+
 /// A validated segment/subsegment id (16 hex digits), stored inline.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SegmentId([u8; SEGMENT_ID_LEN]);
@@ -74,7 +88,7 @@ impl SegmentId {
     /// Parses `53995c3f42cd8ad8`.
     pub fn parse(s: &str) -> Result<Self, TraceError> {
         let b = s.as_bytes();
-        if b.len() != SEGMENT_ID_LEN || !b.iter().all(u8::is_ascii_hexdigit) {
+        if b.len() != SEGMENT_ID_LEN || !b.iter().all(|&c| is_lower_hex(c)) {
             return Err(TraceError::InvalidSegmentId);
         }
         let mut out = [0; SEGMENT_ID_LEN];
@@ -372,5 +386,16 @@ mod tests {
         assert_eq!(id.as_str(), "0123456789abcdef");
         assert_eq!(SegmentId::parse(id.as_str()).unwrap(), id);
         assert_eq!(SegmentId::from_u64(u64::MAX).as_str(), "ffffffffffffffff");
+    }
+
+    #[test]
+    fn upper_case_hex_is_rejected_like_x_ray_does() {
+        assert!(TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").is_ok());
+        assert!(TraceId::parse("1-5759E988-bd862e3fe1be46a994272793").is_err());
+        assert!(TraceId::parse("1-5759e988-BD862e3fe1be46a994272793").is_err());
+        assert!(SegmentId::parse("53995c3f42cd8ad8").is_ok());
+        assert!(SegmentId::parse("53995C3F42CD8AD8").is_err());
+        let t = TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap();
+        assert_eq!(t.epoch_seconds(), 0x5759_e988);
     }
 }

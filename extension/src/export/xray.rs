@@ -174,6 +174,7 @@ impl ServiceSettings {
 pub struct XrayClient {
     client: aws_sdk_xray::Client,
     auth_log: Arc<std::sync::Mutex<AuthLog>>,
+    rejection_log: Arc<std::sync::Mutex<LogLimiter>>,
 }
 
 /// What has been said about refused credentials: one error line for a missing permission,
@@ -193,10 +194,27 @@ impl Default for AuthLog {
     }
 }
 
+/// One warning per this interval for documents X-Ray rejected (the function controls them).
+pub const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// One warning per this interval for refused credentials.
 pub const AUTH_LOG_INTERVAL: Duration = Duration::from_mins(1);
 
 impl XrayClient {
+    /// Logs documents X-Ray rejected in one call, at most one line per
+    /// [`REJECTION_LOG_INTERVAL`]: the first one's id and error, how many, how many lines were
+    /// suppressed.
+    fn rejected(&self, first: &Unprocessed, documents: usize) {
+        let allowed = self
+            .rejection_log
+            .lock()
+            .ok()
+            .and_then(|mut l| l.allow(std::time::Instant::now()));
+        if let Some(suppressed) = allowed {
+            warn!(id = %first.id, code = %first.code, message = %first.message, documents, suppressed, "X-Ray rejected documents; dropped");
+        }
+    }
+
     /// Logs a refused call: once at error level naming the IAM action when access is denied,
     /// otherwise a rate-limited warning. The documents are kept either way.
     fn auth_failed(&self, e: &ExportError) {
@@ -268,6 +286,9 @@ impl XrayClient {
         Self {
             client: aws_sdk_xray::Client::from_conf(config.build()),
             auth_log: Arc::default(),
+            rejection_log: Arc::new(std::sync::Mutex::new(LogLimiter::new(
+                REJECTION_LOG_INTERVAL,
+            ))),
         }
     }
 
@@ -448,8 +469,8 @@ async fn send_batch(
                 let (retry, rejected): (Vec<Unprocessed>, Vec<Unprocessed>) = unprocessed
                     .into_iter()
                     .partition(|u| is_retryable_code(&u.code));
-                for u in &rejected {
-                    warn!(id = %u.id, code = %u.code, message = %u.message, "X-Ray rejected a document; dropped");
+                if let Some(u) = rejected.first() {
+                    client.rejected(u, rejected.len());
                 }
                 result.unprocessed += rejected.len();
                 metrics::add(&metrics.unprocessed, rejected.len() as u64);

@@ -139,6 +139,21 @@ pub fn bind(addr: SocketAddr) -> io::Result<BoundSocket> {
     })
 }
 
+/// How long X-Ray keeps a trace: documents of older traces are rejected (`InvalidTraceId`), so
+/// they are dropped (and counted as rejected) at ingest.
+pub const MAX_TRACE_AGE: Duration = Duration::from_hours(30 * 24);
+
+/// Whether `trace` started more than [`MAX_TRACE_AGE`] before `now` (epoch seconds). Pure.
+pub fn too_old(trace: &crate::trace::TraceId, now: u64) -> bool {
+    now.saturating_sub(trace.epoch_seconds()) > MAX_TRACE_AGE.as_secs()
+}
+
+fn epoch_now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The address the SDKs must send to for a socket bound to `local`: a wildcard host cannot be
 /// sent to portably, so loopback on the same port. Pure.
 pub fn send_address(local: SocketAddr) -> SocketAddr {
@@ -306,6 +321,13 @@ impl Reader {
 
     fn accept(&mut self, n: usize) -> Option<Document> {
         match protocol::parse_datagram(&self.buf[..n]) {
+            Ok(doc) if too_old(&doc.trace_id, epoch_now_seconds()) => {
+                metrics::add(&self.metrics.rejected, 1);
+                if let Some(suppressed) = self.rejects.allow(Instant::now()) {
+                    warn!(reason = "trace_too_old", trace_id = %doc.trace_id, suppressed, "document rejected: its trace is older than X-Ray keeps (30 days)");
+                }
+                None
+            }
             Ok(doc) => {
                 metrics::add(&self.metrics.received, 1);
                 Some(doc)
@@ -332,12 +354,21 @@ impl Reader {
 mod tests {
     use super::*;
 
-    fn fixture() -> Vec<u8> {
+    /// The captured datagram as it was (its trace started in 2016).
+    fn captured() -> Vec<u8> {
         std::fs::read(format!(
             "{}/fixtures/datagrams/python_parent.bin",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap()
+    }
+
+    /// The captured datagram with its trace started now.
+    fn fixture() -> Vec<u8> {
+        String::from_utf8(captured())
+            .unwrap()
+            .replace("1-5759e988-", &format!("1-{:08x}-", epoch_now_seconds()))
+            .into_bytes()
     }
 
     /// A valid datagram of about `size` bytes (the fixture with a padded name).
@@ -449,5 +480,31 @@ mod tests {
         publish_address(&path, addr("127.0.0.1:3001")).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "127.0.0.1:3001\n");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn traces_older_than_thirty_days_are_too_old() {
+        let t = crate::trace::TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap();
+        let start = 0x5759_e988_u64;
+        let limit = MAX_TRACE_AGE.as_secs();
+        assert!(!too_old(&t, start));
+        assert!(!too_old(&t, start + limit));
+        assert!(too_old(&t, start + limit + 1));
+        // A trace id from the future (a skewed clock) is not old.
+        assert!(!too_old(&t, start - 10));
+    }
+
+    #[tokio::test]
+    async fn documents_of_expired_traces_are_rejected_at_ingest() {
+        let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (mut rx, drain_tx, metrics) = start(socket, HandOffBudget::new(1 << 20));
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(&captured(), addr).unwrap();
+        sender.send_to(&fixture(), addr).unwrap();
+        let got = drain(&mut rx, &drain_tx).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(metrics::get(&metrics.rejected), 1);
+        assert_eq!(metrics::get(&metrics.received), 1);
     }
 }

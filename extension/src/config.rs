@@ -21,6 +21,8 @@ pub const DEFAULT_ADDRESS_FILE: &str = "/tmp/xray-extension-udp-address";
 pub const DEFAULT_TELEMETRY_PORT: u16 = 4271;
 /// Bytes of documents held for export before new ones are dropped.
 pub const DEFAULT_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// The largest default buffer, whatever the function's memory size.
+pub const MAX_DEFAULT_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 /// Accepted range for the buffer limit.
 pub const BUFFER_BYTES_RANGE: (usize, usize) = (64 * 1024, 256 * 1024 * 1024);
 /// Longest time one flush may hold the function after its runtime is done.
@@ -238,18 +240,7 @@ impl Config {
                 )),
             }
         }
-        if let Some(v) = get(vars::BUFFER_BYTES) {
-            let (lo, hi) = BUFFER_BYTES_RANGE;
-            match v.trim().parse::<usize>() {
-                Ok(n) if (lo..=hi).contains(&n) => config.buffer_bytes = n,
-                _ => warnings.push(warning(
-                    vars::BUFFER_BYTES,
-                    &v,
-                    &format!("{lo}-{hi}"),
-                    &DEFAULT_BUFFER_BYTES.to_string(),
-                )),
-            }
-        }
+        config.buffer_bytes = buffer_bytes(&get, &mut warnings);
         if let Some(d) = duration_ms(
             &get,
             vars::FLUSH_TIMEOUT_MS,
@@ -283,6 +274,38 @@ impl Config {
         config.enrich = enrichment(&get, &mut warnings);
         config.metrics = metrics_lines(&get, &mut warnings);
         (config, warnings)
+    }
+}
+
+/// The default buffer for a function of `memory_mb` (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`): a
+/// 32nd of its memory, at most [`MAX_DEFAULT_BUFFER_BYTES`] (4 MiB at 128 MB, 16 MiB from
+/// 512 MB); [`DEFAULT_BUFFER_BYTES`] when the memory size is not known. Pure.
+pub fn default_buffer_bytes(memory_mb: Option<u64>) -> usize {
+    memory_mb.map_or(DEFAULT_BUFFER_BYTES, |mb| {
+        let bytes = usize::try_from(mb.saturating_mul(1024 * 1024) / 32).unwrap_or(usize::MAX);
+        bytes.clamp(BUFFER_BYTES_RANGE.0, MAX_DEFAULT_BUFFER_BYTES)
+    })
+}
+
+/// `XRAY_EXTENSION_BUFFER_BYTES`, else the default for the function's memory size.
+fn buffer_bytes(get: &impl Fn(&str) -> Option<String>, warnings: &mut Vec<ConfigWarning>) -> usize {
+    let memory_mb = get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.trim().parse().ok());
+    let default = default_buffer_bytes(memory_mb);
+    let Some(v) = get(vars::BUFFER_BYTES) else {
+        return default;
+    };
+    let (lo, hi) = BUFFER_BYTES_RANGE;
+    match v.trim().parse::<usize>() {
+        Ok(n) if (lo..=hi).contains(&n) => n,
+        _ => {
+            warnings.push(warning(
+                vars::BUFFER_BYTES,
+                &v,
+                &format!("{lo}-{hi}"),
+                &default.to_string(),
+            ));
+            default
+        }
     }
 }
 
@@ -594,5 +617,29 @@ mod tests {
         let (config, warnings) = load(&[(vars::LOG_LEVEL, "  ")]);
         assert_eq!(config.log_level, DEFAULT_LOG_LEVEL);
         assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn the_default_buffer_follows_the_memory_size() {
+        const MIB: usize = 1024 * 1024;
+        assert_eq!(default_buffer_bytes(None), DEFAULT_BUFFER_BYTES);
+        assert_eq!(default_buffer_bytes(Some(128)), 4 * MIB);
+        assert_eq!(default_buffer_bytes(Some(256)), 8 * MIB);
+        assert_eq!(default_buffer_bytes(Some(512)), 16 * MIB);
+        assert_eq!(default_buffer_bytes(Some(10_240)), 16 * MIB);
+        assert_eq!(default_buffer_bytes(Some(1)), BUFFER_BYTES_RANGE.0);
+        let (config, _) = load(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")]);
+        assert_eq!(config.buffer_bytes, 16 * MIB);
+        let (config, warnings) = load(&[
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+            (vars::BUFFER_BYTES, "12"),
+        ]);
+        assert_eq!(config.buffer_bytes, 8 * MIB);
+        assert_eq!(warnings[0].default, (8 * MIB).to_string());
+        let (config, _) = load(&[
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+            (vars::BUFFER_BYTES, "1048576"),
+        ]);
+        assert_eq!(config.buffer_bytes, MIB);
     }
 }

@@ -36,6 +36,11 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 EXTENSIONS = "/2020-01-01/extension"
+# Where the extension writes its UDP address for the wrapper: this run's own file, so a run
+# beside other tests on the same machine never reads another extension's address.
+ADDRESS_FILE = os.path.join(
+    os.environ.get("TMPDIR", "/tmp"), f"xray-extension-udp-address-smoke-{os.getpid()}"
+)
 TELEMETRY = "/2022-07-01/telemetry"
 # Whole-scenario limit: qemu startup plus a 2 s shutdown, with room for a loaded machine.
 SCENARIO_TIMEOUT_S = 60.0
@@ -247,6 +252,7 @@ def run_scenario(
         "AWS_SESSION_TOKEN": "smoke-test-token",
         "AWS_ENDPOINT_URL_XRAY": f"http://{api}",
         "XRAY_EXTENSION_UDP_ADDRESS": f"127.0.0.1:{udp_port}",
+        "XRAY_EXTENSION_ADDRESS_FILE": ADDRESS_FILE,
         "XRAY_EXTENSION_TELEMETRY_PORT": str(free_port(socket.SOCK_STREAM, "0.0.0.0")),
         "XRAY_EXTENSION_LOG_LEVEL": "info",
         **extra_env,
@@ -345,6 +351,7 @@ def example_function(python: str, example_dir: str, wrapper: str) -> Callable[[S
             # Lambda's own daemon; the wrapper must replace it with the extension's address.
             "AWS_XRAY_DAEMON_ADDRESS": "169.254.79.129:2000",
             "XRAY_EXTENSION_UDP_ADDRESS": f"{stub.udp_address[0]}:{stub.udp_address[1]}",
+            "XRAY_EXTENSION_ADDRESS_FILE": ADDRESS_FILE,
         }
         proc = subprocess.run(
             [wrapper, python, "-c", code],

@@ -293,12 +293,22 @@ impl XrayClient {
     }
 
     /// One PutTraceSegments call.
+    ///
+    /// The documents are written straight into the request body, before it is signed: one copy
+    /// (the serialization), not a `String` per document for the SDK's input and then the
+    /// serialization of those.
     pub async fn put(&self, batch: &[Document]) -> Result<Vec<Unprocessed>, ExportError> {
-        let docs: Vec<String> = batch.iter().map(|d| d.body.to_string()).collect();
+        let body = request_body(batch);
         let out = self
             .client
             .put_trace_segments()
-            .set_trace_segment_documents(Some(docs))
+            .set_trace_segment_documents(Some(Vec::new()))
+            .customize()
+            .mutate_request(move |req| {
+                let length = body.len().to_string();
+                *req.body_mut() = aws_smithy_types::body::SdkBody::from(body.clone());
+                req.headers_mut().insert("content-length", length);
+            })
             .send()
             .await
             .map_err(|e| classify(&e))?;
@@ -312,6 +322,20 @@ impl XrayClient {
             })
             .collect())
     }
+}
+
+/// The PutTraceSegments request body, `{"TraceSegmentDocuments":["<document>", ...]}`. Pure.
+pub fn request_body(batch: &[Document]) -> hyper::body::Bytes {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        #[serde(rename = "TraceSegmentDocuments")]
+        documents: Vec<&'a str>,
+    }
+    let body = Body {
+        documents: batch.iter().map(|d| &*d.body).collect(),
+    };
+    // Serializing strings into memory cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default().into()
 }
 
 fn classify<E, R>(err: &SdkError<E, R>) -> ExportError
@@ -539,6 +563,27 @@ pub fn backoff(attempt: u32, unit: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_body_carries_each_document_as_a_json_string() {
+        let dir = format!("{}/fixtures/datagrams", env!("CARGO_MANIFEST_DIR"));
+        let docs: Vec<Document> = ["python_child.bin", "node_child.bin"]
+            .iter()
+            .map(|f| {
+                crate::ingest::protocol::parse_datagram(
+                    &std::fs::read(format!("{dir}/{f}")).unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let body: serde_json::Value = serde_json::from_slice(&request_body(&docs)).unwrap();
+        let sent = body["TraceSegmentDocuments"].as_array().unwrap();
+        assert_eq!(sent.len(), 2);
+        for (doc, sent) in docs.iter().zip(sent) {
+            assert_eq!(sent.as_str(), Some(&*doc.body));
+        }
+        assert_eq!(&request_body(&[])[..], br#"{"TraceSegmentDocuments":[]}"#);
+    }
 
     #[test]
     fn backoff_is_capped_and_jittered() {

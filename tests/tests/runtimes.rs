@@ -88,9 +88,9 @@ async fn scenario(label: &str, options: Options) {
     assert!(ext.exited_before_deadline, "{label}");
 }
 
-#[tokio::test]
-async fn python_awslambdaric_through_the_wrapper_script() {
-    let function = FunctionSpec::command([
+/// The Python function, run by AWS's runtime interface client.
+fn python_function() -> FunctionSpec {
+    FunctionSpec::command([
         venv().join("bin/python").into_os_string(),
         "-m".into(),
         "awslambdaric".into(),
@@ -98,7 +98,12 @@ async fn python_awslambdaric_through_the_wrapper_script() {
     ])
     .handler("app.handler")
     .env("PYTHONPATH", functions_dir("python").to_string_lossy())
-    .env("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR");
+    .env("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR")
+}
+
+#[tokio::test]
+async fn python_awslambdaric_through_the_wrapper_script() {
+    let function = python_function();
     scenario(
         "python",
         Options {
@@ -114,15 +119,7 @@ async fn python_awslambdaric_through_the_wrapper_script() {
 /// trimmed, and the wrapper takes the address the extension wrote, so both agree.
 #[tokio::test]
 async fn python_through_the_wrapper_agrees_with_the_extension_on_an_untidy_address() {
-    let function = FunctionSpec::command([
-        venv().join("bin/python").into_os_string(),
-        "-m".into(),
-        "awslambdaric".into(),
-        "app.handler".into(),
-    ])
-    .handler("app.handler")
-    .env("PYTHONPATH", functions_dir("python").to_string_lossy())
-    .env("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR");
+    let function = python_function();
     scenario(
         "python, untidy address",
         Options {

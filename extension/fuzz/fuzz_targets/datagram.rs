@@ -1,11 +1,13 @@
 //! One UDP datagram in the daemon protocol. `parse_datagram` must never panic, and whatever it
-//! accepts is what X-Ray will be sent: the body as received, within the size limit, a JSON
-//! object, and valid again on its own (as the export path re-reads our own documents).
+//! accepts is what X-Ray will be sent: the body as received, within the size limit, and valid
+//! again on its own (as the export path re-reads our own documents): a JSON object, or an OTLP
+//! document (`T1S`/`T1U`) with the same first span.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
+use xray_extension::ingest::otlp::{self, Sampling};
 use xray_extension::ingest::protocol::{MAX_DOCUMENT_BYTES, parse_datagram, parse_document};
 
 fuzz_target!(|data: &[u8]| {
@@ -24,6 +26,14 @@ fuzz_target!(|data: &[u8]| {
         Some(doc.body.as_bytes()),
         "the body is not the datagram's tail"
     );
+    if Sampling::of_body(doc.body.as_bytes()).is_some() {
+        let again = match otlp::parse_document(doc.body.as_bytes()) {
+            Ok(again) => again,
+            Err(e) => panic!("accepted OTLP body fails otlp::parse_document: {e}"),
+        };
+        assert_eq!(again, doc);
+        return;
+    }
     let again = match parse_document(doc.body.as_bytes()) {
         Ok(again) => again,
         Err(e) => panic!("accepted datagram's body fails parse_document: {e}"),

@@ -1,4 +1,5 @@
-//! The X-Ray daemon protocol: `{"format":"json","version":1}` + `\n` + one segment document.
+//! The X-Ray daemon protocol: `{"format":"json","version":1}` + `\n` + one segment document,
+//! or one OTLP document (`T1S`/`T1U` + base64, checked by [`super::otlp`]).
 //!
 //! The header is checked exactly as the daemon checks it (`format` equal to `json` ignoring case,
 //! `version` the integer 1, other keys ignored). Unlike the daemon, which forwards the body
@@ -10,6 +11,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use super::otlp::{self, OtlpError, Sampling};
 use crate::trace::{SegmentId, TraceId};
 
 /// Largest document X-Ray accepts (64 KB).
@@ -65,6 +67,12 @@ pub enum ProtocolError {
         /// The field's name.
         field: &'static str,
     },
+    /// A `T1S`/`T1U` body that is not a well-formed OTLP document.
+    #[error("invalid OTLP document: {reason}")]
+    Otlp {
+        /// What is wrong with it.
+        reason: OtlpError,
+    },
 }
 
 impl ProtocolError {
@@ -81,11 +89,13 @@ impl ProtocolError {
             Self::TooDeep => "too_deep",
             Self::MissingField { .. } => "missing_field",
             Self::InvalidField { .. } => "invalid_field",
+            Self::Otlp { reason } => reason.kind(),
         }
     }
 }
 
-/// A validated segment document, ready to export.
+/// A validated document, ready to export: a segment document (JSON) or an OTLP document
+/// (`T1S`/`T1U`, whose `id` and `trace_id` are its first span's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Document {
     /// The document exactly as received (X-Ray takes it as a string).
@@ -307,7 +317,14 @@ pub fn parse_datagram(datagram: &[u8]) -> Result<Document, ProtocolError> {
         .position(|&b| b == b'\n')
         .ok_or(ProtocolError::MissingNewline)?;
     check_header(&datagram[..newline])?;
-    parse_document(&datagram[newline + 1..])
+    let body = &datagram[newline + 1..];
+    if Sampling::of_body(body).is_some() {
+        if body.len() > MAX_DOCUMENT_BYTES {
+            return Err(ProtocolError::TooLarge { size: body.len() });
+        }
+        return otlp::parse_document(body).map_err(|reason| ProtocolError::Otlp { reason });
+    }
+    parse_document(body)
 }
 
 fn check_header(header: &[u8]) -> Result<(), ProtocolError> {
@@ -462,6 +479,58 @@ mod tests {
             let newline = raw.iter().position(|&b| b == b'\n').unwrap();
             assert_eq!(doc.body.as_bytes(), &raw[newline + 1..], "{name}");
         }
+    }
+
+    #[test]
+    fn captured_otlp_datagrams_are_forwarded_byte_for_byte_under_any_daemon_header() {
+        for (name, span_id) in [
+            ("adot_python_t1s.bin", None),
+            ("adot_python_t1u.bin", None),
+            ("adot_python_fast_start_t1s.bin", None),
+            ("adot_java_header_t1s.bin", None::<&str>),
+        ] {
+            let raw = fixture(name);
+            let doc = parse_datagram(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let newline = raw.iter().position(|&b| b == b'\n').unwrap();
+            assert_eq!(doc.body.as_bytes(), &raw[newline + 1..], "{name}");
+            assert_eq!(
+                doc.trace_id.as_str(),
+                "1-5759e988-bd862e3fe1be46a994272793",
+                "{name}"
+            );
+            if let Some(id) = span_id {
+                assert_eq!(doc.id.as_str(), id);
+            }
+        }
+        // The Java header and the Python one carry the same body.
+        let python = parse_datagram(&fixture("adot_python_t1s.bin")).unwrap();
+        let java = parse_datagram(&fixture("adot_java_header_t1s.bin")).unwrap();
+        assert_eq!(python, java);
+    }
+
+    #[test]
+    fn bad_otlp_bodies_are_rejected_with_their_reason() {
+        for (body, kind) in [
+            ("T1S!!!!", "otlp_base64"),
+            ("T1SAAAA", "otlp_malformed"),
+            ("T1U", "otlp_no_spans"),
+        ] {
+            assert_eq!(
+                parse_datagram(&datagram(HEADER, body)).unwrap_err().kind(),
+                kind,
+                "{body}"
+            );
+        }
+        let huge = format!("T1S{}", "A".repeat(MAX_DOCUMENT_BYTES));
+        assert!(matches!(
+            parse_datagram(&datagram(HEADER, &huge)),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+        // Metrics (`M1`) are not trace documents.
+        assert_eq!(
+            parse_datagram(&datagram(HEADER, "M1AAAA")),
+            Err(ProtocolError::NotAnObject)
+        );
     }
 
     #[test]

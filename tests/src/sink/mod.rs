@@ -7,6 +7,10 @@
 //! `id`/`name`/`trace_id`/`start_time`/(`end_time` | `in_progress`), or with a malformed or too old
 //! trace id → listed in `UnprocessedTraceSegments`. `SigV4` is not checked.
 //!
+//! OTLP documents (`T1S`/`T1U` + base64 of an `ExportTraceServiceRequest`, as AWS's OpenTelemetry
+//! SDKs send them) are decoded into spans ([`XraySink::spans`]) the way the service does; one that
+//! does not decode is listed unprocessed.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), xray_extension_tests::sink::SinkError> {
 //! use std::time::Duration;
@@ -19,9 +23,11 @@
 //! ```
 
 mod fault;
+pub mod otlp;
 mod validate;
 
 pub use fault::{Fault, FaultPlan};
+pub use otlp::{ReceivedSpan, decode_document, is_otlp};
 pub use validate::{
     MAX_DOCUMENT_BYTES, MAX_DOCUMENTS_PER_CALL, MAX_NAME_CHARS, Rejection, check_document,
     check_trace_id,
@@ -170,6 +176,7 @@ impl ReceivedDocument {
 pub struct SinkRecords {
     calls: Vec<SinkCall>,
     stored: Vec<ReceivedDocument>,
+    spans: Vec<ReceivedSpan>,
     put_calls: usize,
 }
 
@@ -182,6 +189,11 @@ impl SinkRecords {
     /// Every stored document in arrival order, re-sent ones included.
     pub fn all_documents(&self) -> &[ReceivedDocument] {
         &self.stored
+    }
+
+    /// Every span decoded from OTLP documents, in arrival order, re-sent ones included.
+    pub fn spans(&self) -> &[ReceivedSpan] {
+        &self.spans
     }
 
     /// Stored documents deduplicated by `id`, keeping the latest, in order of first arrival.
@@ -308,6 +320,11 @@ impl XraySink {
         self.shared.records().stored.clone()
     }
 
+    /// Every span decoded from OTLP documents, in arrival order, re-sent ones included.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.shared.records().spans.clone()
+    }
+
     /// The bodies of `PutTelemetryRecords` calls.
     pub fn telemetry_records(&self) -> Vec<Value> {
         self.shared
@@ -425,7 +442,7 @@ async fn handle(shared: Arc<SinkShared>, req: Request) -> Response {
     };
     call.status = status.as_u16();
     let response = aws_response(status, error_type, &call.response);
-    record(&shared, call, Vec::new());
+    record(&shared, call, Vec::new(), Vec::new());
     response
 }
 
@@ -474,12 +491,16 @@ async fn put_trace_segments(shared: &SinkShared, mut call: SinkCall) -> Response
         Some(Fault::PartialUnprocessed(fraction)) => Some(fraction),
         _ => None,
     };
-    let (documents, stored, unprocessed) =
-        check_documents(raw_documents, unprocessed_fraction, call.at, index);
-    call.documents = documents;
+    let Checked {
+        submitted,
+        stored,
+        spans,
+        unprocessed,
+    } = check_documents(raw_documents, unprocessed_fraction, call.at, index);
+    call.documents = submitted;
     call.response = json!({"UnprocessedTraceSegments": unprocessed});
     let response = aws_response(StatusCode::OK, None, &call.response);
-    record(shared, call, stored);
+    record(shared, call, stored, spans);
     response
 }
 
@@ -506,14 +527,14 @@ async fn apply_fault(shared: &SinkShared, call: &mut SinkCall) -> Option<Respons
         Fault::Disconnect => {
             call.status = 0;
             call.response = Value::Null;
-            record(shared, call.clone(), Vec::new());
+            record(shared, call.clone(), Vec::new(), Vec::new());
             return Some(disconnect_response());
         }
     };
     call.status = status.as_u16();
     call.response = json!({"message": format!("injected {error_type}")});
     let response = aws_response(status, Some(&error_type), &call.response);
-    record(shared, call.clone(), Vec::new());
+    record(shared, call.clone(), Vec::new(), Vec::new());
     Some(response)
 }
 
@@ -526,24 +547,62 @@ fn refuse(shared: &SinkShared, mut call: SinkCall, message: &str) -> Response {
         Some("InvalidRequestException"),
         &call.response,
     );
-    record(shared, call, Vec::new());
+    record(shared, call, Vec::new(), Vec::new());
     response
 }
 
-/// Checks each document: returns them as submitted, the ones stored, and the
-/// `UnprocessedTraceSegments` entries.
+/// What one `PutTraceSegments` call's documents came to.
+#[derive(Default)]
+struct Checked {
+    /// Every document as submitted.
+    submitted: Vec<SubmittedDocument>,
+    /// The JSON documents stored.
+    stored: Vec<ReceivedDocument>,
+    /// The spans of the OTLP documents stored.
+    spans: Vec<ReceivedSpan>,
+    /// The `UnprocessedTraceSegments` entries.
+    unprocessed: Vec<Value>,
+}
+
+/// Checks each document (the injected unprocessed fraction applies to JSON documents only).
 fn check_documents(
     raw_documents: Vec<String>,
     unprocessed_fraction: Option<f64>,
     at: Instant,
     put_index: usize,
-) -> (Vec<SubmittedDocument>, Vec<ReceivedDocument>, Vec<Value>) {
+) -> Checked {
     let now = SystemTime::now();
-    let mut submitted = Vec::with_capacity(raw_documents.len());
-    let mut stored = Vec::new();
-    let mut unprocessed = Vec::new();
+    let mut out = Checked::default();
+    let Checked {
+        submitted,
+        stored,
+        spans,
+        unprocessed,
+    } = &mut out;
     let mut valid_seen = 0;
     for raw in raw_documents {
+        if is_otlp(&raw) {
+            let rejection = match decode_document(&raw, now) {
+                Ok(decoded) => {
+                    spans.extend(decoded);
+                    None
+                }
+                Err(r) => {
+                    unprocessed.push(json!({
+                        "Id": "",
+                        "ErrorCode": r.error_code,
+                        "Message": r.message,
+                    }));
+                    Some(r)
+                }
+            };
+            submitted.push(SubmittedDocument {
+                raw,
+                value: None,
+                rejection,
+            });
+            continue;
+        }
         let value: Option<Value> = serde_json::from_str(&raw).ok();
         let mut rejection = check_document(&raw, now).err();
         if rejection.is_none() {
@@ -588,14 +647,20 @@ fn check_documents(
             rejection,
         });
     }
-    (submitted, stored, unprocessed)
+    out
 }
 
-fn record(shared: &SinkShared, call: SinkCall, stored: Vec<ReceivedDocument>) {
+fn record(
+    shared: &SinkShared,
+    call: SinkCall,
+    stored: Vec<ReceivedDocument>,
+    spans: Vec<ReceivedSpan>,
+) {
     {
         let mut records = shared.records();
         records.calls.push(call);
         records.stored.extend(stored);
+        records.spans.extend(spans);
     }
     shared.changed.send_modify(|v| *v += 1);
 }

@@ -1,0 +1,71 @@
+"""A Python function traced with AWS's OpenTelemetry SDK (aws-opentelemetry-distro), run by AWS's
+runtime interface client through the layer's wrapper script.
+
+Spans are exported as ADOT does in Lambda: `OTLPUdpSpanExporter` to AWS_XRAY_DAEMON_ADDRESS, a
+batch span processor of 10 spans, flushed before the handler returns. The handler span's parent
+is Lambda's `Parent` from _X_AMZN_TRACE_ID (the X-Ray propagator). The event chooses the sampled
+(`T1S`) or unsampled (`T1U`) exporter and how many child spans to make. The response carries
+every span id made and every datagram body sent, exactly as sent, so the test can compare them
+with what reached X-Ray.
+"""
+
+import os
+
+from amazon.opentelemetry.distro.otlp_udp_exporter import OTLPUdpSpanExporter
+from opentelemetry import trace
+from opentelemetry.propagators.aws import AwsXRayPropagator
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+SENT = []
+
+
+class RecordingSocket:
+    """The exporter's socket, recording each datagram it sends."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def sendto(self, data, address):
+        SENT.append(data)
+        return self._sock.sendto(data, address)
+
+    def close(self):
+        self._sock.close()
+
+
+def provider(sampled):
+    exporter = OTLPUdpSpanExporter(endpoint=os.environ["AWS_XRAY_DAEMON_ADDRESS"], sampled=sampled)
+    exporter._udp_exporter._socket = RecordingSocket(exporter._udp_exporter._socket)
+    p = TracerProvider(resource=Resource.create({"service.name": "orders-otel"}))
+    p.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=10))
+    return p
+
+
+PROVIDERS = {True: provider(True), False: provider(False)}
+
+
+def span_id(span):
+    return format(span.get_span_context().span_id, "016x")
+
+
+def handler(event, context):
+    SENT.clear()
+    sampled = not event.get("unsampled", False)
+    p = PROVIDERS[sampled]
+    tracer = p.get_tracer("orders.handler", "1.0")
+    parent = AwsXRayPropagator().extract({"X-Amzn-Trace-Id": os.environ.get("_X_AMZN_TRACE_ID", "")})
+    ids = []
+    with tracer.start_as_current_span("handler", context=parent, kind=trace.SpanKind.SERVER) as h:
+        ids.append(span_id(h))
+        for i in range(int(event.get("children", 2))):
+            with tracer.start_as_current_span("step-%d" % i) as s:
+                s.set_attribute("step", i)
+                ids.append(span_id(s))
+        trace_id = format(h.get_span_context().trace_id, "032x")
+    p.force_flush()
+    bodies = [d.split(b"\n", 1)[1].decode("ascii") for d in SENT]
+    if event.get("error"):
+        raise ValueError("the event asked for an error")
+    return {"span_ids": ids, "handler_span_id": ids[0], "trace_id": trace_id, "bodies": bodies}

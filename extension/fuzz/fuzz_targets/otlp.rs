@@ -7,9 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xray_extension::ingest::otlp::{
-    Sampling, json, parse_document, parse_request, to_documents,
-};
+use xray_extension::ingest::otlp::{Sampling, json, parse_document, parse_request, to_documents};
 use xray_extension::ingest::protocol::MAX_DOCUMENT_BYTES;
 
 fn spans_of(bytes: &[u8]) -> Vec<Vec<u8>> {
@@ -38,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
     let split = to_documents(&request, Sampling::Unsampled);
     let mut placed = Vec::new();
     for doc in &split.documents {
-        assert!(doc.body.len() <= MAX_DOCUMENT_BYTES, "document of {} bytes", doc.body.len());
+        assert!(
+            doc.body.len() <= MAX_DOCUMENT_BYTES,
+            "document of {} bytes",
+            doc.body.len()
+        );
         assert!(doc.body.starts_with("T1U"));
         let again = match parse_document(doc.body.as_bytes()) {
             Ok(again) => again,

@@ -386,3 +386,55 @@ async fn java_style_headers_work_and_garbage_otlp_bodies_are_rejected_with_nothi
         "{log:?}"
     );
 }
+
+/// One traced ADOT invocation through our wrapper with `XRAY_EXTENSION_NEXT_WRAPPER` set to
+/// `next_wrapper`; returns the function's response.
+async fn through_next_wrapper(next_wrapper: &str) -> Value {
+    let Harness {
+        mut lambda,
+        sink,
+        udp_port,
+    } = Harness::start(Options {
+        function: Some(
+            python_otel_function("adot_app").env("XRAY_EXTENSION_NEXT_WRAPPER", next_wrapper),
+        ),
+        wrapper: true,
+        extension_env: vec![("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into())],
+        ..Options::default()
+    })
+    .await;
+    let trace = TraceHeader::sampled();
+    let inv = lambda
+        .invoke(Invoke::new(json!({"children": 1})).traced(trace.clone()))
+        .await
+        .expect("invoke");
+    check_adot_invocation(next_wrapper, &inv, &trace, &sink, true);
+    let response = inv.response_json().expect("response");
+    assert_eq!(
+        response["daemon_address"],
+        json!(format!("127.0.0.1:{udp_port}"))
+    );
+    assert_eq!(
+        response["otel_variables"],
+        json!([]),
+        "the wrapper sets no OTEL_* variable"
+    );
+    lambda.shutdown().await.expect("shutdown");
+    response
+}
+
+#[tokio::test]
+async fn the_wrapper_hands_over_to_the_next_wrapper_after_setting_the_daemon_address() {
+    let next = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("functions/python_otel/next-wrapper");
+    let response = through_next_wrapper(&next.to_string_lossy()).await;
+    assert_eq!(
+        response["next_wrapper_saw"], response["daemon_address"],
+        "the next wrapper ran, with the daemon address already set"
+    );
+}
+
+#[tokio::test]
+async fn a_next_wrapper_that_cannot_run_is_skipped_and_the_function_still_starts() {
+    let response = through_next_wrapper("/nonexistent/otel-instrument").await;
+    assert_eq!(response["next_wrapper_saw"], Value::Null);
+}

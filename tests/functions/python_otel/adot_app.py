@@ -68,4 +68,12 @@ def handler(event, context):
     bodies = [d.split(b"\n", 1)[1].decode("ascii") for d in SENT]
     if event.get("error"):
         raise ValueError("the event asked for an error")
-    return {"span_ids": ids, "handler_span_id": ids[0], "trace_id": trace_id, "bodies": bodies}
+    return {
+        "span_ids": ids,
+        "handler_span_id": ids[0],
+        "trace_id": trace_id,
+        "bodies": bodies,
+        "daemon_address": os.environ.get("AWS_XRAY_DAEMON_ADDRESS"),
+        "next_wrapper_saw": os.environ.get("NEXT_WRAPPER_SAW_DAEMON_ADDRESS"),
+        "otel_variables": sorted(k for k in os.environ if k.startswith("OTEL_")),
+    }

@@ -396,6 +396,8 @@ impl App {
             kernel_dropped = metrics::get(&m.kernel_dropped),
             udp_receive_buffer_bytes = metrics::get(&m.udp_receive_buffer_bytes),
             telemetry_invalid = metrics::get(&m.telemetry_invalid),
+            otlp_spans_rejected = metrics::get(&m.otlp_spans_rejected),
+            otlp_busy = metrics::get(&m.otlp_busy),
             post_runtime_count = metrics::get(&m.post_runtime_count),
             post_runtime_us_sum = metrics::get(&m.post_runtime_us_sum),
             post_runtime_us_max = metrics::get(&m.post_runtime_us_max),

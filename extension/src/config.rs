@@ -16,6 +16,8 @@ pub const DEFAULT_UDP_ADDRESS: &str = "127.0.0.1:2000";
 /// Where the address the SDKs must send to is written for the layer's wrapper script (`/tmp` is
 /// the one writable place in Lambda).
 pub const DEFAULT_ADDRESS_FILE: &str = "/tmp/xray-extension-udp-address";
+/// Where the OTLP/HTTP receiver listens (OpenTelemetry's default port); `off` turns it off.
+pub const DEFAULT_OTLP_ADDRESS: &str = "127.0.0.1:4318";
 /// Telemetry API listener port. Avoids 2000 (daemon), 3000 (Lambda Insights), 4243, 8126,
 /// 9001 (Runtime API), 9002 and 9003 (other layers).
 pub const DEFAULT_TELEMETRY_PORT: u16 = 4271;
@@ -46,6 +48,8 @@ pub mod vars {
     pub const UDP_ADDRESS: &str = "XRAY_EXTENSION_UDP_ADDRESS";
     /// The file the bound UDP address is written to, for the wrapper script.
     pub const ADDRESS_FILE: &str = "XRAY_EXTENSION_ADDRESS_FILE";
+    /// OTLP/HTTP receiver address, or `off`.
+    pub const OTLP_ADDRESS: &str = "XRAY_EXTENSION_OTLP_ADDRESS";
     /// Allow a UDP address that is not loopback.
     pub const ALLOW_NON_LOOPBACK: &str = "XRAY_EXTENSION_ALLOW_NON_LOOPBACK";
     /// Telemetry API listener port.
@@ -124,6 +128,8 @@ pub struct Config {
     pub udp_address: SocketAddr,
     /// Where the bound UDP address is written for the wrapper script.
     pub address_file: std::path::PathBuf,
+    /// Where the OTLP/HTTP receiver listens: `None` when turned off.
+    pub otlp_address: Option<SocketAddr>,
     /// Port of the Telemetry API listener (bound on all interfaces, see `lambda::listener`).
     pub telemetry_port: u16,
     /// Log verbosity.
@@ -149,6 +155,7 @@ impl Default for Config {
         Self {
             udp_address: SocketAddr::from(([127, 0, 0, 1], 2000)),
             address_file: std::path::PathBuf::from(DEFAULT_ADDRESS_FILE),
+            otlp_address: Some(SocketAddr::from(([127, 0, 0, 1], 4318))),
             telemetry_port: DEFAULT_TELEMETRY_PORT,
             log_level: DEFAULT_LOG_LEVEL,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
@@ -179,6 +186,10 @@ pub struct ConfigWarning {
 impl Config {
     /// Builds the configuration from a variable lookup (`std::env::var` in production, a map in
     /// tests). Returns the configuration and one warning per rejected value.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one short block per variable, in the README table's order"
+    )]
     pub fn from_lookup<F>(lookup: F) -> (Self, Vec<ConfigWarning>)
     where
         F: Fn(&str) -> Option<String>,
@@ -199,6 +210,12 @@ impl Config {
                 false
             }),
         };
+        if let Some(v) = get(vars::OTLP_ADDRESS) {
+            match otlp_address(&v, allow_non_loopback) {
+                Ok(addr) => config.otlp_address = addr,
+                Err(w) => warnings.push(w),
+            }
+        }
         if let Some(v) = get(vars::UDP_ADDRESS) {
             match v.trim().parse::<SocketAddr>() {
                 Ok(addr) if addr.ip().is_loopback() || allow_non_loopback => {
@@ -454,6 +471,22 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// `off`, or an address (loopback unless allowed otherwise).
+fn otlp_address(v: &str, allow_non_loopback: bool) -> Result<Option<SocketAddr>, ConfigWarning> {
+    if v.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match v.trim().parse::<SocketAddr>() {
+        Ok(addr) if addr.ip().is_loopback() || allow_non_loopback => Ok(Some(addr)),
+        _ => Err(warning(
+            vars::OTLP_ADDRESS,
+            v,
+            "off, or a loopback ip:port unless XRAY_EXTENSION_ALLOW_NON_LOOPBACK=true",
+            DEFAULT_OTLP_ADDRESS,
+        )),
+    }
+}
+
 fn warning(variable: &'static str, value: &str, accepted: &str, default: &str) -> ConfigWarning {
     ConfigWarning {
         variable,
@@ -556,6 +589,27 @@ mod tests {
         ]);
         assert_eq!(config.udp_address.to_string(), "0.0.0.0:2000");
         assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn the_otlp_receiver_address_or_off() {
+        let (config, _) = load(&[]);
+        assert_eq!(
+            config.otlp_address.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_OTLP_ADDRESS)
+        );
+        for (value, want, warned) in [
+            ("127.0.0.1:4399", Some("127.0.0.1:4399"), false),
+            ("OFF", None, false),
+            (" off ", None, false),
+            ("0.0.0.0:4318", Some(DEFAULT_OTLP_ADDRESS), true),
+            ("localhost:4318", Some(DEFAULT_OTLP_ADDRESS), true),
+        ] {
+            let (config, warnings) = load(&[(vars::OTLP_ADDRESS, value)]);
+            let got = config.otlp_address.map(|a| a.to_string());
+            assert_eq!(got.as_deref(), want, "{value}");
+            assert_eq!(warnings.len(), usize::from(warned), "{value}");
+        }
     }
 
     #[test]

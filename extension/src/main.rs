@@ -11,7 +11,7 @@ use xray_extension::config::vars;
 use xray_extension::config::{Config, LogLevel};
 use xray_extension::enrich::{Enricher, Environment};
 use xray_extension::export::policy::Strategy;
-use xray_extension::ingest::udp;
+use xray_extension::ingest::{otlp_http, udp};
 use xray_extension::lambda::api::{ApiError, EVENT_RETRY_DELAY, LambdaApi, Telemetry};
 use xray_extension::lambda::events::{EventSet, NextEvent, Shutdown};
 use xray_extension::lambda::listener;
@@ -115,6 +115,7 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     publish_udp_address(&config, udp_socket.as_ref().ok());
     let telemetry_addr = SocketAddr::from(([0, 0, 0, 0], config.telemetry_port));
     let telemetry_socket = tokio::net::TcpListener::bind(telemetry_addr).await;
+    let otlp_socket = bind_otlp(config.otlp_address).await;
 
     // SHUTDOWN only on Lambda Managed Instances, or wherever INVOKE is refused.
     let wanted = EventSet::for_initialization_type(
@@ -153,11 +154,13 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     let (documents_tx, documents_rx) = mpsc::channel(DOCUMENT_CHANNEL_CAPACITY);
     // Without a reader both ends close at once: a flush point then skips the drain.
     let (drain_tx, drain_rx) = mpsc::channel(1);
+    let budget = udp::HandOffBudget::new(config.buffer_bytes);
+    otlp_http::spawn(otlp_socket, &documents_tx, &budget, &metrics);
     if let Some(udp_socket) = udp_socket {
         tokio::spawn(udp::run(
             udp_socket,
             documents_tx,
-            udp::HandOffBudget::new(config.buffer_bytes),
+            budget,
             drain_rx,
             metrics.clone(),
         ));
@@ -182,7 +185,7 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     };
     // The one line at the default level during init: every event formatted at start is paid
     // for in the function's cold start.
-    info!(function = %registered.function_name, pid = std::process::id(), udp = %config.udp_address, telemetry = ?telemetry, flush = config.policy.strategy.as_str(), "ready");
+    info!(function = %registered.function_name, pid = std::process::id(), udp = %config.udp_address, otlp = ?config.otlp_address, telemetry = ?telemetry, flush = config.policy.strategy.as_str(), "ready");
 
     let enricher = match (&config.enrich, telemetry) {
         (Some(settings), Telemetry::Subscribed) => {
@@ -216,6 +219,18 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
         emf.finish(std::time::SystemTime::now());
     }
     Ok(())
+}
+
+/// Binds the OTLP/HTTP receiver when it is on. A failure degrades, never fails init: one error
+/// naming the address and the variable that moves it.
+async fn bind_otlp(address: Option<SocketAddr>) -> Option<tokio::net::TcpListener> {
+    let address = address?;
+    tokio::net::TcpListener::bind(address)
+        .await
+        .inspect_err(|e| {
+            error!(%address, variable = vars::OTLP_ADDRESS, error = %e, "cannot bind the OTLP/HTTP receiver: OTLP/HTTP exporters will not reach X-Ray; set {} to a free address, or to off", vars::OTLP_ADDRESS);
+        })
+        .ok()
 }
 
 /// SIGTERM (not part of Lambda's contract with extensions, but sent by some hosts and tools)

@@ -51,6 +51,10 @@ pub struct Metrics {
     /// Fields of telemetry records that were present but unreadable (left out; the record
     /// was kept).
     pub telemetry_fields_ignored: AtomicU64,
+    /// OTLP/HTTP spans too large for one X-Ray document, dropped (`partial_success`).
+    pub otlp_spans_rejected: AtomicU64,
+    /// OTLP/HTTP requests answered 503 because the ingest queue was full (the SDK retries).
+    pub otlp_busy: AtomicU64,
     /// Invocations whose post-runtime phase we held (see [`Metrics::observe_post_runtime`]).
     pub post_runtime_count: AtomicU64,
     /// Post-runtime time we added, summed, in microseconds.

@@ -438,3 +438,163 @@ async fn a_next_wrapper_that_cannot_run_is_skipped_and_the_function_still_starts
     let response = through_next_wrapper("/nonexistent/otel-instrument").await;
     assert_eq!(response["next_wrapper_saw"], Value::Null);
 }
+
+/// Runs `function` (a plain OpenTelemetry SDK with its OTLP/HTTP exporter pointed at the
+/// receiver) for each event; every span id it made must reach X-Ray under the invocation's
+/// trace, in `T1S` documents, the handler span under Lambda's `Parent`.
+async fn otlp_http_scenario(
+    label: &str,
+    function: FunctionSpec,
+    service: &str,
+    events: &[Value],
+    expected_requests: &[(&str, bool)],
+) {
+    let port = xray_extension_tests::net::free_tcp_port().expect("tcp port");
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options {
+        function: Some(function.env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )),
+        extension_env: vec![
+            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
+            (
+                "XRAY_EXTENSION_OTLP_ADDRESS".into(),
+                format!("127.0.0.1:{port}"),
+            ),
+        ],
+        ..Options::default()
+    })
+    .await;
+    for (i, event) in events.iter().enumerate() {
+        let label = format!("{label} {i}");
+        let trace = TraceHeader::sampled();
+        let inv = lambda
+            .invoke(Invoke::new(event.clone()).traced(trace.clone()))
+            .await
+            .expect("invoke");
+        assert_eq!(
+            inv.status,
+            InvocationStatus::Success,
+            "{label}: {:?}",
+            inv.error
+        );
+        let response = inv.response_json().expect("a JSON response");
+        let ids = strings(&response, "span_ids");
+        assert!(!ids.is_empty(), "{label}: {response}");
+        // Spans arrive during the invocation: the flush at its end carries them.
+        let spans = spans_in(&sink, &trace.root);
+        for id in &ids {
+            let span = spans.iter().find(|s| &s.span_id == id);
+            let span = span.unwrap_or_else(|| panic!("{label}: span {id} missing; got {spans:?}"));
+            assert!(span.sampled, "{label}");
+            assert_eq!(span.service_name.as_deref(), Some(service), "{label}");
+        }
+        let handler = spans
+            .iter()
+            .find(|s| s.span_id == response["handler_span_id"].as_str().unwrap_or_default())
+            .expect("handler span");
+        assert_eq!(handler.parent_span_id, trace.parent, "{label}");
+        if event.get("padding").is_some() {
+            let documents: std::collections::HashSet<&str> =
+                spans.iter().map(|s| s.document.as_str()).collect();
+            assert!(documents.len() >= 2, "{label}: split into 64 KB documents");
+        }
+        let docs = sink.documents();
+        assert_eq!(named(&docs, &trace.root, "Runtime").len(), 1, "{label}");
+    }
+    let log = common::extension_log(&lambda);
+    for (encoding, gzip) in expected_requests {
+        let seen = format!("encoding={encoding} gzip={gzip}");
+        assert!(
+            log.iter()
+                .any(|l| l.contains("OTLP request") && l.contains(&seen)),
+            "{label}: no request with {seen}: {log:?}"
+        );
+    }
+    lambda.shutdown().await.expect("shutdown");
+    let refused: usize = sink
+        .put_calls()
+        .iter()
+        .flat_map(|c| c.documents.iter())
+        .filter(|d| d.rejection.is_some())
+        .count();
+    assert_eq!(refused, 0, "{label}: X-Ray refused nothing");
+    let counters = counters(&lambda).expect("counters");
+    assert_eq!(counters.get("rejected"), Some(&0), "{counters:?}");
+}
+
+#[tokio::test]
+async fn python_otlp_http_protobuf_exporter_reaches_xray_through_the_receiver() {
+    otlp_http_scenario(
+        "python",
+        python_otel_function("http_app"),
+        "orders-otlp-http",
+        &[
+            json!({"children": 2}),
+            json!({"children": 5, "compression": "gzip"}),
+            // About 120 KB of spans: more than one X-Ray document.
+            json!({"children": 40, "padding": 3000}),
+        ],
+        &[("Protobuf", false), ("Protobuf", true)],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn node_otlp_http_json_exporter_reaches_xray_through_the_receiver() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("functions/node");
+    assert!(
+        dir.join("node_modules/@opentelemetry/exporter-trace-otlp-http")
+            .exists(),
+        "run `make node-deps` (make test does)"
+    );
+    let function =
+        FunctionSpec::command(["node".into(), dir.join("bootstrap.js").into_os_string()])
+            .handler("otel.handler");
+    otlp_http_scenario(
+        "node",
+        function,
+        "orders-node-otlp",
+        &[json!({"children": 2}), json!({"children": 12})],
+        &[("Json", false)],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_taken_otlp_port_degrades_the_receiver_never_the_extension() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options {
+        extension_env: vec![
+            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
+            ("XRAY_EXTENSION_OTLP_ADDRESS".into(), address.clone()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let trace = TraceHeader::sampled();
+    let inv = lambda
+        .invoke(Invoke::new(json!({"subsegments": 2})).traced(trace.clone()))
+        .await
+        .expect("invoke");
+    assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
+    let docs = sink.documents();
+    for id in sent_ids(&inv) {
+        assert!(docs.iter().any(|d| d.id == id), "subsegment {id} lost");
+    }
+    lambda.shutdown().await.expect("shutdown");
+    let errors: Vec<String> = common::extension_log(&lambda)
+        .into_iter()
+        .filter(|l| l.contains("ERROR"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("XRAY_EXTENSION_OTLP_ADDRESS") && errors[0].contains(&address),
+        "{errors:?}"
+    );
+}

@@ -1,10 +1,12 @@
-// A minimal Lambda runtime: the Runtime API loop (2018-06-01) around ./index.js's handler.
+// A minimal Lambda runtime: the Runtime API loop (2018-06-01) around the handler _HANDLER names.
 // It sets _X_AMZN_TRACE_ID from Lambda-Runtime-Trace-Id on every invoke, as Lambda's Node.js
 // runtime does, so the X-Ray SDK builds its facade segment for the invocation.
 'use strict';
 
 const http = require('http');
-const { handler } = require('./index.js');
+// _HANDLER is `<module>.<export>`, as in Lambda (default index.handler).
+const [handlerModule, handlerName] = (process.env._HANDLER || 'index.handler').split('.');
+const handler = require(`./${handlerModule}.js`)[handlerName];
 
 const [host, port] = process.env.AWS_LAMBDA_RUNTIME_API.split(':');
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });

@@ -137,7 +137,13 @@ impl Harness {
                 format!("127.0.0.1:{udp_port}"),
             )
             .env("XRAY_EXTENSION_TELEMETRY_PORT", telemetry_port.to_string())
-            .env("XRAY_EXTENSION_LOG_LEVEL", "debug");
+            .env("XRAY_EXTENSION_LOG_LEVEL", "debug")
+            // Tests run side by side: each extension's OTLP/HTTP receiver gets its own port
+            // (a test that uses it sets its own in `extension_env`).
+            .env(
+                "XRAY_EXTENSION_OTLP_ADDRESS",
+                format!("127.0.0.1:{}", net::free_tcp_port().expect("tcp port")),
+            );
         if time_scale() > 1.0 {
             extension = extension.env(
                 "XRAY_EXTENSION_FLUSH_TIMEOUT_MS",

@@ -1,0 +1,228 @@
+use std::io::Write as _;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+use crate::ingest::otlp::wire::{put_fixed64, put_len};
+
+const TRACE: [u8; 16] = [
+    0x57, 0x59, 0xe9, 0x88, 0xbd, 0x86, 0x2e, 0x3f, 0xe1, 0xbe, 0x46, 0xa9, 0x94, 0x27, 0x27, 0x93,
+];
+
+/// A request with one span per name length in `names`.
+fn request(name_lens: &[usize]) -> Vec<u8> {
+    let mut ss = Vec::new();
+    for (i, len) in name_lens.iter().enumerate() {
+        let mut span = Vec::new();
+        put_len(&mut span, 1, &TRACE);
+        put_len(&mut span, 2, &(i as u64 + 1).to_be_bytes());
+        put_len(&mut span, 5, "n".repeat(*len).as_bytes());
+        put_fixed64(&mut span, 7, 1);
+        put_len(&mut ss, 2, &span);
+    }
+    let mut rs = Vec::new();
+    put_len(&mut rs, 2, &ss);
+    let mut out = Vec::new();
+    put_len(&mut out, 1, &rs);
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+const JSON: &str = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+    {"traceId":"5759e988bd862e3fe1be46a994272793","spanId":"1bbaa244e76f8d42","name":"a"}]}]}]}"#;
+
+#[test]
+fn content_types() {
+    for (value, want) in [
+        ("application/x-protobuf", Some(Encoding::Protobuf)),
+        ("Application/JSON; charset=utf-8", Some(Encoding::Json)),
+        ("application/json", Some(Encoding::Json)),
+        ("text/plain", None),
+        ("", None),
+    ] {
+        assert_eq!(Encoding::of_content_type(value), want, "{value}");
+    }
+}
+
+#[test]
+fn requests_decode_in_each_encoding_and_compression() {
+    let proto = request(&[10, 10]);
+    for (encoding, content_encoding, body) in [
+        (Encoding::Protobuf, None, proto.clone()),
+        (Encoding::Protobuf, Some("identity"), proto.clone()),
+        (Encoding::Protobuf, Some("gzip"), gzip(&proto)),
+        (Encoding::Json, None, JSON.as_bytes().to_vec()),
+        (Encoding::Json, Some("GZIP"), gzip(JSON.as_bytes())),
+    ] {
+        let split = decode_export(encoding, content_encoding, &body)
+            .unwrap_or_else(|e| panic!("{encoding:?} {content_encoding:?}: {e}"));
+        assert!(!split.documents.is_empty());
+        assert!(split.documents.iter().all(|d| d.body.starts_with("T1S")));
+    }
+}
+
+#[test]
+fn bad_requests_are_refused_with_their_status() {
+    let proto = request(&[10]);
+    let bomb = gzip(&vec![0; MAX_DECODED_BYTES + 1]);
+    for (encoding, content_encoding, body, want) in [
+        (
+            Encoding::Protobuf,
+            Some("br"),
+            proto.clone(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            Encoding::Protobuf,
+            Some("gzip"),
+            proto.clone(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Encoding::Protobuf,
+            Some("gzip"),
+            bomb,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Encoding::Protobuf,
+            None,
+            b"\x0a\xff".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (Encoding::Json, None, proto.clone(), StatusCode::BAD_REQUEST),
+        (
+            Encoding::Json,
+            None,
+            b"{}".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let e = decode_export(encoding, content_encoding, &body).unwrap_err();
+        assert_eq!(e.status(), want, "{encoding:?} {content_encoding:?}: {e}");
+    }
+}
+
+#[test]
+fn a_span_too_large_for_a_document_is_reported_as_partial_success() {
+    let split = decode_export(Encoding::Protobuf, None, &request(&[10, 70_000, 10])).unwrap();
+    assert_eq!(split.rejected_spans, 1);
+    assert_eq!(split.documents.len(), 1);
+    // ExportTraceServiceResponse { partial_success { rejected_spans: 1, error_message } }.
+    let body = success_body(Encoding::Protobuf, 1);
+    let outer: Vec<_> = wire::Fields::new(&body).collect::<Result<_, _>>().unwrap();
+    assert_eq!(outer.len(), 1);
+    assert_eq!(outer[0].number, 1);
+    let inner: Vec<_> = wire::Fields::new(outer[0].value)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!((inner[0].number, inner[0].varint), (1, 1));
+    let json: serde_json::Value = serde_json::from_slice(&success_body(Encoding::Json, 2)).unwrap();
+    assert_eq!(json["partialSuccess"]["rejectedSpans"], "2");
+    assert!(success_body(Encoding::Protobuf, 0).is_empty());
+    assert_eq!(success_body(Encoding::Json, 0), b"{}");
+}
+
+/// One raw HTTP/1.1 request; returns the status line and headers, and the body.
+async fn post(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (String, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    (
+        String::from_utf8_lossy(&out[..split]).into_owned(),
+        out[split + 4..].to_vec(),
+    )
+}
+
+#[tokio::test]
+async fn the_receiver_answers_as_the_otlp_specification_says() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Room for exactly two documents.
+    let (tx, mut rx) = mpsc::channel(2);
+    let metrics = Arc::new(Metrics::default());
+    tokio::spawn(run(
+        listener,
+        tx,
+        HandOffBudget::new(1024 * 1024),
+        metrics.clone(),
+    ));
+    let proto = "Content-Type: application/x-protobuf\r\n";
+    let json = "Content-Type: application/json\r\n";
+
+    let (head, body) = post(addr, "POST", TRACES_PATH, proto, &request(&[5])).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/x-protobuf")
+    );
+    assert!(body.is_empty());
+    let Some(Ingested::Document(admitted)) = rx.recv().await else {
+        panic!("no document");
+    };
+    assert_eq!(admitted.into_parts().0.id.as_str(), "0000000000000001");
+
+    let gz = format!("{json}Content-Encoding: gzip\r\n");
+    let (head, body) = post(addr, "POST", TRACES_PATH, &gz, &gzip(JSON.as_bytes())).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"{}");
+
+    // The queue now holds one document: a request of two (too large for one) is refused whole.
+    let (head, _) = post(
+        addr,
+        "POST",
+        TRACES_PATH,
+        proto,
+        &request(&[40_000, 40_000]),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    assert_eq!(metrics::get(&metrics.otlp_busy), 1);
+
+    let (head, body) = post(addr, "POST", TRACES_PATH, json, b"[not otlp").await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status["code"], 3);
+    assert_eq!(metrics::get(&metrics.rejected), 1);
+
+    let (head, _) = post(
+        addr,
+        "POST",
+        TRACES_PATH,
+        "Content-Type: text/plain\r\n",
+        b"x",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 415"), "{head}");
+    let (head, _) = post(addr, "GET", TRACES_PATH, "", b"").await;
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    let (head, _) = post(addr, "POST", "/v1/metrics", proto, b"").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    // Only the two accepted requests reached the queue.
+    assert!(matches!(rx.recv().await, Some(Ingested::Document(_))));
+    assert!(rx.try_recv().is_err());
+    assert_eq!(metrics::get(&metrics.received), 2);
+}

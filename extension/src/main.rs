@@ -105,6 +105,10 @@ fn extension_name() -> String {
         .unwrap_or_else(|| DEFAULT_EXTENSION_NAME.to_owned())
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the wiring in its order (bind, register, spawn, subscribe, run) reads best in one place"
+)]
 async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     let runtime_api = std::env::var("AWS_LAMBDA_RUNTIME_API")
         .context("AWS_LAMBDA_RUNTIME_API is not set: not running inside Lambda")?;

@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use common::{EXTENSION, Harness, Options, WAIT, counters, named, sent_ids, venv};
-use prost::Message as _;
 use serde_json::{Value, json};
 use xray_extension_tests::emulator::{
     FunctionSpec, Invocation, InvocationStatus, Invoke, Observer,
@@ -185,65 +184,21 @@ async fn adot_python_udp_spans_reach_xray_byte_for_byte_next_to_our_subsegments(
     assert_eq!(unprocessed, 0);
 }
 
-/// A serialized request of `n` spans under `trace`, the first one under Lambda's Parent.
+/// A serialized request of spans named `names` in `trace`, each under Lambda's Parent, and
+/// their ids.
 fn crafted_request(trace: &TraceHeader, names: &[&str]) -> (Vec<u8>, Vec<String>) {
-    let trace_id = hex_bytes(&trace.root.replace("1-", "").replace('-', ""));
-    let parent = hex_bytes(trace.parent.as_deref().expect("a parent"));
-    let mut ids = Vec::new();
-    let now = u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos(),
-    )
-    .expect("nanoseconds fit");
-    let spans = names
+    let parent = trace.parent.clone().expect("a parent");
+    let ids: Vec<String> = names.iter().map(|_| new_segment_id()).collect();
+    let specs: Vec<pb::SpanSpec<'_>> = names
         .iter()
-        .map(|name| {
-            let id = new_segment_id();
-            ids.push(id.clone());
-            pb::Span {
-                trace_id: trace_id.clone(),
-                span_id: hex_bytes(&id),
-                parent_span_id: parent.clone(),
-                name: (*name).to_owned(),
-                kind: 1,
-                start_time_unix_nano: now - 5_000_000,
-                end_time_unix_nano: now,
-                attributes: Vec::new(),
-            }
+        .zip(&ids)
+        .map(|(name, id)| pb::SpanSpec {
+            name,
+            span_id: id,
+            parent_span_id: &parent,
         })
         .collect();
-    let request = pb::ExportTraceServiceRequest {
-        resource_spans: vec![pb::ResourceSpans {
-            resource: Some(pb::Resource {
-                attributes: vec![pb::KeyValue {
-                    key: "service.name".into(),
-                    value: Some(pb::AnyValue {
-                        string_value: Some("crafted".into()),
-                        ..pb::AnyValue::default()
-                    }),
-                }],
-            }),
-            scope_spans: vec![pb::ScopeSpans {
-                scope: Some(pb::InstrumentationScope {
-                    name: "crafted".into(),
-                    version: "1".into(),
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    };
-    (request.encode_to_vec(), ids)
-}
-
-fn hex_bytes(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-        .collect()
+    (pb::build_request(&trace.root, "crafted", &specs), ids)
 }
 
 fn b64(bytes: &[u8]) -> String {

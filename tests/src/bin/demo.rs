@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use xray_extension_tests::emulator::{Emulator, ExtensionSpec, FunctionSpec, Invocation, Invoke};
 use xray_extension_tests::extension_log::{self, EXTENSION};
 use xray_extension_tests::net;
-use xray_extension_tests::sink::{ReceivedDocument, XraySink};
+use xray_extension_tests::sink::{ReceivedDocument, ReceivedSpan, XraySink};
 use xray_extension_tests::trace::TraceHeader;
 
 fn sibling(name: &str) -> Result<PathBuf, String> {
@@ -76,6 +76,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         ("warm", json!({"subsegments": 3, "sleep_ms": 10})),
         ("warm", json!({"subsegments": 1, "sleep_ms": 5})),
         ("warm", json!({"subsegments": 2})),
+        ("OpenTelemetry", json!({"subsegments": 1, "otel_spans": 2})),
         ("error", json!({"subsegments": 1, "error": true})),
     ];
     let mut roots = Vec::new();
@@ -107,7 +108,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!();
 
-    let docs = sink.documents();
+    let mut docs = sink.documents();
+    let spans = sink.spans();
+    // OpenTelemetry spans (decoded from the T1S documents) join the tree by their parent ids.
+    docs.extend(spans.iter().map(span_as_document));
     for (label, root) in &roots {
         println!("trace {root}  ({label})");
         print_tree(&docs, root);
@@ -122,9 +126,39 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         get("generated"),
         get("sent"),
         sink.put_calls().len(),
-        docs.len()
+        docs.len() - spans.len()
+    );
+    println!(
+        "OpenTelemetry: {} spans decoded from {} T1S/T1U documents",
+        spans.len(),
+        spans
+            .iter()
+            .map(|s| s.document.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
     );
     Ok(())
+}
+
+/// An OpenTelemetry span drawn like a subsegment: its name marked, its times in seconds.
+fn span_as_document(span: &ReceivedSpan) -> ReceivedDocument {
+    #[allow(clippy::cast_precision_loss, reason = "display only")]
+    let seconds = |ns: u64| ns as f64 / 1e9;
+    ReceivedDocument {
+        id: span.span_id.clone(),
+        trace_id: span.trace_id.clone(),
+        raw: span.document.clone(),
+        value: json!({
+            "name": format!("{} (OTel)", span.name),
+            "id": span.span_id,
+            "parent_id": span.parent_span_id,
+            "start_time": seconds(span.start_time_unix_nano),
+            "end_time": seconds(span.end_time_unix_nano),
+            "annotations": {"service.name": span.service_name, "sampled": span.sampled},
+        }),
+        at: std::time::Instant::now(),
+        put_index: 0,
+    }
 }
 
 fn print_invocation(label: &str, inv: &Invocation) {

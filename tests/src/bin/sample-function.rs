@@ -12,10 +12,11 @@
 //! | `stream_chunks` | 0 | stream the response (`Lambda-Runtime-Function-Response-Mode: streaming`): the JSON answer, then this many chunks of `stream_chunk_bytes` |
 //! | `stream_chunk_bytes` | 1024 | size of each streamed chunk |
 //! | `stream_interval_ms` | 0 | pause before each streamed chunk |
+//! | `otel_spans` | 0 | also an OpenTelemetry handler span with this many children, sent as one `T1S` datagram, as AWS's OpenTelemetry SDKs do |
 //!
 //! Datagrams go to `AWS_XRAY_DAEMON_ADDRESS` (default `127.0.0.1:2000`), only when the invoke's
 //! trace header says `Sampled=1`. The response is
-//! `{"trace_id": <Root or null>, "sent_ids": [...], "sampled": bool}`.
+//! `{"trace_id": <Root or null>, "sent_ids": [...], "otel_span_ids": [...], "sampled": bool}`.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, SystemTime};
@@ -25,6 +26,7 @@ use lambda_runtime::{Diagnostic, FunctionResponse, LambdaEvent, service_fn};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use xray_extension_tests::clock::epoch_seconds;
+use xray_extension_tests::sink::otlp::{SpanSpec, build_request};
 use xray_extension_tests::trace::{TraceHeader, new_segment_id};
 
 const DAEMON_ADDRESS_DEFAULT: &str = "127.0.0.1:2000";
@@ -44,6 +46,7 @@ struct Event {
     stream_chunks: usize,
     stream_chunk_bytes: usize,
     stream_interval_ms: u64,
+    otel_spans: usize,
 }
 
 impl Default for Event {
@@ -58,6 +61,7 @@ impl Default for Event {
             stream_chunks: 0,
             stream_chunk_bytes: 1024,
             stream_interval_ms: 0,
+            otel_spans: 0,
         }
     }
 }
@@ -131,6 +135,13 @@ async fn handle(
             sent_ids.push(id);
         }
     }
+    let mut otel_span_ids = Vec::new();
+    if let Some(trace) = trace.as_ref().filter(|_| sampled && request.otel_spans > 0) {
+        let datagram = otel_datagram(trace, request.otel_spans, &mut otel_span_ids);
+        socket
+            .send_to(datagram.as_bytes(), daemon)
+            .map_err(|e| SampleError(format!("send to {daemon}: {e}")))?;
+    }
     if request.crash {
         // A runtime crash as Lambda sees one: the process is gone before it answers.
         std::process::exit(CRASH_EXIT_CODE);
@@ -147,6 +158,7 @@ async fn handle(
     let answer = json!({
         "trace_id": trace.as_ref().map(|t| t.root.clone()),
         "sent_ids": sent_ids,
+        "otel_span_ids": otel_span_ids,
         "sampled": sampled,
     });
     if request.stream_chunks == 0 {
@@ -172,4 +184,28 @@ async fn handle(
     Ok(FunctionResponse::StreamingResponse(StreamResponse::from(
         body,
     )))
+}
+
+/// One `T1S` datagram: a handler span under Lambda's `Parent` and `children` spans under it.
+fn otel_datagram(trace: &TraceHeader, children: usize, ids: &mut Vec<String>) -> String {
+    use base64::Engine as _;
+    let parent = trace.parent.clone().unwrap_or_default();
+    ids.push(new_segment_id());
+    ids.extend((0..children).map(|_| new_segment_id()));
+    let names: Vec<String> = std::iter::once("handler".to_owned())
+        .chain((0..children).map(|i| format!("otel-step-{i}")))
+        .collect();
+    let specs: Vec<SpanSpec<'_>> = names
+        .iter()
+        .zip(ids.iter())
+        .enumerate()
+        .map(|(i, (name, id))| SpanSpec {
+            name,
+            span_id: id,
+            parent_span_id: if i == 0 { &parent } else { &ids[0] },
+        })
+        .collect();
+    let request = build_request(&trace.root, "sample-function", &specs);
+    let body = base64::engine::general_purpose::STANDARD.encode(request);
+    format!("{DAEMON_HEADER}\nT1S{body}")
 }

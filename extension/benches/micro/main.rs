@@ -4,7 +4,9 @@
 //! - `ingest`: `parse_datagram` (header check, UTF-8, depth scan, field validation) on a 1 KB
 //!   document and on the captured SDK datagrams in `fixtures/datagrams`;
 //! - `batch`: `export::batcher::batches` over a flush's worth of documents;
-//! - `enrich`: the `Enricher` fed the `on_demand_cold_then_warm` telemetry sequence.
+//! - `enrich`: the `Enricher` fed the `on_demand_cold_then_warm` telemetry sequence;
+//! - `otlp`: an ADOT `T1S` datagram through `parse_datagram`, and a 100-span OTLP/HTTP request
+//!   through the receiver's decoding into 64 KB documents.
 //!
 //! Results land in `target/criterion/<group>/<name>/new/estimates.json`; the `bench` binary of
 //! the tests crate reads the medians from there for its table.
@@ -13,6 +15,7 @@ mod batch;
 mod docs;
 mod enrich;
 mod ingest;
+mod otlp;
 
 use std::time::Duration;
 
@@ -29,6 +32,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = ingest::bench, batch::bench, enrich::bench
+    targets = ingest::bench, batch::bench, enrich::bench, otlp::bench
 }
 criterion_main!(benches);

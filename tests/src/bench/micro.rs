@@ -103,6 +103,16 @@ pub fn rows(target_dir: &Path) -> Vec<Row> {
             "telemetry decode: the same sequence's bodies",
             Unit::Us,
         ),
+        (
+            "otlp/udp_10_spans",
+            "OTLP over UDP: an ADOT T1S datagram of 10 spans checked, one core",
+            Unit::Us,
+        ),
+        (
+            "otlp/http_protobuf_100_spans",
+            "OTLP/HTTP: 100 spans (protobuf) decoded into 64 KB documents, one core",
+            Unit::Us,
+        ),
     ] {
         rows.push(match per_iteration(&criterion, id) {
             Some(ns) => {

@@ -25,6 +25,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, warn};
 
+use super::otlp;
 use super::protocol::{self, Document, MAX_DATAGRAM_BYTES};
 use crate::metrics::{self, LogLimiter, Metrics};
 
@@ -146,6 +147,13 @@ pub const MAX_TRACE_AGE: Duration = Duration::from_hours(30 * 24);
 /// Whether `trace` started more than [`MAX_TRACE_AGE`] before `now` (epoch seconds). Pure.
 pub fn too_old(trace: &crate::trace::TraceId, now: u64) -> bool {
     now.saturating_sub(trace.epoch_seconds()) > MAX_TRACE_AGE.as_secs()
+}
+
+/// Whether `doc` is rejected at ingest for its trace's age: only segment documents, whose X-Ray
+/// trace id starts with its epoch seconds. An OTLP document's trace id may be a random W3C id
+/// with no time in it, and the daemon forwards OTLP documents unchanged. Pure.
+pub fn expired(doc: &Document, now: u64) -> bool {
+    otlp::Sampling::of_body(doc.body.as_bytes()).is_none() && too_old(&doc.trace_id, now)
 }
 
 fn epoch_now_seconds() -> u64 {
@@ -321,7 +329,7 @@ impl Reader {
 
     fn accept(&mut self, n: usize) -> Option<Document> {
         match protocol::parse_datagram(&self.buf[..n]) {
-            Ok(doc) if too_old(&doc.trace_id, epoch_now_seconds()) => {
+            Ok(doc) if expired(&doc, epoch_now_seconds()) => {
                 metrics::add(&self.metrics.rejected, 1);
                 if let Some(suppressed) = self.rejects.allow(Instant::now()) {
                     warn!(reason = "trace_too_old", trace_id = %doc.trace_id, suppressed, "document rejected: its trace is older than X-Ray keeps (30 days)");
@@ -494,6 +502,23 @@ mod tests {
         assert!(too_old(&t, start + limit + 1));
         // A trace id from the future (a skewed clock) is not old.
         assert!(!too_old(&t, start - 10));
+    }
+
+    #[test]
+    fn only_segment_documents_are_judged_by_their_trace_age() {
+        // OpenTelemetry trace ids need not carry a time (W3C ids are random), and the daemon
+        // forwards OTLP documents as they are: an "old-looking" one is not rejected.
+        let trace = crate::trace::TraceId::parse("1-00000001-bd862e3fe1be46a994272793").unwrap();
+        let id = crate::trace::SegmentId::parse("53995c3f42cd8ad8").unwrap();
+        let now = 0x5759_e988_u64;
+        let doc = |body: &str| Document {
+            body: body.into(),
+            id,
+            trace_id: trace,
+        };
+        assert!(expired(&doc("{\"id\":\"53995c3f42cd8ad8\"}"), now));
+        assert!(!expired(&doc("T1SCgA="), now));
+        assert!(!expired(&doc("T1UCgA="), now));
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::enrich::{self, annotations};
 use crate::export::policy::{self, PolicyConfig, Strategy};
 use crate::export::xray::TlsRoots;
+use crate::logging::LogFormat;
 use crate::metrics::emf;
 
 /// Where the X-Ray SDKs send segment documents (the daemon's well-known address).
@@ -76,6 +77,11 @@ pub mod vars {
     pub const ENRICH_ANNOTATIONS: &str = "XRAY_EXTENSION_ENRICH_ANNOTATIONS";
     /// Static annotations `key=value,...`.
     pub const ANNOTATIONS: &str = "XRAY_EXTENSION_ANNOTATIONS";
+    /// Lambda's advanced logging controls: `Text` or `JSON`.
+    pub const LAMBDA_LOG_FORMAT: &str = "AWS_LAMBDA_LOG_FORMAT";
+    /// Lambda's advanced logging controls: the application log level, used when
+    /// [`LOG_LEVEL`] is not set.
+    pub const LAMBDA_LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
     /// CloudWatch namespace of the EMF metrics lines, or `none`.
     pub const METRICS_NAMESPACE: &str = "XRAY_EXTENSION_METRICS_NAMESPACE";
     /// Minutes of wall time between periodic EMF metrics lines.
@@ -109,6 +115,14 @@ impl LogLevel {
         }
     }
 
+    /// Lambda's `AWS_LAMBDA_LOG_LEVEL` values (`TRACE` … `ERROR`, `FATAL`), any case.
+    fn parse_lambda(s: &str) -> Option<Self> {
+        if s.trim().eq_ignore_ascii_case("fatal") {
+            return Some(Self::Error);
+        }
+        Self::parse(s)
+    }
+
     /// The matching `tracing` level.
     pub fn as_tracing(self) -> tracing::Level {
         match self {
@@ -134,6 +148,8 @@ pub struct Config {
     pub telemetry_port: u16,
     /// Log verbosity.
     pub log_level: LogLevel,
+    /// Log line format.
+    pub log_format: LogFormat,
     /// Bytes of documents held for export.
     pub buffer_bytes: usize,
     /// Longest a flush may hold the function.
@@ -158,6 +174,7 @@ impl Default for Config {
             otlp_address: Some(SocketAddr::from(([127, 0, 0, 1], 4318))),
             telemetry_port: DEFAULT_TELEMETRY_PORT,
             log_level: DEFAULT_LOG_LEVEL,
+            log_format: LogFormat::Text,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
             shutdown_margin: DEFAULT_SHUTDOWN_MARGIN,
@@ -246,17 +263,7 @@ impl Config {
                 )),
             }
         }
-        if let Some(v) = get(vars::LOG_LEVEL) {
-            match LogLevel::parse(&v) {
-                Some(level) => config.log_level = level,
-                None => warnings.push(warning(
-                    vars::LOG_LEVEL,
-                    &v,
-                    "error, warn, info, debug or trace",
-                    "info",
-                )),
-            }
-        }
+        (config.log_level, config.log_format) = logging(&get, &mut warnings);
         config.buffer_bytes = buffer_bytes(&get, &mut warnings);
         if let Some(d) = duration_ms(
             &get,
@@ -403,6 +410,48 @@ fn enrichment(
         }
     }
     Some(settings)
+}
+
+/// Our level: `XRAY_EXTENSION_LOG_LEVEL`, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else info; the
+/// format: Lambda's `AWS_LAMBDA_LOG_FORMAT`.
+fn logging(
+    get: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<ConfigWarning>,
+) -> (LogLevel, LogFormat) {
+    let ours = get(vars::LOG_LEVEL).and_then(|v| {
+        let level = LogLevel::parse(&v);
+        if level.is_none() {
+            warnings.push(warning(
+                vars::LOG_LEVEL,
+                &v,
+                "error, warn, info, debug or trace",
+                "info",
+            ));
+        }
+        level
+    });
+    let level = ours
+        .or_else(|| {
+            let v = get(vars::LAMBDA_LOG_LEVEL)?;
+            let level = LogLevel::parse_lambda(&v);
+            if level.is_none() {
+                warnings.push(warning(
+                    vars::LAMBDA_LOG_LEVEL,
+                    &v,
+                    "TRACE, DEBUG, INFO, WARN, ERROR or FATAL",
+                    "info",
+                ));
+            }
+            level
+        })
+        .unwrap_or(DEFAULT_LOG_LEVEL);
+    let format = get(vars::LAMBDA_LOG_FORMAT).map_or(LogFormat::Text, |v| {
+        LogFormat::parse(&v).unwrap_or_else(|| {
+            warnings.push(warning(vars::LAMBDA_LOG_FORMAT, &v, "Text or JSON", "Text"));
+            LogFormat::Text
+        })
+    });
+    (level, format)
 }
 
 fn metrics_lines(
@@ -637,6 +686,59 @@ mod tests {
                 (vars::ANNOTATIONS, "bad key=1")
             ]
         );
+    }
+
+    #[test]
+    fn log_level_and_format_follow_lambda_unless_ours_is_set() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], LogLevel, LogFormat, usize);
+        let cases: &[Case<'_>] = &[
+            (&[], LogLevel::Info, LogFormat::Text, 0),
+            (
+                &[
+                    (vars::LAMBDA_LOG_FORMAT, "JSON"),
+                    (vars::LAMBDA_LOG_LEVEL, "DEBUG"),
+                ],
+                LogLevel::Debug,
+                LogFormat::Json,
+                0,
+            ),
+            (
+                &[(vars::LAMBDA_LOG_LEVEL, "FATAL")],
+                LogLevel::Error,
+                LogFormat::Text,
+                0,
+            ),
+            (
+                &[(vars::LAMBDA_LOG_LEVEL, "DEBUG"), (vars::LOG_LEVEL, "warn")],
+                LogLevel::Warn,
+                LogFormat::Text,
+                0,
+            ),
+            // Ours is invalid: one warning, then Lambda's level.
+            (
+                &[(vars::LAMBDA_LOG_LEVEL, "trace"), (vars::LOG_LEVEL, "loud")],
+                LogLevel::Trace,
+                LogFormat::Text,
+                1,
+            ),
+            (
+                &[
+                    (vars::LAMBDA_LOG_LEVEL, "verbose"),
+                    (vars::LAMBDA_LOG_FORMAT, "xml"),
+                ],
+                LogLevel::Info,
+                LogFormat::Text,
+                2,
+            ),
+        ];
+        for (pairs, level, format, warned) in cases {
+            let (config, warnings) = load(pairs);
+            assert_eq!(
+                (config.log_level, config.log_format, warnings.len()),
+                (*level, *format, *warned),
+                "{pairs:?}"
+            );
+        }
     }
 
     #[test]

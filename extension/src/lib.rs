@@ -14,5 +14,6 @@ pub mod export;
 pub mod ingest;
 pub mod lambda;
 pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod trace;

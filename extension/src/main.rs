@@ -7,8 +7,7 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use xray_extension::app::{self, ClientCell, Inputs, LifecycleEvent, Setup};
-use xray_extension::config::vars;
-use xray_extension::config::{Config, LogLevel};
+use xray_extension::config::{Config, vars};
 use xray_extension::enrich::{Enricher, Environment};
 use xray_extension::export::policy::Strategy;
 use xray_extension::ingest::{otlp_http, udp};
@@ -16,6 +15,7 @@ use xray_extension::lambda::api::{ApiError, EVENT_RETRY_DELAY, LambdaApi, Teleme
 use xray_extension::lambda::events::{EventSet, NextEvent, Shutdown};
 use xray_extension::lambda::listener;
 use xray_extension::lambda::telemetry::EpochSeconds;
+use xray_extension::logging;
 use xray_extension::metrics::{LogLimiter, Metrics, emf};
 
 /// Documents waiting between the UDP reader and the lifecycle loop.
@@ -32,7 +32,7 @@ const EVENT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1
 fn main() {
     let started = app::epoch_seconds_now();
     let (config, warnings) = Config::from_lookup(|k| std::env::var(k).ok());
-    init_logging(config.log_level);
+    logging::init(config.log_level, config.log_format);
     for w in &warnings {
         warn!(variable = w.variable, "{w}");
     }
@@ -58,28 +58,6 @@ fn main() {
     // keeping (the counters line) is written; stderr is unbuffered, stdout is flushed here.
     let _ = std::io::Write::flush(&mut std::io::stdout());
     std::process::exit(code)
-}
-
-/// Logs to stderr (Lambda sends it to CloudWatch, which adds the time). Our own events at the
-/// configured level; the libraries' (AWS SDK, hyper) at warn or quieter, unless `trace`.
-fn init_logging(level: LogLevel) {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let ours = level.as_tracing();
-    let others = if level == LogLevel::Trace {
-        tracing::Level::TRACE
-    } else {
-        ours.min(tracing::Level::WARN)
-    };
-    let filter = tracing_subscriber::filter::Targets::new()
-        .with_target("xray_extension", ours)
-        .with_default(others);
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .without_time();
-    tracing_subscriber::registry().with(fmt).with(filter).init();
 }
 
 /// What Lambda tells every extension through its environment (contracts §1).

@@ -1,5 +1,6 @@
 //! What operators see of the extension itself: the CloudWatch Embedded Metric Format line,
-//! checked against the specification's rules and through the `aws-embedded-metrics` package.
+//! checked against the specification's rules and through the `aws-embedded-metrics` package;
+//! log lines in Lambda's JSON format; no credentials at `trace`.
 
 #![allow(
     clippy::expect_used,
@@ -10,7 +11,9 @@ mod common;
 
 use common::{Harness, Options, counters, extension_log, sent_ids, venv};
 use serde_json::{Value, json};
-use xray_extension_tests::emulator::Invoke;
+use xray_extension_tests::emulator::{
+    DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, DUMMY_SESSION_TOKEN, Invoke,
+};
 use xray_extension_tests::trace::TraceHeader;
 
 /// The extension's EMF lines, parsed.
@@ -129,5 +132,116 @@ async fn namespace_none_turns_the_emf_line_off_and_a_chosen_namespace_is_used() 
             expect.into_iter().collect::<Vec<_>>(),
             "{namespace}"
         );
+    }
+}
+
+/// A full run: a cold and a warm invocation, an error, a shutdown.
+async fn full_run(extension_env: &[(&str, &str)]) -> (Harness, Vec<String>) {
+    let mut options = Options::strategy("end");
+    for (k, v) in extension_env {
+        options
+            .extension_env
+            .push(((*k).to_owned(), (*v).to_owned()));
+    }
+    let mut harness = Harness::start(options).await;
+    let mut request_ids = Vec::new();
+    for event in [
+        json!({"subsegments": 2}),
+        json!({"subsegments": 1}),
+        json!({"error": "OrderRejected"}),
+    ] {
+        let inv = harness
+            .lambda
+            .invoke(Invoke::new(event).traced(TraceHeader::sampled()))
+            .await
+            .expect("invoke");
+        request_ids.push(inv.request_id);
+    }
+    harness.lambda.shutdown().await.expect("shutdown");
+    (harness, request_ids)
+}
+
+#[tokio::test]
+async fn with_lambda_json_log_format_every_line_is_one_json_object() {
+    let (harness, request_ids) = full_run(&[("AWS_LAMBDA_LOG_FORMAT", "JSON")]).await;
+    let log = extension_log(&harness.lambda);
+    assert!(log.len() > 10, "a debug run logs more than this: {log:#?}");
+    let mut logged_request_ids = Vec::new();
+    let mut counters_line = None;
+    for line in &log {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        let obj = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {line}"));
+        if obj.contains_key("_aws") {
+            continue; // the EMF line
+        }
+        let timestamp = obj["timestamp"].as_str().expect("timestamp");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(),
+            "timestamp {timestamp}"
+        );
+        let level = obj["level"].as_str().expect("level");
+        assert!(
+            ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&level),
+            "{line}"
+        );
+        let message = obj["message"].as_str().expect("message");
+        if let Some(id) = obj.get("request_id").and_then(Value::as_str) {
+            logged_request_ids.push(id.to_owned());
+        }
+        if message == "counters" {
+            counters_line = Some(v.clone());
+        }
+    }
+    for id in &request_ids {
+        assert!(
+            logged_request_ids.contains(id),
+            "request id {id} in no line"
+        );
+    }
+    // Structured fields stay typed at the top level.
+    let counters_line = counters_line.expect("the counters line");
+    assert!(counters_line["received"].is_u64(), "{counters_line}");
+    assert_eq!(counters_line["level"], "INFO");
+}
+
+#[tokio::test]
+async fn lambda_log_level_applies_when_ours_is_not_set() {
+    // The harness sets XRAY_EXTENSION_LOG_LEVEL=debug; an empty value counts as unset.
+    let (harness, _) = full_run(&[
+        ("XRAY_EXTENSION_LOG_LEVEL", ""),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+        ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
+    ])
+    .await;
+    let levels: Vec<String> = extension_log(&harness.lambda)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v.get("level").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    assert!(
+        levels.iter().all(|l| l == "WARN" || l == "ERROR"),
+        "{levels:?}"
+    );
+}
+
+#[tokio::test]
+async fn trace_logging_never_prints_credentials() {
+    let (harness, _) = full_run(&[("XRAY_EXTENSION_LOG_LEVEL", "trace")]).await;
+    let log = extension_log(&harness.lambda);
+    assert!(
+        log.iter().any(|l| l.contains("TRACE")) && log.len() > 100,
+        "the AWS SDK's trace lines are there: {} lines",
+        log.len()
+    );
+    for secret in [
+        DUMMY_ACCESS_KEY_ID,
+        DUMMY_SECRET_ACCESS_KEY,
+        DUMMY_SESSION_TOKEN,
+    ] {
+        let leaks: Vec<&String> = log.iter().filter(|l| l.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{secret} printed: {leaks:#?}");
     }
 }

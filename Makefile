@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 CARGO ?= cargo
 
-.PHONY: all build demo test test-unit lint fmt clippy layer bench fuzz clean venv node-deps
+.PHONY: all build demo test test-unit lint fmt clippy layer bench fuzz clean venv node-deps browser
 
 all: build
 
@@ -31,13 +31,18 @@ $(NODE_STAMP): $(NODE_FUNCTION)/package.json $(NODE_FUNCTION)/package-lock.json
 	cd $(NODE_FUNCTION) && npm ci --silent --no-audit --no-fund
 	touch $@
 
+## browser: headless Chromium (Debian package) for the test that renders the demo's timeline.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
+
 ## demo: a local Lambda (emulator + embedded X-Ray sink) runs a sample function through a cold
-## start, warm invocations, an error and a shutdown, then prints the traces.
+## start, warm invocations, an error and a shutdown, then prints the traces and writes them as a
+## timeline to one HTML file (its path is the last line).
 demo: build
 	$(CARGO) run --quiet -p xray-extension-tests --bin demo
 
 ## test: unit tests, then end-to-end tests through the emulator and against real peers.
-test: venv node-deps build
+test: venv node-deps browser build
 	XRAY_TEST_VENV=$(abspath $(VENV)) $(CARGO) test --workspace -- --test-threads=2
 
 test-unit:

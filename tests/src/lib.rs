@@ -7,6 +7,7 @@
 //!   enforces the service limits and can inject faults.
 //! - [`trace`]: X-Ray trace headers (`Root=…;Parent=…;Sampled=…`).
 //! - [`net`]: free loopback ports for fixtures.
+//! - [`timeline`]: every trace as a timeline in one self-contained HTML file (`make demo`).
 //! - [`http`]: the small HTTP/1 server and client both are built on, usable by tests for fakes.
 //!
 //! Binaries: `sample-function` (a real `lambda_runtime` function that emits subsegments over the
@@ -21,4 +22,5 @@ pub mod http;
 pub mod net;
 pub mod scale_model;
 pub mod sink;
+pub mod timeline;
 pub mod trace;

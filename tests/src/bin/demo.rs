@@ -2,9 +2,11 @@
 //!
 //! Starts the embedded X-Ray sink and the emulator with the real extension and the sample
 //! function, runs a cold start, warm invocations, an error and a shutdown, then prints every trace
-//! the sink received as a tree (offsets and durations in milliseconds) and a summary line.
+//! the sink received as a tree (offsets and durations in milliseconds) and a summary line, and
+//! writes the same traces as a timeline to one self-contained HTML file (`XRAY_DEMO_HTML`, by
+//! default `demo-timeline.html` beside the binary), whose path it prints last.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +17,7 @@ use xray_extension_tests::emulator::{Emulator, ExtensionSpec, FunctionSpec, Invo
 use xray_extension_tests::extension_log::{self, EXTENSION};
 use xray_extension_tests::net;
 use xray_extension_tests::sink::{ReceivedDocument, ReceivedSpan, XraySink};
+use xray_extension_tests::timeline;
 use xray_extension_tests::trace::TraceHeader;
 
 fn sibling(name: &str) -> Result<PathBuf, String> {
@@ -80,12 +83,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         ("error", json!({"subsegments": 1, "error": true})),
     ];
     let mut roots = Vec::new();
+    let mut function_ids = HashSet::new();
     for (label, event) in plan {
         let trace = TraceHeader::sampled();
         let inv = lambda
             .invoke(Invoke::new(event).traced(trace.clone()))
             .await?;
         print_invocation(label, &inv);
+        function_ids.extend(sent_ids(&inv));
         roots.push((label, trace.root));
     }
     for timing in lambda.extension_init_times() {
@@ -137,6 +142,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .collect::<std::collections::HashSet<_>>()
             .len()
     );
+    let span_ids: HashSet<String> = spans.iter().map(|s| s.span_id.clone()).collect();
+    let html = write_timeline(&docs, &roots, &function_ids, &span_ids)?;
+    println!("timeline: {}", html.display());
     Ok(())
 }
 
@@ -159,6 +167,60 @@ fn span_as_document(span: &ReceivedSpan) -> ReceivedDocument {
         at: std::time::Instant::now(),
         put_index: 0,
     }
+}
+
+/// Writes every trace as a timeline to one HTML file and returns its path.
+fn write_timeline(
+    docs: &[ReceivedDocument],
+    roots: &[(&str, String)],
+    function_ids: &HashSet<String>,
+    span_ids: &HashSet<String>,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    // The function's documents: those it reports sending, and those without our `origin` (an
+    // erroring invocation reports nothing; the SDK's subsegments carry no origin).
+    let source_of = |d: &ReceivedDocument| {
+        if span_ids.contains(&d.id) {
+            timeline::Source::OpenTelemetry
+        } else if function_ids.contains(&d.id) || d.value.get("origin").is_none() {
+            timeline::Source::Function
+        } else {
+            timeline::Source::Extension
+        }
+    };
+    let traces: Vec<timeline::Trace> = roots
+        .iter()
+        .map(|(label, root)| timeline::Trace {
+            id: root.clone(),
+            label: (*label).to_owned(),
+            rows: timeline::rows_from_documents(docs, root, &source_of),
+        })
+        .collect();
+    let html = html_path()?;
+    std::fs::write(
+        &html,
+        timeline::render_html("make demo: every trace", &traces),
+    )?;
+    Ok(html)
+}
+
+/// Where the timeline goes: `XRAY_DEMO_HTML`, or beside the binary.
+fn html_path() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    if let Some(path) = std::env::var_os("XRAY_DEMO_HTML") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    Ok(exe
+        .parent()
+        .ok_or("no parent directory")?
+        .join("demo-timeline.html"))
+}
+
+/// The ids of the documents the function reports it sent.
+fn sent_ids(inv: &Invocation) -> Vec<String> {
+    inv.response_json()
+        .and_then(|v| v.get("sent_ids").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
 }
 
 fn print_invocation(label: &str, inv: &Invocation) {

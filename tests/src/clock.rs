@@ -58,35 +58,11 @@ pub fn epoch_seconds(time: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Formats `time` as ISO-8601 UTC with millisecond precision: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+/// Formats `time` as ISO-8601 UTC with millisecond precision: `YYYY-MM-DDTHH:MM:SS.mmmZ`
+/// (times before the epoch as the epoch).
 pub fn iso8601_millis(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = since.as_secs();
-    let millis = since.subsec_millis();
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Converts days since 1970-01-01 to a proleptic Gregorian (year, month, day), using the
-/// era-based algorithm (eras of 400 years = 146,097 days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    chrono::DateTime::<chrono::Utc>::from(time.max(UNIX_EPOCH))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Milliseconds of `d` as a float, the unit of telemetry `durationMs`, rounded to 3 decimals.
@@ -118,6 +94,10 @@ mod tests {
         assert_eq!(
             iso8601_millis(at(1_767_225_599, 0)),
             "2025-12-31T23:59:59.000Z"
+        );
+        assert_eq!(
+            iso8601_millis(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000Z"
         );
     }
 

@@ -13,7 +13,7 @@
 //!   buffered goes out in calls of at most 50, 4 at a time; a throttled call is retried after a capped
 //!   exponential backoff with full jitter (25 ms × 2ⁿ, at most 400 ms; 3 attempts; within the
 //!   500 ms flush timeout) while the environment waits (post-runtime time); what is still unsent
-//!   stays in the buffer (4 MiB ≈ 4,000 documents of 1 KiB; beyond it new documents are
+//!   stays in the buffer (4 MiB = 4,096 documents of 1 KiB; beyond it new documents are
 //!   spilled) for the next flush. At the end, a shutdown flush gets the same retries.
 //! - **daemon** (the X-Ray daemon as documented, contracts §4): documents join the current
 //!   batch; a full batch of 50 is sent at once; a partial batch goes out when the 1 s idle timer
@@ -27,22 +27,32 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-/// Most documents in one call (X-Ray's limit).
-pub const MAX_DOCUMENTS_PER_CALL: u64 = 50;
-/// Our retry schedule (mirrors `export::xray` in the extension).
-pub const RETRY_BASE_SECONDS: f64 = 0.025;
-/// See [`RETRY_BASE_SECONDS`].
-pub const RETRY_MAX_SECONDS: f64 = 0.4;
+use xray_extension::config::{
+    DEFAULT_BUFFER_BYTES, DEFAULT_FLUSH_TIMEOUT, DEFAULT_SHUTDOWN_MARGIN,
+};
+use xray_extension::export::{batcher, xray};
+
+/// Most documents in one call (X-Ray's limit, the batcher's).
+pub const MAX_DOCUMENTS_PER_CALL: u64 = batcher::MAX_DOCUMENTS_PER_CALL as u64;
+/// Our retry schedule: the exporter's first backoff, in seconds.
+pub const RETRY_BASE_SECONDS: f64 = xray::RETRY_BASE_DELAY.as_secs_f64();
+/// The exporter's longest backoff, in seconds.
+pub const RETRY_MAX_SECONDS: f64 = xray::RETRY_MAX_DELAY.as_secs_f64();
 /// Calls in flight at once in one flush.
-pub const MAX_CONCURRENT_CALLS: usize = 4;
+pub const MAX_CONCURRENT_CALLS: usize = xray::MAX_CONCURRENT_CALLS;
 /// Attempts per batch in one flush.
-pub const MAX_ATTEMPTS_PER_FLUSH: u32 = 3;
-/// The longest one flush may hold the function.
-pub const FLUSH_TIMEOUT_SECONDS: f64 = 0.5;
-/// The shutdown flush's budget (2 s less our 200 ms margin).
-pub const SHUTDOWN_FLUSH_SECONDS: f64 = 1.8;
-/// Documents our default 4 MiB buffer holds at about 1 KiB each.
-pub const BUFFER_DOCUMENTS: u64 = 4_000;
+pub const MAX_ATTEMPTS_PER_FLUSH: u32 = xray::MAX_ATTEMPTS_PER_FLUSH;
+/// The longest one flush may hold the function (the default flush timeout).
+pub const FLUSH_TIMEOUT_SECONDS: f64 = DEFAULT_FLUSH_TIMEOUT.as_secs_f64();
+/// Lambda's shutdown phase for an environment with one external extension (contracts §1).
+pub const LAMBDA_SHUTDOWN_SECONDS: f64 = 2.0;
+/// The shutdown flush's budget: Lambda's shutdown phase less our default margin.
+pub const SHUTDOWN_FLUSH_SECONDS: f64 =
+    LAMBDA_SHUTDOWN_SECONDS - DEFAULT_SHUTDOWN_MARGIN.as_secs_f64();
+/// The size of a document in the model.
+pub const DOCUMENT_BYTES: u64 = 1_024;
+/// Documents our default buffer holds at [`DOCUMENT_BYTES`] each.
+pub const BUFFER_DOCUMENTS: u64 = DEFAULT_BUFFER_BYTES as u64 / DOCUMENT_BYTES;
 /// The daemon's idle timer.
 pub const DAEMON_IDLE_SECONDS: f64 = 1.0;
 

@@ -1,6 +1,6 @@
 //! X-Ray trace headers: `Root=1-<8 hex epoch>-<24 hex>;Parent=<16 hex>;Sampled=<0|1>`.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::time::SystemTime;
 
 use crate::clock::epoch_millis;
@@ -114,21 +114,10 @@ pub fn random_hex(len: usize) -> String {
 
 /// A random version-4 UUID in its canonical lowercase form.
 pub fn new_uuid() -> String {
-    let mut bytes = fastrand::u128(..).to_be_bytes();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().fold(String::with_capacity(32), |mut hex, b| {
-        let _ = write!(hex, "{b:02x}");
-        hex
-    });
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_be_bytes())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 #[cfg(test)]

@@ -7,16 +7,6 @@ use xray_extension::ingest::protocol::parse_datagram;
 
 use crate::docs;
 
-/// The captured SDK datagrams (see `fixtures/datagrams/README.md`).
-const FIXTURES: [&str; 6] = [
-    "python_child",
-    "python_parent",
-    "node_child",
-    "node_parent",
-    "contracts_python_example",
-    "docs_header_in_progress",
-];
-
 pub fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Elements(1));
@@ -28,7 +18,7 @@ pub fn bench(c: &mut Criterion) {
     group.bench_function("parse_1kb", |b| {
         b.iter(|| parse_datagram(black_box(&one_kb)));
     });
-    for name in FIXTURES {
+    for name in docs::DATAGRAM_FIXTURES {
         let path = docs::fixture(&format!("datagrams/{name}.bin"));
         let datagram =
             std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));

@@ -1,11 +1,23 @@
 //! 1 KB subsegments for the UDP load, shaped like an SDK's (HTTP and AWS blocks, annotations,
 //! metadata entries), with the id at a fixed offset so the generator can stamp a fresh one into
-//! the same buffer for every datagram.
+//! the same buffer for every datagram; and the captured datagrams the micro-benchmarks parse.
+//!
+//! The one copy: the extension's criterion benchmarks (`extension/benches/micro/docs.rs`)
+//! include this file.
 
 use std::fmt::Write as _;
 
 /// The daemon-protocol header the SDKs send.
 pub const HEADER: &str = "{\"format\":\"json\",\"version\":1}";
+/// The captured SDK datagrams the micro-benchmarks parse (`extension/fixtures/datagrams/<name>.bin`).
+pub const DATAGRAM_FIXTURES: [&str; 6] = [
+    "python_child",
+    "python_parent",
+    "node_child",
+    "node_parent",
+    "contracts_python_example",
+    "docs_header_in_progress",
+];
 /// Where the 16 hex digits of the id start in a datagram built by [`datagram`].
 pub const ID_OFFSET: usize = HEADER.len() + 1 + r#"{"id":""#.len();
 
@@ -72,11 +84,9 @@ pub fn stamp_id(datagram: &mut [u8], id: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn documents_are_exactly_the_size_asked_and_ids_can_be_restamped() {
-        let body = subsegment(
+        let body = super::subsegment(
             0x1234,
             "1-5759e988-bd862e3fe1be46a994272793",
             "53995c3f42cd8ad8",
@@ -86,8 +96,8 @@ mod tests {
         assert_eq!(body.len(), 1024);
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(value["id"], "0000000000001234");
-        let mut d = datagram(&body);
-        stamp_id(&mut d, 0xabcd_ef01_2345_6789);
+        let mut d = super::datagram(&body);
+        super::stamp_id(&mut d, 0xabcd_ef01_2345_6789);
         let text = std::str::from_utf8(&d).unwrap();
         let (_, body) = text.split_once('\n').unwrap();
         let value: serde_json::Value = serde_json::from_str(body).unwrap();

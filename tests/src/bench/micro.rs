@@ -6,19 +6,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::docs::DATAGRAM_FIXTURES as FIXTURES;
 use super::report::{Row, Target, Unit, summarize};
 
 /// The micro-benchmark's name in `cargo bench`.
 pub const BENCH: &str = "cargo bench -p xray-extension --bench micro";
-/// The captured SDK datagrams benchmarked (see `extension/fixtures/datagrams`).
-const FIXTURES: [&str; 6] = [
-    "python_child",
-    "python_parent",
-    "node_child",
-    "node_parent",
-    "contracts_python_example",
-    "docs_header_in_progress",
-];
 
 #[derive(Deserialize)]
 struct Samples {

@@ -16,4 +16,5 @@ pub mod lambda;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod serve;
 pub mod trace;

@@ -5,28 +5,23 @@
 //! (or, if the loop does not take them in time, counted as dropped). The socket is bound by the
 //! caller and passed in.
 //!
-//! Other local processes can connect too, so no connection may keep Lambda's own POSTs out:
-//! connections are accepted at once (nothing is reserved before `accept`), every stage has a
-//! deadline (the request head, which also bounds an idle keep-alive connection waiting for its
-//! next request, and the body), and when the connection limit is reached the oldest connection
-//! that has no request in progress is closed to make room (the oldest of all if every one is
-//! busy; each of those is bounded by the body deadline).
+//! Other local processes can connect too, so no connection may keep Lambda's own POSTs out: the
+//! connections are served by [`crate::serve`] (accepted at once, the head under a deadline, the
+//! oldest idle one closed at the limit), and the body has a deadline of its own.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc};
-use tracing::{debug, warn};
+use tokio::sync::mpsc;
+use tracing::warn;
 
 use super::telemetry::{self, Event};
 use crate::metrics::{self, LogLimiter, Metrics};
+use crate::serve;
 
 /// Largest body read (Lambda's largest delivery is 1 MiB of records).
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -63,68 +58,6 @@ impl Default for Limits {
     }
 }
 
-/// One served connection, as the accept loop sees it.
-#[derive(Debug, Default)]
-struct Slot {
-    id: u64,
-    /// A request is being handled (its head was read).
-    busy: AtomicBool,
-    /// Told to close to make room.
-    close: Notify,
-}
-
-/// The connections being served, oldest first.
-#[derive(Debug, Default)]
-struct Slots(Mutex<VecDeque<Arc<Slot>>>);
-
-impl Slots {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Slot>>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Adds a connection, first closing the oldest idle one (else the oldest) when full.
-    fn admit(&self, id: u64, max: usize) -> (Arc<Slot>, Option<u64>) {
-        let mut slots = self.lock();
-        let mut evicted = None;
-        if slots.len() >= max.max(1) {
-            let victim = slots
-                .iter()
-                .position(|s| !s.busy.load(Ordering::Acquire))
-                .unwrap_or(0);
-            if let Some(slot) = slots.remove(victim) {
-                slot.close.notify_one();
-                evicted = Some(slot.id);
-            }
-        }
-        let slot = Arc::new(Slot {
-            id,
-            ..Slot::default()
-        });
-        slots.push_back(slot.clone());
-        (slot, evicted)
-    }
-
-    fn remove(&self, id: u64) {
-        self.lock().retain(|s| s.id != id);
-    }
-}
-
-/// Marks a connection busy while a request is handled.
-struct Busy(Arc<Slot>);
-
-impl Busy {
-    fn new(slot: Arc<Slot>) -> Self {
-        slot.busy.store(true, Ordering::Release);
-        Self(slot)
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.busy.store(false, Ordering::Release);
-    }
-}
-
 /// Serves the listener until the process ends, with the default [`Limits`].
 pub async fn run(listener: TcpListener, events: mpsc::Sender<Vec<Event>>, metrics: Arc<Metrics>) {
     run_with(listener, events, metrics, Limits::default()).await;
@@ -137,55 +70,21 @@ pub async fn run_with(
     metrics: Arc<Metrics>,
     limits: Limits,
 ) {
-    let slots = Arc::new(Slots::default());
     let limiter = Arc::new(Mutex::new(LogLimiter::new(LOG_INTERVAL)));
-    let mut next_id = 0_u64;
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                debug!(error = %e, "telemetry accept failed");
-                continue;
-            }
-        };
-        next_id += 1;
-        let (slot, evicted) = slots.admit(next_id, limits.max_connections);
-        if let Some(evicted) = evicted {
-            debug!(
-                connection = evicted,
-                "telemetry connection limit reached; closed the oldest idle connection"
-            );
-        }
-        let events = events.clone();
-        let metrics = metrics.clone();
-        let limiter = limiter.clone();
-        let slots = slots.clone();
-        tokio::spawn(async move {
-            let busy_slot = slot.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let busy = Busy::new(busy_slot.clone());
-                let (events, metrics, limiter) = (events.clone(), metrics.clone(), limiter.clone());
-                async move {
-                    let res = handle(req, events, metrics, limiter, limits.body_timeout).await;
-                    drop(busy);
-                    res
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.head_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                result = conn => {
-                    if let Err(e) = result {
-                        debug!(error = %e, "telemetry connection ended with an error");
-                    }
-                }
-                () = slot.close.notified() => {}
-            }
-            slots.remove(slot.id);
-        });
-    }
+    let bounds = serve::Bounds {
+        max_connections: limits.max_connections,
+        head_timeout: limits.head_timeout,
+    };
+    serve::serve(listener, bounds, "telemetry", move |req| {
+        handle(
+            req,
+            events.clone(),
+            metrics.clone(),
+            limiter.clone(),
+            limits.body_timeout,
+        )
+    })
+    .await;
 }
 
 async fn handle(

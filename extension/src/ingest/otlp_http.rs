@@ -16,15 +16,15 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::otlp::{self, OtlpError, Sampling, Split, json, wire};
 use super::protocol::Document;
 use super::udp::{HandOffBudget, Ingested};
 use crate::metrics::{self, LogLimiter, Metrics};
+use crate::serve;
 
 /// The OTLP/HTTP traces path.
 pub const TRACES_PATH: &str = "/v1/traces";
@@ -32,7 +32,7 @@ pub const TRACES_PATH: &str = "/v1/traces";
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Largest body once decompressed.
 pub const MAX_DECODED_BYTES: usize = 16 * 1024 * 1024;
-/// Connections served at once; more wait in the kernel's backlog.
+/// Connections served at once; past it the oldest idle one is closed ([`crate::serve`]).
 pub const MAX_CONNECTIONS: usize = 16;
 /// Time allowed for a request's headers, and between requests on a kept-alive connection.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -216,32 +216,14 @@ pub async fn run(
         metrics,
         refused: Mutex::new(LogLimiter::new(LOG_INTERVAL)),
     });
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                debug!(error = %e, "OTLP accept failed");
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(req, shared.clone()));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(error = %e, "OTLP connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
+    let bounds = serve::Bounds {
+        max_connections: MAX_CONNECTIONS,
+        head_timeout: HEADER_TIMEOUT,
+    };
+    serve::serve(listener, bounds, "otlp", move |req| {
+        handle(req, shared.clone())
+    })
+    .await;
 }
 
 fn respond(status: StatusCode, encoding: Encoding, body: Vec<u8>) -> Response<Full<Bytes>> {

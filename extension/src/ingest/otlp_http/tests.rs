@@ -226,3 +226,28 @@ async fn the_receiver_answers_as_the_otlp_specification_says() {
     assert!(rx.try_recv().is_err());
     assert_eq!(metrics::get(&metrics.received), 2);
 }
+
+#[tokio::test]
+async fn idle_local_connections_at_the_limit_never_keep_an_export_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let metrics = Arc::new(Metrics::default());
+    tokio::spawn(run(listener, tx, HandOffBudget::new(1024 * 1024), metrics));
+    // Every slot taken by a connection that never sends a request (well inside the head
+    // deadline, so only the limit's own handling can let the export in).
+    let mut idle = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let proto = "Content-Type: application/x-protobuf\r\n";
+    let answered = tokio::time::timeout(
+        HEADER_TIMEOUT / 2,
+        post(addr, "POST", TRACES_PATH, proto, &request(&[5])),
+    )
+    .await
+    .expect("an export is answered while idle connections hold every slot");
+    assert!(answered.0.starts_with("HTTP/1.1 200"), "{}", answered.0);
+    assert!(matches!(rx.recv().await, Some(Ingested::Document(_))));
+    drop(idle);
+}

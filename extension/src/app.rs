@@ -325,9 +325,9 @@ impl App {
     fn on_ingested(&mut self, item: Ingested) {
         match item {
             Ingested::Document(admitted) => {
-                // The hand-off permit goes back once the document is in the buffer.
-                let (doc, _permit) = admitted.into_parts();
-                self.exporter.enqueue(doc, Instant::now());
+                // The hand-off permit stays with the document until its send settles.
+                let (doc, permit) = admitted.into_parts();
+                self.exporter.enqueue_reserved(doc, permit, Instant::now());
             }
             Ingested::Drained => self.feed(Input::Drained),
         }

@@ -21,7 +21,7 @@ use xray_extension_tests::emulator::{
     FunctionSpec, Invocation, InvocationStatus, Invoke, Observer,
 };
 use xray_extension_tests::sink::otlp as pb;
-use xray_extension_tests::sink::{ReceivedSpan, XraySink};
+use xray_extension_tests::sink::{Fault, FaultPlan, ReceivedSpan, XraySink};
 use xray_extension_tests::trace::{TraceHeader, new_segment_id, new_uuid};
 
 /// The header the ADOT Java SDK writes (with spaces).
@@ -551,5 +551,95 @@ async fn a_taken_otlp_port_degrades_the_receiver_never_the_extension() {
     assert!(
         errors[0].contains("XRAY_EXTENSION_OTLP_ADDRESS") && errors[0].contains(&address),
         "{errors:?}"
+    );
+}
+
+/// POSTs `request` (protobuf) to the receiver on `port`; the answer's status.
+async fn post_spans(port: u16, request: Vec<u8>) -> u16 {
+    use xray_extension_tests::http;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let req = http::request(hyper::Method::POST, addr, "/v1/traces")
+        .header("content-type", "application/x-protobuf")
+        .body(http::body(request))
+        .expect("request");
+    http::send(addr, req, Some(WAIT))
+        .await
+        .expect("the receiver answers")
+        .status
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_full_buffer_gets_503_from_the_receiver_and_every_span_it_accepted_reaches_xray() {
+    // A 64 KiB export buffer (the smallest) and an X-Ray that answers each call after 200 ms:
+    // requests of about 16 KB fill it within a few requests, and a send keeps its documents'
+    // room until it settles. What the receiver answered 200 must all arrive; the rest is
+    // refused with 503 (the SDK retries it), never accepted and then dropped.
+    let port = xray_extension_tests::net::free_tcp_port().expect("tcp port");
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options {
+        extension_env: vec![
+            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
+            ("XRAY_EXTENSION_BUFFER_BYTES".into(), "65536".into()),
+            (
+                "XRAY_EXTENSION_OTLP_ADDRESS".into(),
+                format!("127.0.0.1:{port}"),
+            ),
+        ],
+        ..Options::default()
+    })
+    .await;
+    lambda.prewarm().await.expect("init");
+    sink.set_fault_plan(FaultPlan::always(Fault::Delay(
+        std::time::Duration::from_millis(200),
+    )));
+    let names: Vec<String> = (0..200).map(|i| format!("GetItem {i:03}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut accepted = Vec::new();
+    let mut busy = 0;
+    for round in 0..3 {
+        let trace = TraceHeader::sampled();
+        for _ in 0..12 {
+            let (request, ids) = crafted_request(&trace, &names);
+            match post_spans(port, request).await {
+                200 => accepted.extend(ids),
+                503 => busy += 1,
+                other => panic!("round {round}: unexpected status {other}"),
+            }
+        }
+        // An invocation's flush sends what was accepted.
+        let inv = lambda
+            .invoke(Invoke::new(json!({"subsegments": 1})).traced(trace))
+            .await
+            .expect("invoke");
+        assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
+    }
+    for _ in 0..3 {
+        lambda
+            .invoke(Invoke::new(json!({})).traced(TraceHeader::sampled()))
+            .await
+            .expect("invoke");
+    }
+    lambda.shutdown().await.expect("shutdown");
+    assert!(busy > 0, "the buffer never filled: the test proves nothing");
+    assert!(accepted.len() >= 600, "accepted {}", accepted.len());
+    let arrived: std::collections::HashSet<String> =
+        sink.spans().into_iter().map(|s| s.span_id).collect();
+    let lost: Vec<&String> = accepted
+        .iter()
+        .filter(|id| !arrived.contains(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} accepted spans lost",
+        lost.len(),
+        accepted.len()
+    );
+    let counters = counters(&lambda).expect("counters");
+    assert_eq!(counters.get("spilled"), Some(&0), "{counters:?}");
+    assert!(
+        counters.get("otlp_busy").is_some_and(|n| *n > 0),
+        "{counters:?}"
     );
 }

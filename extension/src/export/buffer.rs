@@ -3,10 +3,20 @@
 //! Documents handed to a flush stay accounted for until the flush settles, so a slow X-Ray call
 //! cannot let the buffer grow past its limit. What a flush could not send comes back to the
 //! front, oldest first. Pure: no I/O.
+//!
+//! A document from a receiver comes with a [`Reservation`]: the hand-off budget's permits for
+//! its bytes, taken before the sender was told it was accepted. The buffer keeps it (and a
+//! flush keeps it until it settles), so the budget refuses new documents, and the OTLP/HTTP
+//! receiver answers 503, exactly while the buffer is full, and a document accepted once is
+//! never dropped here for space. Documents without one (our own) are bounded by the limit.
 
 use std::collections::VecDeque;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+
+/// Hand-off budget permits for a document's bytes, released when dropped.
+pub type Reservation = OwnedSemaphorePermit;
 
 use crate::ingest::protocol::Document;
 
@@ -15,6 +25,7 @@ use crate::ingest::protocol::Document;
 pub struct Buffer {
     queue: VecDeque<Document>,
     since: VecDeque<Instant>,
+    reservations: VecDeque<Option<Reservation>>,
     queued_bytes: usize,
     in_flight_bytes: usize,
     limit_bytes: usize,
@@ -34,6 +45,7 @@ impl Buffer {
         Self {
             queue: VecDeque::new(),
             since: VecDeque::new(),
+            reservations: VecDeque::new(),
             queued_bytes: 0,
             in_flight_bytes: 0,
             limit_bytes,
@@ -48,22 +60,35 @@ impl Buffer {
                 limit_bytes: self.limit_bytes,
             });
         }
-        self.queued_bytes += weight;
-        self.queue.push_back(doc);
-        self.since.push_back(now);
+        self.append(doc, now, None);
         Ok(())
     }
 
-    /// Takes up to `max` queued documents, oldest first, for a flush. They stay counted against
-    /// the limit until [`Buffer::settle`].
-    pub fn take(&mut self, max: usize) -> Vec<Document> {
+    /// Appends a document whose bytes `reservation` already holds: always taken (the budget
+    /// behind the reservations is as large as the limit, so together they stay bounded).
+    pub fn push_reserved(&mut self, doc: Document, reservation: Reservation, now: Instant) {
+        self.append(doc, now, Some(reservation));
+    }
+
+    fn append(&mut self, doc: Document, now: Instant, reservation: Option<Reservation>) {
+        self.queued_bytes += doc.weight();
+        self.queue.push_back(doc);
+        self.since.push_back(now);
+        self.reservations.push_back(reservation);
+    }
+
+    /// Takes up to `max` queued documents, oldest first, for a flush, with their reservations.
+    /// They stay counted against the limit until [`Buffer::settle`]; the flush keeps the
+    /// reservations until then.
+    pub fn take(&mut self, max: usize) -> (Vec<Document>, Vec<Reservation>) {
         let n = max.min(self.queue.len());
         let docs: Vec<Document> = self.queue.drain(..n).collect();
         self.since.drain(..n);
+        let reservations = self.reservations.drain(..n).flatten().collect();
         let bytes: usize = docs.iter().map(Document::weight).sum();
         self.queued_bytes -= bytes;
         self.in_flight_bytes += bytes;
-        docs
+        (docs, reservations)
     }
 
     /// Ends a flush that took `taken_bytes`: `unsent` documents return to the front in order,
@@ -74,6 +99,7 @@ impl Buffer {
             self.queued_bytes += doc.weight();
             self.queue.push_front(doc);
             self.since.push_front(since);
+            self.reservations.push_front(None);
         }
     }
 
@@ -102,6 +128,7 @@ impl Buffer {
         let n = self.queue.len();
         self.queue.clear();
         self.since.clear();
+        self.reservations.clear();
         self.queued_bytes = 0;
         n
     }
@@ -138,7 +165,7 @@ mod tests {
             b.push(doc(3, 100), t),
             Err(BufferFull { limit_bytes: w * 3 })
         );
-        let taken = b.take(2);
+        let (taken, _) = b.take(2);
         assert_eq!(b.len(), 1);
         // In-flight documents still count: nothing new fits.
         assert!(b.push(doc(4, 100), t).is_err());
@@ -155,12 +182,12 @@ mod tests {
         for n in 0..5 {
             b.push(doc(n, 10), t).unwrap();
         }
-        let taken = b.take(3);
+        let (taken, _) = b.take(3);
         let bytes = weight_of(&taken);
         b.push(doc(9, 10), t + Duration::from_secs(1)).unwrap();
         b.settle(bytes, taken[1..].to_vec(), t);
         assert_eq!(b.oldest(), Some(t));
-        let ids: Vec<String> = b.take(10).iter().map(|d| d.id.to_string()).collect();
+        let ids: Vec<String> = b.take(10).0.iter().map(|d| d.id.to_string()).collect();
         let expect: Vec<String> = [1, 2, 3, 4, 9]
             .iter()
             .map(|n| SegmentId::from_u64(*n).to_string())

@@ -10,7 +10,7 @@ use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::buffer::{self, Buffer};
+use super::buffer::{self, Buffer, Reservation};
 use super::xray::{self, FlushReport, TlsRoots, XrayClient};
 
 use crate::ingest::protocol::Document;
@@ -31,6 +31,9 @@ struct Flight {
     docs: usize,
     /// `sent + unprocessed` when it started: what it settled so far is the growth since.
     settled_before: u64,
+    /// The hand-off reservations of its documents, released when it settles (what comes back
+    /// unsent is then bounded by the buffer's limit, like our own documents).
+    _reservations: Vec<Reservation>,
 }
 
 /// The export side of the extension.
@@ -91,6 +94,12 @@ impl Exporter {
         }
     }
 
+    /// Queues a document a receiver accepted: `reservation` holds its bytes, so it is never
+    /// dropped for space (the receiver refused what the budget could not reserve).
+    pub fn enqueue_reserved(&mut self, doc: Document, reservation: Reservation, now: Instant) {
+        self.buffer.push_reserved(doc, reservation, now);
+    }
+
     /// What the flush points need to know.
     pub fn view(&self) -> ExportView {
         ExportView {
@@ -115,7 +124,7 @@ impl Exporter {
         if self.flight.is_some() || self.buffer.is_empty() {
             return;
         }
-        let docs = self.buffer.take(usize::MAX);
+        let (docs, reservations) = self.buffer.take(usize::MAX);
         let bytes = buffer::weight_of(&docs);
         let count = docs.len();
         let client = self.client.clone();
@@ -135,6 +144,7 @@ impl Exporter {
             started: now,
             docs: count,
             settled_before: self.settled_so_far(),
+            _reservations: reservations,
         });
     }
 
@@ -237,6 +247,31 @@ mod tests {
         // 20 of the send in flight and the 5 queued are lost.
         assert_eq!(exporter.abandon(), 25);
         assert_eq!(exporter.view(), ExportView::default());
+    }
+
+    #[tokio::test]
+    async fn received_documents_keep_their_room_until_their_send_settles() {
+        use crate::ingest::udp::HandOffBudget;
+        let metrics = Arc::new(Metrics::default());
+        let mut exporter = stuck_exporter(&metrics);
+        let weight = doc(0).weight();
+        let budget = HandOffBudget::new(weight * 3);
+        let now = Instant::now();
+        for n in 1..=3 {
+            let (d, permit) = budget.admit(doc(n)).unwrap().into_parts();
+            exporter.enqueue_reserved(d, permit, now);
+        }
+        // Queued, they still hold the budget: a receiver refuses the next one...
+        assert_eq!(budget.available(), 0);
+        assert!(budget.admit(doc(4)).is_err());
+        // ...and the send keeps holding it while in flight.
+        exporter.start(now + Duration::from_secs(1), now);
+        assert_eq!(budget.available(), 0);
+        let failed = tokio::spawn(std::future::pending::<FlushReport>());
+        failed.abort();
+        exporter.settle(Err(failed.await.unwrap_err()));
+        assert_eq!(budget.available(), weight * 3);
+        assert_eq!(metrics::get(&metrics.spilled), 0);
     }
 
     #[tokio::test]

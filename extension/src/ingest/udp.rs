@@ -2,9 +2,9 @@
 //!
 //! The reader never waits on the lifecycle loop in normal operation (`try_send`). Each document
 //! takes permits for its bytes from a semaphore as large as the export buffer; the permit
-//! travels with the document and is given back when the loop has moved it into the buffer. So
-//! the hand-off spills (counts the document as spilled) only when the export buffer could not
-//! have taken it anyway, never while it has room. On a drain request it reads whatever the
+//! travels with the document into the buffer and into the send, and is given back when that send
+//! settles. So the hand-off spills (counts the document as spilled) exactly when the buffer is
+//! full, and a document it handed over is never dropped later for space. On a drain request it reads whatever the
 //! kernel still holds without waiting, hands every document over (waiting for space: the loop
 //! is consuming), then sends a [`Ingested::Drained`] marker so the loop knows everything sent
 //! before it is in.
@@ -34,9 +34,10 @@ pub const SOCKET_RECEIVE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// One log line per this interval for rejected datagrams, spills and kernel drops.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The bytes of documents allowed between the reader and the lifecycle loop, on top of the
-/// channel's slot count (with 64 KB documents the slots alone would not bound memory): sized
-/// like the export buffer, so a document spills here only when the buffer could not take it.
+/// The bytes of received documents allowed from the receivers up to the end of their send, on
+/// top of the channel's slot count (with 64 KB documents the slots alone would not bound
+/// memory): sized like the export buffer, so a document is refused here exactly when the buffer
+/// is full (the OTLP/HTTP receiver then answers 503), and never dropped once accepted.
 #[derive(Debug, Clone)]
 pub struct HandOffBudget(Arc<Semaphore>);
 
@@ -71,7 +72,7 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    /// The document; its permits go back once the returned pair's permit is dropped.
+    /// The document, and the permits for its bytes (given back when dropped).
     pub fn into_parts(self) -> (Document, OwnedSemaphorePermit) {
         (self.doc, self.permit)
     }

@@ -10,12 +10,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use base64::Engine as _;
 use hyper::StatusCode;
+use prost::Message as _;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::http::{Request, Server, json_response};
+use crate::sink::otlp;
 
 /// Request bodies up to this size are read (X-Ray's own limit is far below).
 const BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -31,7 +34,8 @@ struct PutTraceSegments<'a> {
 pub struct Counts {
     /// `(when, documents)` of each `PutTraceSegments` call.
     pub calls: Vec<(Instant, usize)>,
-    /// Distinct generator documents (ids whose top 32 bits are the run's tag).
+    /// Distinct generator documents, and spans of `T1S` documents (ids whose top 32 bits are
+    /// the run's tag).
     pub tagged: HashSet<u64>,
 }
 
@@ -56,11 +60,36 @@ fn handle(counts: &Mutex<Counts>, tag: u64, request: &Request) -> crate::http::R
         let id = u64::from_str_radix(hex, 16).ok()?;
         (id >> 32 == tag).then_some(id)
     });
+    let spans: Vec<u64> = body
+        .documents
+        .iter()
+        .filter_map(|d| d.strip_prefix("T1S"))
+        .flat_map(|b64| otlp_span_ids(b64, tag))
+        .collect();
     let mut c = counts.lock().unwrap_or_else(PoisonError::into_inner);
     c.tagged.extend(ids);
+    c.tagged.extend(spans);
     c.calls.push((request.received_at, body.documents.len()));
     drop(c);
     json_response(StatusCode::OK, &json!({"UnprocessedTraceSegments": []}))
+}
+
+/// The span ids tagged `tag` in an OTLP document's base64 body (none when it does not decode).
+fn otlp_span_ids(b64: &str, tag: u64) -> Vec<u64> {
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+        return Vec::new();
+    };
+    let Ok(request) = otlp::ExportTraceServiceRequest::decode(bytes.as_slice()) else {
+        return Vec::new();
+    };
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .filter_map(|s| Some(u64::from_be_bytes(s.span_id.as_slice().try_into().ok()?)))
+        .filter(|id| id >> 32 == tag)
+        .collect()
 }
 
 impl CountingSink {

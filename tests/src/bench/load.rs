@@ -95,7 +95,7 @@ fn generate(
 }
 
 /// User + system CPU seconds of `pid` so far.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
     // After the name: state is field 3, utime 14 and stime 15 (1-based over the whole line).
@@ -123,7 +123,7 @@ struct RunFigures {
     invokes: u64,
 }
 
-fn mib(kib: u64) -> f64 {
+pub(super) fn mib(kib: u64) -> f64 {
     #[allow(clippy::cast_precision_loss, reason = "KiB of one process")]
     let k = kib as f64;
     k / 1024.0
@@ -148,7 +148,7 @@ fn spawn_sampler(
 }
 
 /// Shuts the environment down and returns the extension's counters.
-async fn shut_down(env: &mut Env) -> anyhow::Result<HashMap<String, u64>> {
+pub(super) async fn shut_down(env: &mut Env) -> anyhow::Result<HashMap<String, u64>> {
     let report = env.lambda.shutdown().await?;
     let exit = report.extension(super::EXTENSION).map_or_else(
         || String::from("no exit recorded"),

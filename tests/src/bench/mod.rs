@@ -7,6 +7,8 @@
 //!   and the sink's round trip for the `end` target;
 //! - [`load`]: RSS idle and under a 20k documents/s UDP load, drops, batch fill (against
 //!   [`counting_sink`], an endpoint that only counts);
+//! - [`otel`]: spans/s through the UDP OTLP path and the OTLP/HTTP receiver, the extension
+//!   pinned to one core;
 //! - [`size`]: the stripped `x86_64` binary;
 //! - [`micro`]: the criterion micro-benchmarks' medians (`cargo bench -p xray-extension`);
 //! - [`report`]: statistics, the table, the machine it ran on.
@@ -16,6 +18,7 @@ pub mod docs;
 pub mod init;
 pub mod load;
 pub mod micro;
+pub mod otel;
 pub mod post_runtime;
 pub mod procfs;
 pub mod report;

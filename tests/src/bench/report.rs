@@ -171,10 +171,14 @@ impl Row {
         self
     }
 
-    /// Adds a caveat.
+    /// Adds a caveat (after any the row already has).
     #[must_use]
     pub fn note(mut self, note: impl Into<String>) -> Self {
-        self.note = Some(note.into());
+        let note = note.into();
+        self.note = Some(match self.note.take() {
+            Some(before) => format!("{before}; {note}"),
+            None => note,
+        });
         self
     }
 

@@ -3,7 +3,7 @@
 //! printed as one table (and, for a full run, written to `tests/bench/RESULTS.md`).
 //!
 //! ```text
-//! bench [--only init,post-runtime,load,size,micro,scale] [--quick] [--out FILE]
+//! bench [--only init,post-runtime,load,otel,size,micro,scale] [--quick] [--out FILE]
 //!       [--init-rounds N] [--post-rounds N] [--invokes N] [--load-runs N] [--load-seconds S]
 //! ```
 //!
@@ -19,12 +19,20 @@ use anyhow::Context as _;
 use xray_extension_tests::bench::report::{
     Machine, Row, load_average, render_markdown, render_text,
 };
-use xray_extension_tests::bench::{Binaries, init, load, micro, post_runtime, size};
+use xray_extension_tests::bench::{Binaries, init, load, micro, otel, post_runtime, size};
 use xray_extension_tests::clock::iso8601_millis;
 use xray_extension_tests::scale_model;
 use xray_extension_tests::sink::XraySink;
 
-const SECTIONS: [&str; 6] = ["init", "post-runtime", "load", "size", "micro", "scale"];
+const SECTIONS: [&str; 7] = [
+    "init",
+    "post-runtime",
+    "load",
+    "otel",
+    "size",
+    "micro",
+    "scale",
+];
 
 #[derive(Debug)]
 struct Options {
@@ -51,7 +59,7 @@ impl Default for Options {
     }
 }
 
-const USAGE: &str = "bench [--only init,post-runtime,load,size,micro,scale] [--quick] [--out FILE] \
+const USAGE: &str = "bench [--only init,post-runtime,load,otel,size,micro,scale] [--quick] [--out FILE] \
 [--init-rounds N] [--post-rounds N] [--invokes N] [--load-runs N] [--load-seconds S]";
 
 fn value<T: std::str::FromStr>(flag: &str, v: Option<String>) -> anyhow::Result<T> {
@@ -177,6 +185,28 @@ async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
                 load_bins,
                 o.load_runs,
                 load::RATE,
+                Duration::from_secs_f64(o.load_seconds),
+            )
+            .await?
+            .into_iter()
+            .map(|row| row.note(format!("extension: {which}"))),
+        );
+    }
+    if wants(o, "otel") {
+        eprintln!(
+            "bench: otel, {} runs × {} s per path (UDP, HTTP)",
+            o.load_runs, o.load_seconds
+        );
+        let otel_bins = shipped.as_ref().unwrap_or(bins);
+        let which = if shipped.is_some() {
+            "the layer's static musl binary"
+        } else {
+            "the glibc release binary (no current musl build: `make layer`)"
+        };
+        rows.extend(
+            otel::measure(
+                otel_bins,
+                o.load_runs,
                 Duration::from_secs_f64(o.load_seconds),
             )
             .await?

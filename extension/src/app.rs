@@ -316,6 +316,9 @@ impl App {
 
     fn enqueue_generated(&mut self, docs: Vec<Document>) {
         metrics::add(&self.metrics.generated, docs.len() as u64);
+        if let Some(enricher) = &self.enricher {
+            metrics::set(&self.metrics.generated_refused, enricher.refused());
+        }
         let now = Instant::now();
         for doc in docs {
             self.exporter.enqueue(doc, now);
@@ -404,6 +407,7 @@ impl App {
             telemetry_fields_ignored = metrics::get(&m.telemetry_fields_ignored),
             telemetry_dropped = metrics::get(&m.telemetry_dropped),
             send_failed = metrics::get(&m.send_failed),
+            generated_refused = metrics::get(&m.generated_refused),
             peak_rss_kb = peak_rss_kb().unwrap_or(0),
             "counters"
         );
@@ -459,5 +463,26 @@ mod tests {
         );
         // A deadline in the past is now.
         assert_eq!(deadline_instant(1_795_605_000_000, now, epoch), now);
+    }
+
+    #[test]
+    fn a_wall_clock_jump_after_a_snapshot_restore_moves_no_deadline() {
+        // Init: both clocks read together. The snapshot is taken; six hours later a copy is
+        // restored: the monotonic clock goes on from where it stopped (2 s later here), the
+        // wall clock jumps. An INVOKE's deadline (3 s away on the wall clock) must become 3 s
+        // on the monotonic clock: each event converts with both clocks read at that moment.
+        let init = Instant::now();
+        let init_epoch = Duration::from_secs(1_795_605_001);
+        let restored = init + Duration::from_secs(2);
+        let restored_epoch = init_epoch + Duration::from_hours(6);
+        let deadline_ms = u64::try_from((restored_epoch + Duration::from_secs(3)).as_millis())
+            .expect("epoch milliseconds fit u64");
+        assert_eq!(
+            deadline_instant(deadline_ms, restored, restored_epoch),
+            restored + Duration::from_secs(3)
+        );
+        // What an offset kept from init would give: a hold of six hours.
+        let stale = deadline_instant(deadline_ms, init, init_epoch);
+        assert!(stale.saturating_duration_since(restored) > Duration::from_secs(6 * 3_600 - 5));
     }
 }

@@ -65,6 +65,9 @@ pub struct Metrics {
     post_runtime_us_window_max: AtomicU64,
     /// Documents lost because their send task failed (not settled by X-Ray before it did).
     pub send_failed: AtomicU64,
+    /// Documents of ours not built because they stayed too large for X-Ray without their
+    /// metadata (a total kept by the enricher, published by the lifecycle loop).
+    pub generated_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -108,6 +111,12 @@ impl Metrics {
             api_calls: get(&self.api_calls),
             post_runtime_count: get(&self.post_runtime_count),
             post_runtime_us_sum: get(&self.post_runtime_us_sum),
+            kernel_dropped: get(&self.kernel_dropped),
+            telemetry_dropped: get(&self.telemetry_dropped),
+            otlp_spans_rejected: get(&self.otlp_spans_rejected),
+            otlp_busy: get(&self.otlp_busy),
+            send_failed: get(&self.send_failed),
+            generated_refused: get(&self.generated_refused),
         }
     }
 }
@@ -135,11 +144,28 @@ pub struct Snapshot {
     pub post_runtime_count: u64,
     /// [`Metrics::post_runtime_us_sum`].
     pub post_runtime_us_sum: u64,
+    /// [`Metrics::kernel_dropped`].
+    pub kernel_dropped: u64,
+    /// [`Metrics::telemetry_dropped`].
+    pub telemetry_dropped: u64,
+    /// [`Metrics::otlp_spans_rejected`].
+    pub otlp_spans_rejected: u64,
+    /// [`Metrics::otlp_busy`].
+    pub otlp_busy: u64,
+    /// [`Metrics::send_failed`].
+    pub send_failed: u64,
+    /// [`Metrics::generated_refused`].
+    pub generated_refused: u64,
 }
 
 /// Adds `n` to a counter.
 pub fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Sets a counter to a total kept elsewhere.
+pub fn set(counter: &AtomicU64, n: u64) {
+    counter.store(n, Ordering::Relaxed);
 }
 
 /// Reads a counter.

@@ -55,6 +55,18 @@ pub mod names {
     pub const POST_RUNTIME_TIME_SUM: &str = "PostRuntimeTimeSum";
     /// Longest post-runtime time we added to one invocation in the interval.
     pub const POST_RUNTIME_TIME_MAX: &str = "PostRuntimeTimeMax";
+    /// Datagrams the kernel dropped because the UDP receive buffer was full.
+    pub const DATAGRAMS_DROPPED_BY_KERNEL: &str = "DatagramsDroppedByKernel";
+    /// Telemetry records read but dropped before the lifecycle loop took them.
+    pub const TELEMETRY_RECORDS_DROPPED: &str = "TelemetryRecordsDropped";
+    /// OTLP/HTTP spans too large for one X-Ray document, rejected.
+    pub const OTLP_SPANS_REJECTED: &str = "OtlpSpansRejected";
+    /// OTLP/HTTP requests answered 503 because the buffer was full (the SDK retries them).
+    pub const OTLP_REQUESTS_THROTTLED: &str = "OtlpRequestsThrottled";
+    /// Documents lost because their send task failed.
+    pub const DOCUMENTS_SEND_FAILED: &str = "DocumentsSendFailed";
+    /// Documents of ours not built because they were too large for X-Ray.
+    pub const OWN_DOCUMENTS_REFUSED: &str = "OwnDocumentsRefused";
 }
 
 /// Where and how often the lines go.
@@ -130,6 +142,12 @@ impl Interval {
                 api_calls: d(|s| s.api_calls),
                 post_runtime_count: d(|s| s.post_runtime_count),
                 post_runtime_us_sum: d(|s| s.post_runtime_us_sum),
+                kernel_dropped: d(|s| s.kernel_dropped),
+                telemetry_dropped: d(|s| s.telemetry_dropped),
+                otlp_spans_rejected: d(|s| s.otlp_spans_rejected),
+                otlp_busy: d(|s| s.otlp_busy),
+                send_failed: d(|s| s.send_failed),
+                generated_refused: d(|s| s.generated_refused),
             },
             post_runtime_us_max,
         }
@@ -148,6 +166,12 @@ impl Interval {
             (names::BACKEND_ERRORS, c.backend_errors),
             (names::API_CALLS, c.api_calls),
             (names::POST_RUNTIME_INVOCATIONS, c.post_runtime_count),
+            (names::DATAGRAMS_DROPPED_BY_KERNEL, c.kernel_dropped),
+            (names::TELEMETRY_RECORDS_DROPPED, c.telemetry_dropped),
+            (names::OTLP_SPANS_REJECTED, c.otlp_spans_rejected),
+            (names::OTLP_REQUESTS_THROTTLED, c.otlp_busy),
+            (names::DOCUMENTS_SEND_FAILED, c.send_failed),
+            (names::OWN_DOCUMENTS_REFUSED, c.generated_refused),
         ];
         let mut out: Vec<_> = counts
             .into_iter()
@@ -437,6 +461,12 @@ mod tests {
                 api_calls: 6,
                 post_runtime_count: 2,
                 post_runtime_us_sum: 1_250,
+                kernel_dropped: 7,
+                telemetry_dropped: 8,
+                otlp_spans_rejected: 11,
+                otlp_busy: 12,
+                send_failed: 13,
+                generated_refused: 14,
             },
             post_runtime_us_max: 1_000,
         }
@@ -478,6 +508,12 @@ mod tests {
             (names::BACKEND_ERRORS, "Count", json!(5)),
             (names::API_CALLS, "Count", json!(6)),
             (names::POST_RUNTIME_INVOCATIONS, "Count", json!(2)),
+            (names::DATAGRAMS_DROPPED_BY_KERNEL, "Count", json!(7)),
+            (names::TELEMETRY_RECORDS_DROPPED, "Count", json!(8)),
+            (names::OTLP_SPANS_REJECTED, "Count", json!(11)),
+            (names::OTLP_REQUESTS_THROTTLED, "Count", json!(12)),
+            (names::DOCUMENTS_SEND_FAILED, "Count", json!(13)),
+            (names::OWN_DOCUMENTS_REFUSED, "Count", json!(14)),
             (names::POST_RUNTIME_TIME_SUM, "Milliseconds", json!(1.25)),
             (names::POST_RUNTIME_TIME_MAX, "Milliseconds", json!(1.0)),
         ];
@@ -519,6 +555,7 @@ mod tests {
     #[test]
     fn intervals_are_deltas() {
         let before = Snapshot {
+            kernel_dropped: 2,
             received: 5,
             sent: 5,
             post_runtime_us_sum: 100,
@@ -526,6 +563,7 @@ mod tests {
             ..Snapshot::default()
         };
         let now = Snapshot {
+            kernel_dropped: 6,
             received: 12,
             sent: 5,
             post_runtime_us_sum: 400,
@@ -534,6 +572,7 @@ mod tests {
         };
         let i = Interval::between(&before, &now, 250);
         assert_eq!(i.changes.received, 7);
+        assert_eq!(i.changes.kernel_dropped, 4);
         assert_eq!(i.changes.sent, 0);
         assert_eq!(i.changes.post_runtime_us_sum, 300);
         assert_eq!(i.changes.post_runtime_count, 2);

@@ -229,9 +229,9 @@ impl App {
             Action::PostRuntime(added) => self.metrics.observe_post_runtime(added),
             Action::GuardTripped { request_id } => {
                 if std::mem::replace(&mut self.guard_logged, true) {
-                    warn!(%request_id, "no platform.runtimeDone before the invocation's deadline again: not holding invocations until telemetry arrives");
+                    warn!(requestId = %request_id, "no platform.runtimeDone before the invocation's deadline again: not holding invocations until telemetry arrives");
                 } else {
-                    error!(%request_id, "no platform.runtimeDone before the invocation's deadline: not holding invocations (sending in the background) until telemetry arrives again");
+                    error!(requestId = %request_id, "no platform.runtimeDone before the invocation's deadline: not holding invocations (sending in the background) until telemetry arrives again");
                 }
             }
             Action::GuardCleared => {
@@ -255,7 +255,7 @@ impl App {
                 let deadline = invoke
                     .deadline_ms
                     .map(|ms| deadline_instant(ms, now, epoch));
-                debug!(request_id = %invoke.request_id, "INVOKE");
+                debug!(requestId = %invoke.request_id, "INVOKE");
                 self.enrich_invoke(&invoke, deadline_ms);
                 self.next_seq += 1;
                 let seq = self.next_seq;
@@ -346,7 +346,7 @@ impl App {
         }
         for event in events {
             if let Record::RuntimeDone(done) = &event.record {
-                debug!(request_id = %done.request_id, status = ?done.status, "platform.runtimeDone");
+                debug!(requestId = %done.request_id, status = ?done.status, "platform.runtimeDone");
                 self.feed(Input::RuntimeDone(InvokeKey::new(
                     done.request_id.clone(),
                     Some(event.time.0),

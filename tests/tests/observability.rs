@@ -188,7 +188,7 @@ async fn with_lambda_json_log_format_every_line_is_one_json_object() {
             "{line}"
         );
         let message = obj["message"].as_str().expect("message");
-        if let Some(id) = obj.get("request_id").and_then(Value::as_str) {
+        if let Some(id) = obj.get("requestId").and_then(Value::as_str) {
             logged_request_ids.push(id.to_owned());
         }
         if message == "counters" {

@@ -196,6 +196,7 @@ fn crafted_request(trace: &TraceHeader, names: &[&str]) -> (Vec<u8>, Vec<String>
             name,
             span_id: id,
             parent_span_id: &parent,
+            times: None,
         })
         .collect();
     (pb::build_request(&trace.root, "crafted", &specs), ids)

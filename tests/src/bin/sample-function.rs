@@ -12,7 +12,7 @@
 //! | `stream_chunks` | 0 | stream the response (`Lambda-Runtime-Function-Response-Mode: streaming`): the JSON answer, then this many chunks of `stream_chunk_bytes` |
 //! | `stream_chunk_bytes` | 1024 | size of each streamed chunk |
 //! | `stream_interval_ms` | 0 | pause before each streamed chunk |
-//! | `otel_spans` | 0 | also an OpenTelemetry handler span with this many children, sent as one `T1S` datagram, as AWS's OpenTelemetry SDKs do |
+//! | `otel_spans` | 0 | also an OpenTelemetry handler span (from the handler's start) with this many children, one after another, each 1 ms of waiting, sent as one `T1S` datagram, as AWS's OpenTelemetry SDKs do |
 //!
 //! Datagrams go to `AWS_XRAY_DAEMON_ADDRESS` (default `127.0.0.1:2000`), only when the invoke's
 //! trace header says `Sampled=1`. The response is
@@ -33,6 +33,8 @@ const DAEMON_ADDRESS_DEFAULT: &str = "127.0.0.1:2000";
 const DAEMON_HEADER: &str = "{\"format\":\"json\",\"version\":1}";
 const CRASH_EXIT_CODE: i32 = 3;
 const HANG: Duration = Duration::from_hours(1);
+/// How long each OpenTelemetry step span waits.
+const OTEL_STEP: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -100,6 +102,7 @@ async fn handle(
     socket: &UdpSocket,
     daemon: SocketAddr,
 ) -> Result<FunctionResponse<Value, Body>, SampleError> {
+    let handler_start = unix_nanos();
     let (payload, context) = event.into_parts();
     let request: Event = serde_json::from_value(payload)
         .map_err(|e| SampleError(format!("unexpected event: {e}")))?;
@@ -137,7 +140,14 @@ async fn handle(
     }
     let mut otel_span_ids = Vec::new();
     if let Some(trace) = trace.as_ref().filter(|_| sampled && request.otel_spans > 0) {
-        let datagram = otel_datagram(trace, request.otel_spans, &mut otel_span_ids);
+        let mut steps = Vec::with_capacity(request.otel_spans);
+        for _ in 0..request.otel_spans {
+            let start = unix_nanos();
+            tokio::time::sleep(OTEL_STEP).await;
+            steps.push((start, unix_nanos()));
+        }
+        let handler = (handler_start, unix_nanos());
+        let datagram = otel_datagram(trace, handler, &steps, &mut otel_span_ids);
         socket
             .send_to(datagram.as_bytes(), daemon)
             .map_err(|e| SampleError(format!("send to {daemon}: {e}")))?;
@@ -186,23 +196,39 @@ async fn handle(
     )))
 }
 
-/// One `T1S` datagram: a handler span under Lambda's `Parent` and `children` spans under it.
-fn otel_datagram(trace: &TraceHeader, children: usize, ids: &mut Vec<String>) -> String {
+/// Nanoseconds since the epoch, now.
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// One `T1S` datagram: a handler span (`handler`: start and end) under Lambda's `Parent` and
+/// one span per step under it, at the steps' times.
+fn otel_datagram(
+    trace: &TraceHeader,
+    handler: (u64, u64),
+    steps: &[(u64, u64)],
+    ids: &mut Vec<String>,
+) -> String {
     use base64::Engine as _;
     let parent = trace.parent.clone().unwrap_or_default();
     ids.push(new_segment_id());
-    ids.extend((0..children).map(|_| new_segment_id()));
+    ids.extend(steps.iter().map(|_| new_segment_id()));
     let names: Vec<String> = std::iter::once("handler".to_owned())
-        .chain((0..children).map(|i| format!("otel-step-{i}")))
+        .chain((0..steps.len()).map(|i| format!("otel-step-{i}")))
         .collect();
+    let times = std::iter::once(handler).chain(steps.iter().copied());
     let specs: Vec<SpanSpec<'_>> = names
         .iter()
         .zip(ids.iter())
+        .zip(times)
         .enumerate()
-        .map(|(i, (name, id))| SpanSpec {
+        .map(|(i, ((name, id), times))| SpanSpec {
             name,
             span_id: id,
             parent_span_id: if i == 0 { &parent } else { &ids[0] },
+            times: Some(times),
         })
         .collect();
     let request = build_request(&trace.root, "sample-function", &specs);

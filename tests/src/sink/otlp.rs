@@ -178,7 +178,7 @@ impl ReceivedSpan {
 }
 
 /// One span to encode with [`build_request`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SpanSpec<'a> {
     /// Its name.
     pub name: &'a str,
@@ -186,6 +186,8 @@ pub struct SpanSpec<'a> {
     pub span_id: &'a str,
     /// Its parent's id, 16 hex digits.
     pub parent_span_id: &'a str,
+    /// Start and end, nanoseconds since the epoch; `None`: the 5 ms before now.
+    pub times: Option<(u64, u64)>,
 }
 
 fn from_hex(hex: &str) -> Vec<u8> {
@@ -195,7 +197,8 @@ fn from_hex(hex: &str) -> Vec<u8> {
 }
 
 /// A serialized `ExportTraceServiceRequest` of `spans` in the X-Ray trace `root`, under one
-/// resource (`service.name` = `service`) and scope, each span lasting the 5 ms before now.
+/// resource (`service.name` = `service`) and scope, each span at its times (by default, the
+/// 5 ms before now).
 pub fn build_request(root: &str, service: &str, spans: &[SpanSpec<'_>]) -> Vec<u8> {
     let trace_id = from_hex(&root.replacen("1-", "", 1).replace('-', ""));
     let now = u64::try_from(
@@ -213,8 +216,8 @@ pub fn build_request(root: &str, service: &str, spans: &[SpanSpec<'_>]) -> Vec<u
             parent_span_id: from_hex(s.parent_span_id),
             name: s.name.to_owned(),
             kind: 1,
-            start_time_unix_nano: now.saturating_sub(5_000_000),
-            end_time_unix_nano: now,
+            start_time_unix_nano: s.times.map_or(now.saturating_sub(5_000_000), |t| t.0),
+            end_time_unix_nano: s.times.map_or(now, |t| t.1),
             attributes: Vec::new(),
         })
         .collect();

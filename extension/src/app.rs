@@ -323,6 +323,15 @@ impl App {
         for doc in docs {
             self.exporter.enqueue(doc, now);
         }
+        self.relieve_pressure();
+    }
+
+    /// A full batch (or half the buffer) waiting and no send in flight: the machine decides
+    /// whether it can go now.
+    fn relieve_pressure(&mut self) {
+        if self.exporter.under_pressure() {
+            self.feed(Input::Pressure);
+        }
     }
 
     fn on_ingested(&mut self, item: Ingested) {
@@ -331,6 +340,7 @@ impl App {
                 // The hand-off permit stays with the document until its send settles.
                 let (doc, permit) = admitted.into_parts();
                 self.exporter.enqueue_reserved(doc, permit, Instant::now());
+                self.relieve_pressure();
             }
             Ingested::Drained => self.feed(Input::Drained),
         }

@@ -299,3 +299,36 @@ async fn memory_stays_at_the_buffer_bound_under_a_flood() {
     let growth = flood_rss.saturating_sub(idle_rss);
     assert!(growth < 8 * 1024, "peak RSS grew by {growth} kB");
 }
+
+#[tokio::test]
+async fn a_long_invocation_that_outgrows_the_buffer_is_sent_while_it_runs() {
+    // 150 subsegments of about 1 KB, one every 4 ms (about 0.6 s), into a 64 KiB buffer that
+    // holds some 55 of them: held for its runtimeDone under `end`, the invocation must not lose
+    // the rest. The function runs (it is not frozen), so a full batch goes out at once.
+    let mut o = options("end");
+    o.extension_env
+        .push(("XRAY_EXTENSION_BUFFER_BYTES".to_owned(), "65536".to_owned()));
+    let mut h = Harness::start(o).await;
+    let trace = TraceHeader::sampled();
+    let inv = h
+        .lambda
+        .invoke(
+            Invoke::new(json!({
+                "subsegments": 150,
+                "payload_bytes": 1024,
+                "subsegment_interval_ms": 4,
+            }))
+            .traced(trace),
+        )
+        .await
+        .expect("invoke");
+    assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
+    let ids = sent_ids(&inv);
+    assert_eq!(ids.len(), 150);
+    h.lambda.shutdown().await.expect("shutdown");
+    let c = counters(&h.lambda).expect("counters");
+    assert_eq!(c.get("spilled"), Some(&0), "{c:?}");
+    let stored: HashSet<String> = h.sink.documents().into_iter().map(|d| d.id).collect();
+    let lost = ids.iter().filter(|id| !stored.contains(*id)).count();
+    assert_eq!(lost, 0, "{lost} of 150 lost; {c:?}");
+}

@@ -10,6 +10,7 @@ use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::batcher::MAX_DOCUMENTS_PER_CALL;
 use super::buffer::{self, Buffer, Reservation};
 use super::xray::{self, FlushReport, TlsRoots, XrayClient};
 
@@ -98,6 +99,13 @@ impl Exporter {
     /// dropped for space (the receiver refused what the budget could not reserve).
     pub fn enqueue_reserved(&mut self, doc: Document, reservation: Reservation, now: Instant) {
         self.buffer.push_reserved(doc, reservation, now);
+    }
+
+    /// Whether a full batch, or half the buffer's bytes, is queued and no send is in flight.
+    pub fn under_pressure(&self) -> bool {
+        self.flight.is_none()
+            && (self.buffer.len() >= MAX_DOCUMENTS_PER_CALL
+                || self.buffer.bytes().saturating_mul(2) >= self.limit_bytes)
     }
 
     /// What the flush points need to know.

@@ -108,6 +108,8 @@ pub enum Input {
     Wake,
     /// The idle timer ticked.
     Tick,
+    /// The buffer holds a full batch (or half its bytes) and no send is in flight.
+    Pressure,
 }
 
 /// Something to do, in order.
@@ -290,6 +292,27 @@ impl FlushPoints {
             }
             Input::SendDone => self.on_send_done(now, export, &mut actions),
             Input::Wake => self.on_wake(now, export, &mut actions),
+            Input::Pressure => {
+                // While the function runs (held for its runtimeDone) it is not frozen, and
+                // where nothing is held a sender already runs in the background: send now
+                // rather than let the buffer overflow. Never between held invocations (the
+                // environment may be frozen mid-send) nor during a flush (it sends itself).
+                let running = matches!(
+                    self.point,
+                    Some(Point::Invoke {
+                        stage: Stage::AwaitRuntimeDone,
+                        ..
+                    })
+                );
+                if running || (self.point.is_none() && self.idle_sends()) {
+                    self.send_unless_busy(
+                        now + self.settings.flush_timeout,
+                        now,
+                        export,
+                        &mut actions,
+                    );
+                }
+            }
             Input::Tick => {
                 if self.point.is_none() && self.idle_sends() && export.queued > 0 {
                     self.send_unless_busy(

@@ -471,3 +471,62 @@ fn without_times_the_request_id_decides() {
         (10, done("r1", T1), EMPTY, vec![Action::Drain]),
     ]);
 }
+
+#[test]
+fn a_full_buffer_is_sent_while_the_function_runs_never_while_it_may_be_frozen() {
+    // `end`: a long invocation fills the buffer: send while the function runs (it is not
+    // frozen), and the flush after runtimeDone waits out that send first, within its timeout.
+    let mut run = Run::new(Strategy::End, true);
+    let i = invoke(&run, 1, "r1", T1, 60_000);
+    run.script(&[
+        (0, i, EMPTY, vec![]),
+        (
+            1_000,
+            Input::Pressure,
+            QUEUED,
+            vec![send(&run, 1_000 + FLUSH_TIMEOUT)],
+        ),
+        // One send at a time.
+        (1_100, Input::Pressure, FLYING_QUEUED, vec![]),
+        (1_200, Input::SendDone, QUEUED, vec![]),
+        (
+            5_000,
+            done("r1", later(T1, 5.0)),
+            FLYING_QUEUED,
+            vec![Action::Drain],
+        ),
+        (5_005, Input::Drained, FLYING_QUEUED, vec![]),
+        (
+            5_100,
+            Input::SendDone,
+            QUEUED,
+            vec![send(&run, 5_000 + FLUSH_TIMEOUT)],
+        ),
+        (
+            5_200,
+            Input::SendDone,
+            EMPTY,
+            vec![Action::Release(1), post(200)],
+        ),
+    ]);
+    // Between invocations under `end` the environment may be frozen at any moment: no send.
+    assert_eq!(run.on(6_000, Input::Pressure, QUEUED), vec![]);
+    // Nor during the post-runtime flush (it sends on its own) or at shutdown.
+    let j = invoke(&run, 2, "r2", later(T1, 10.0), 70_000);
+    run.script(&[
+        (10_000, j, EMPTY, vec![]),
+        (
+            10_100,
+            done("r2", later(T1, 10.1)),
+            QUEUED,
+            vec![Action::Drain],
+        ),
+        (10_101, Input::Pressure, QUEUED, vec![]),
+    ]);
+    // Where nothing is held (`background`), a full buffer goes out at once, not at the tick.
+    let mut background = Run::new(Strategy::Background, true);
+    assert_eq!(
+        background.on(0, Input::Pressure, QUEUED),
+        vec![send(&background, FLUSH_TIMEOUT)]
+    );
+}

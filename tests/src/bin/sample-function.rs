@@ -9,6 +9,7 @@
 //! | `hang` | false | sleep far past any deadline |
 //! | `crash` | false | exit the process with code 3 mid-invoke (after sending) |
 //! | `payload_bytes` | — | pad each subsegment's metadata to about this many bytes |
+//! | `subsegment_interval_ms` | 0 | wait this long after sending each subsegment (a long invocation that traces as it goes) |
 //! | `stream_chunks` | 0 | stream the response (`Lambda-Runtime-Function-Response-Mode: streaming`): the JSON answer, then this many chunks of `stream_chunk_bytes` |
 //! | `stream_chunk_bytes` | 1024 | size of each streamed chunk |
 //! | `stream_interval_ms` | 0 | pause before each streamed chunk |
@@ -45,6 +46,7 @@ struct Event {
     hang: bool,
     crash: bool,
     payload_bytes: Option<usize>,
+    subsegment_interval_ms: u64,
     stream_chunks: usize,
     stream_chunk_bytes: usize,
     stream_interval_ms: u64,
@@ -60,6 +62,7 @@ impl Default for Event {
             hang: false,
             crash: false,
             payload_bytes: None,
+            subsegment_interval_ms: 0,
             stream_chunks: 0,
             stream_chunk_bytes: 1024,
             stream_interval_ms: 0,
@@ -136,6 +139,9 @@ async fn handle(
                 .send_to(datagram.as_bytes(), daemon)
                 .map_err(|e| SampleError(format!("send to {daemon}: {e}")))?;
             sent_ids.push(id);
+            if request.subsegment_interval_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(request.subsegment_interval_ms)).await;
+            }
         }
     }
     let mut otel_span_ids = Vec::new();

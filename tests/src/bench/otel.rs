@@ -27,7 +27,7 @@ use prost::Message as _;
 use serde_json::json;
 
 use super::counting_sink::CountingSink;
-use super::load::{cpu_seconds, shut_down};
+use super::load::{cpu_seconds, paced, shut_down};
 use super::report::{Row, Target, Unit};
 use super::{Binaries, Env, EnvSpec, docs, procfs};
 use crate::emulator::Invoke;
@@ -67,8 +67,6 @@ const EXTENSION_CPU: &str = "0";
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// One request's deadline.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The generators stop at this much past their planned duration whatever happens.
-const GENERATOR_GRACE: Duration = Duration::from_secs(5);
 
 /// A span id in the run's tag space.
 fn span_id(tag: u64, n: u64) -> Vec<u8> {
@@ -181,28 +179,12 @@ fn generate_udp(
 ) -> anyhow::Result<Generated> {
     let socket = UdpSocket::bind(("127.0.0.1", 0))?;
     let trace = Trace::new();
-    let per_second = UDP_SPANS_PER_SECOND / SPANS_PER_DATAGRAM;
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "datagram counts far below 2^52"
-    )]
-    let total = (per_second as f64 * duration.as_secs_f64()) as u64;
-    let start = Instant::now();
-    let mut out = Generated::default();
-    let mut n = 0_u64;
     let mut datagram = String::new();
-    while n < total && !stop.load(Ordering::Relaxed) && start.elapsed() < duration + GENERATOR_GRACE
-    {
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss,
-            reason = "datagram counts far below 2^52"
-        )]
-        let due = ((start.elapsed().as_secs_f64() * per_second as f64) as u64).min(total);
-        while n < due {
+    let (sent, errors, elapsed) = paced(
+        UDP_SPANS_PER_SECOND / SPANS_PER_DATAGRAM,
+        duration,
+        stop,
+        |n| {
             let body = request(
                 &trace.id,
                 &trace.parent,
@@ -214,16 +196,15 @@ fn generate_udp(
             datagram.push_str(docs::HEADER);
             datagram.push_str("\nT1S");
             base64::engine::general_purpose::STANDARD.encode_string(&body, &mut datagram);
-            n += 1;
-            match socket.send_to(datagram.as_bytes(), target) {
-                Ok(_) => out.spans += SPANS_PER_DATAGRAM,
-                Err(_) => out.errors += 1,
-            }
-        }
-        std::thread::sleep(Duration::from_micros(250));
-    }
-    out.elapsed = start.elapsed();
-    Ok(out)
+            socket.send_to(datagram.as_bytes(), target).is_ok()
+        },
+    );
+    Ok(Generated {
+        spans: sent * SPANS_PER_DATAGRAM,
+        errors,
+        busy: 0,
+        elapsed,
+    })
 }
 
 /// How long a 429/503 asks the client to wait (capped).

@@ -119,6 +119,19 @@ fn wants(o: &Options, section: &str) -> bool {
     o.only.iter().any(|s| s == section)
 }
 
+/// What the load and OpenTelemetry rows measure, and its name for the notes: what users deploy,
+/// the layer's static musl binary, when `make bench` has just built it (newer than the glibc
+/// one); else the glibc build.
+fn deployed<'a>(shipped: Option<&'a Binaries>, bins: &'a Binaries) -> (&'a Binaries, &'static str) {
+    match shipped {
+        Some(s) => (s, "the layer's static musl binary"),
+        None => (
+            bins,
+            "the glibc release binary (no current musl build: `make layer`)",
+        ),
+    }
+}
+
 async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let shipped = xray_extension_tests::bench::shipped_binaries(bins);
@@ -172,14 +185,7 @@ async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
             o.load_seconds,
             load::RATE
         );
-        // Memory is measured on what users deploy: the layer's static musl binary, when
-        // `make bench` has just built it (newer than the glibc one); else the glibc build.
-        let load_bins = shipped.as_ref().unwrap_or(bins);
-        let which = if shipped.is_some() {
-            "the layer's static musl binary"
-        } else {
-            "the glibc release binary (no current musl build: `make layer`)"
-        };
+        let (load_bins, which) = deployed(shipped.as_ref(), bins);
         rows.extend(
             load::measure(
                 load_bins,
@@ -197,12 +203,7 @@ async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
             "bench: otel, {} runs × {} s per path (UDP, HTTP)",
             o.load_runs, o.load_seconds
         );
-        let otel_bins = shipped.as_ref().unwrap_or(bins);
-        let which = if shipped.is_some() {
-            "the layer's static musl binary"
-        } else {
-            "the glibc release binary (no current musl build: `make layer`)"
-        };
+        let (otel_bins, which) = deployed(shipped.as_ref(), bins);
         rows.extend(
             otel::measure(
                 otel_bins,

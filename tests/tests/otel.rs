@@ -601,7 +601,7 @@ async fn a_full_buffer_gets_503_from_the_receiver_and_every_span_it_accepted_rea
     let mut busy = 0;
     for round in 0..3 {
         let trace = TraceHeader::sampled();
-        for _ in 0..12 {
+        for _ in 0..6 {
             let (request, ids) = crafted_request(&trace, &names);
             match post_spans(port, request).await {
                 200 => accepted.extend(ids),
@@ -643,4 +643,63 @@ async fn a_full_buffer_gets_503_from_the_receiver_and_every_span_it_accepted_rea
         counters.get("otlp_busy").is_some_and(|n| *n > 0),
         "{counters:?}"
     );
+}
+
+#[tokio::test]
+async fn while_the_function_runs_a_full_buffer_makes_requests_wait_for_room_not_fail() {
+    // An SDK flushing a burst at the end of its handler: 16 requests of about 16 KB back to back
+    // into a 64 KiB buffer, X-Ray answering each call after 50 ms. The invocation is held for
+    // its runtimeDone, so a full buffer is sent at once; each request waits for the room that
+    // send frees instead of getting a 503 (and its SDK a second's wait before the retry).
+    let port = xray_extension_tests::net::free_tcp_port().expect("tcp port");
+    let Harness {
+        mut lambda, sink, ..
+    } = Harness::start(Options {
+        extension_env: vec![
+            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
+            ("XRAY_EXTENSION_BUFFER_BYTES".into(), "65536".into()),
+            (
+                "XRAY_EXTENSION_OTLP_ADDRESS".into(),
+                format!("127.0.0.1:{port}"),
+            ),
+        ],
+        ..Options::default()
+    })
+    .await;
+    lambda.prewarm().await.expect("init");
+    sink.set_fault_plan(FaultPlan::always(Fault::Delay(
+        std::time::Duration::from_millis(50),
+    )));
+    let trace = TraceHeader::sampled();
+    let names: Vec<String> = (0..200).map(|i| format!("PutItem {i:03}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let burst = async {
+        // Once the function is running.
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let mut statuses = Vec::new();
+        let mut accepted = Vec::new();
+        for _ in 0..16 {
+            let (request, ids) = crafted_request(&trace, &names);
+            let status = post_spans(port, request).await;
+            if status == 200 {
+                accepted.extend(ids);
+            }
+            statuses.push(status);
+        }
+        (statuses, accepted)
+    };
+    let invoke = lambda
+        .invoke(Invoke::new(json!({"subsegments": 1, "sleep_ms": 2500})).traced(trace.clone()));
+    let (inv, (statuses, accepted)) = tokio::join!(invoke, burst);
+    let inv = inv.expect("invoke");
+    assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
+    lambda.shutdown().await.expect("shutdown");
+    assert_eq!(statuses, vec![200; 16], "every request found room");
+    let arrived: std::collections::HashSet<String> =
+        sink.spans().into_iter().map(|s| s.span_id).collect();
+    let lost = accepted.iter().filter(|id| !arrived.contains(*id)).count();
+    assert_eq!(lost, 0, "{lost} of {} accepted spans lost", accepted.len());
+    let counters = counters(&lambda).expect("counters");
+    assert_eq!(counters.get("otlp_busy"), Some(&0), "{counters:?}");
+    assert_eq!(counters.get("spilled"), Some(&0), "{counters:?}");
 }

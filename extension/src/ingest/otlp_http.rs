@@ -40,6 +40,9 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// What `Retry-After` asks of a client when the ingest queue is full, in seconds.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
+/// How long a request waits for room in the buffer (a send in flight frees it as it settles)
+/// before it is answered 503: far less than the second an SDK waits before its retry.
+pub const ROOM_WAIT: Duration = Duration::from_millis(250);
 /// One log line per this interval for refused requests and spans.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -251,20 +254,20 @@ impl Shared {
         }
     }
 
-    /// Hands every document over, or none: `false` when the queue has no room for them all.
-    fn hand_over(&self, documents: Vec<Document>) -> bool {
-        let Ok(slots) = self.docs.try_reserve_many(documents.len()) else {
+    /// Hands every document over, or none: waits up to [`ROOM_WAIT`] for room in the buffer
+    /// and the queue, then `false` when they have none for them all.
+    async fn hand_over(&self, documents: Vec<Document>) -> bool {
+        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        let count = documents.len();
+        let Ok(admitted) = self.budget.admit_all(documents, deadline).await else {
             return false;
         };
-        let mut admitted = Vec::with_capacity(documents.len());
-        for doc in documents {
-            match self.budget.admit(doc) {
-                Ok(a) => admitted.push(a),
-                // The permits taken so far are given back as `admitted` drops.
-                Err(_) => return false,
-            }
-        }
-        metrics::add(&self.metrics.received, admitted.len() as u64);
+        // The permits taken are given back as `admitted` drops.
+        let Ok(Ok(slots)) = tokio::time::timeout_at(deadline, self.docs.reserve_many(count)).await
+        else {
+            return false;
+        };
+        metrics::add(&self.metrics.received, count as u64);
         for (slot, a) in slots.zip(admitted) {
             slot.send(Ingested::Document(a));
         }
@@ -348,12 +351,12 @@ async fn handle(
             "span larger than one X-Ray document dropped",
         );
     }
-    if !shared.hand_over(split.documents) {
+    if !shared.hand_over(split.documents).await {
         metrics::add(&shared.metrics.otlp_busy, 1);
         let mut res = refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             encoding,
-            "ingest queue full; retry",
+            "buffer full; retry",
         );
         res.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));

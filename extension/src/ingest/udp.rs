@@ -39,12 +39,19 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// memory): sized like the export buffer, so a document is refused here exactly when the buffer
 /// is full (the OTLP/HTTP receiver then answers 503), and never dropped once accepted.
 #[derive(Debug, Clone)]
-pub struct HandOffBudget(Arc<Semaphore>);
+pub struct HandOffBudget {
+    permits: Arc<Semaphore>,
+    capacity: usize,
+}
 
 impl HandOffBudget {
     /// A budget of `bytes` (at most [`Semaphore::MAX_PERMITS`]).
     pub fn new(bytes: usize) -> Self {
-        Self(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
+        let capacity = bytes.min(Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        }
     }
 
     /// Takes the permits for `doc`'s bytes, or gives the document back when they are not free.
@@ -52,15 +59,50 @@ impl HandOffBudget {
         let Ok(weight) = u32::try_from(doc.weight()) else {
             return Err(doc);
         };
-        match self.0.clone().try_acquire_many_owned(weight) {
+        match self.permits.clone().try_acquire_many_owned(weight) {
             Ok(permit) => Ok(Admitted { doc, permit }),
             Err(_) => Err(doc),
         }
     }
 
+    /// Waits until `deadline` for the permits of all of `docs` at once (first come, first
+    /// served, so requests waiting together cannot starve each other), then gives each document
+    /// its share. Gives the documents back when the room did not free in time, or never could
+    /// (more than the whole budget).
+    pub async fn admit_all(
+        &self,
+        docs: Vec<Document>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<Admitted>, Vec<Document>> {
+        let total: usize = docs.iter().map(Document::weight).sum();
+        let Ok(wanted) = u32::try_from(total) else {
+            return Err(docs);
+        };
+        if total > self.capacity {
+            return Err(docs);
+        }
+        let acquire = self.permits.clone().acquire_many_owned(wanted);
+        let Ok(Ok(mut permit)) = tokio::time::timeout_at(deadline, acquire).await else {
+            return Err(docs);
+        };
+        let mut admitted: Vec<Admitted> = Vec::with_capacity(docs.len());
+        let mut rest = docs.into_iter();
+        while let Some(doc) = rest.next() {
+            let Some(share) = permit.split(doc.weight()) else {
+                // Cannot happen (the total covers every document); give everything back.
+                let mut back: Vec<Document> = admitted.into_iter().map(|a| a.doc).collect();
+                back.push(doc);
+                back.extend(rest);
+                return Err(back);
+            };
+            admitted.push(Admitted { doc, permit: share });
+        }
+        Ok(admitted)
+    }
+
     /// Bytes free now.
     pub fn available(&self) -> usize {
-        self.0.available_permits()
+        self.permits.available_permits()
     }
 }
 
@@ -426,6 +468,63 @@ mod tests {
         assert_eq!(got[0].doc.id.as_str(), "1ad491840294b9ea");
         assert_eq!(metrics::get(&metrics.rejected), 1);
         assert_eq!(metrics::get(&metrics.received), 1);
+    }
+
+    fn doc(n: u64, pad: usize) -> Document {
+        Document {
+            body: "x".repeat(pad).into(),
+            id: crate::trace::SegmentId::from_u64(n),
+            trace_id: crate::trace::TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_for_room_until_its_deadline_and_never_for_the_impossible() {
+        use tokio::time::Instant;
+        let w = doc(0, 100).weight();
+        let budget = HandOffBudget::new(w * 4);
+        let held = budget
+            .admit_all(vec![doc(1, 100), doc(2, 100), doc(3, 100)], Instant::now())
+            .await
+            .unwrap();
+        assert_eq!(budget.available(), w);
+        // Two more do not fit: they wait, and get the room once a send settles within the wait.
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(250);
+        let releaser = async {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            drop(held);
+        };
+        let (admitted, ()) = tokio::join!(
+            budget.admit_all(vec![doc(4, 100), doc(5, 100)], deadline),
+            releaser
+        );
+        let admitted = admitted.unwrap();
+        assert_eq!(admitted.len(), 2);
+        assert_eq!(Instant::now() - start, Duration::from_millis(40));
+        assert_eq!(budget.available(), w * 2);
+        // Nothing frees: given back at the deadline, and the budget is as it was.
+        let refused = budget
+            .admit_all(
+                vec![doc(6, 100), doc(7, 100), doc(8, 100)],
+                Instant::now() + Duration::from_millis(250),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(refused.len(), 3);
+        assert_eq!(budget.available(), w * 2);
+        // More than the whole budget is refused at once, without waiting.
+        let now = Instant::now();
+        let five: Vec<Document> = (10..15).map(|n| doc(n, 100)).collect();
+        assert!(
+            budget
+                .admit_all(five, now + Duration::from_secs(5))
+                .await
+                .is_err()
+        );
+        assert_eq!(Instant::now(), now);
+        drop(admitted);
+        assert_eq!(budget.available(), w * 4);
     }
 
     #[tokio::test]

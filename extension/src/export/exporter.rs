@@ -18,6 +18,10 @@ use crate::ingest::protocol::Document;
 use crate::lifecycle::ExportView;
 use crate::metrics::{self, LogLimiter, Metrics};
 
+/// Room past the limit for documents without a reservation (our own subsegments, a few small
+/// ones per invocation, and what a send gave back), so that receivers filling the buffer to its
+/// limit never crowd them out. Documents with one are bounded by the hand-off budget.
+pub const OWN_DOCUMENTS_RESERVE: usize = 256 * 1024;
 /// One log line per this interval for buffer overflows.
 pub const SPILL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -58,7 +62,7 @@ impl Exporter {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            buffer: Buffer::new(limit_bytes),
+            buffer: Buffer::new(limit_bytes.saturating_add(OWN_DOCUMENTS_RESERVE)),
             limit_bytes,
             flight: None,
             client,
@@ -280,6 +284,29 @@ mod tests {
         exporter.settle(Err(failed.await.unwrap_err()));
         assert_eq!(budget.available(), weight * 3);
         assert_eq!(metrics::get(&metrics.spilled), 0);
+    }
+
+    #[tokio::test]
+    async fn received_documents_filling_the_buffer_never_crowd_out_ours() {
+        use crate::ingest::udp::HandOffBudget;
+        let metrics = Arc::new(Metrics::default());
+        let limit = 64 * 1024;
+        let client: ClientCell = Arc::default();
+        let mut exporter = Exporter::new(limit, client, TlsRoots::Amazon, metrics.clone());
+        let budget = HandOffBudget::new(limit);
+        let now = Instant::now();
+        let mut received = 0_usize;
+        while let Ok(admitted) = budget.admit(doc(received as u64)) {
+            let (d, permit) = admitted.into_parts();
+            exporter.enqueue_reserved(d, permit, now);
+            received += 1;
+        }
+        // The buffer is at its limit; our own subsegments still go in.
+        for k in 0..10 {
+            exporter.enqueue(doc(1_000_000 + k), now);
+        }
+        assert_eq!(metrics::get(&metrics.spilled), 0);
+        assert_eq!(exporter.view().queued, received + 10);
     }
 
     #[tokio::test]

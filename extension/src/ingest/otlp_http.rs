@@ -43,6 +43,9 @@ pub const RETRY_AFTER_SECONDS: u64 = 1;
 /// How long a request waits for room in the buffer (a send in flight frees it as it settles)
 /// before it is answered 503: far less than the second an SDK waits before its retry.
 pub const ROOM_WAIT: Duration = Duration::from_millis(250);
+/// How often a waiting request looks for room. It looks rather than queues: a queue of
+/// waiting requests would take every freed byte before the UDP reader, which never waits.
+pub const ROOM_POLL: Duration = Duration::from_millis(5);
 /// One log line per this interval for refused requests and spans.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -254,24 +257,34 @@ impl Shared {
         }
     }
 
-    /// Hands every document over, or none: waits up to [`ROOM_WAIT`] for room in the buffer
-    /// and the queue, then `false` when they have none for them all.
+    /// Hands every document over, or none: looks for room in the buffer and the queue every
+    /// [`ROOM_POLL`] for up to [`ROOM_WAIT`], then `false` when they have none for them all.
     async fn hand_over(&self, documents: Vec<Document>) -> bool {
         let deadline = tokio::time::Instant::now() + ROOM_WAIT;
-        let count = documents.len();
-        let Ok(admitted) = self.budget.admit_all(documents, deadline).await else {
+        let bytes = documents.iter().map(Document::weight).sum();
+        if !self.budget.could_admit(bytes) {
             return false;
-        };
-        // The permits taken are given back as `admitted` drops.
-        let Ok(Ok(slots)) = tokio::time::timeout_at(deadline, self.docs.reserve_many(count)).await
-        else {
-            return false;
-        };
-        metrics::add(&self.metrics.received, count as u64);
-        for (slot, a) in slots.zip(admitted) {
-            slot.send(Ingested::Document(a));
         }
-        true
+        let mut documents = documents;
+        loop {
+            if let Ok(slots) = self.docs.try_reserve_many(documents.len()) {
+                match self.budget.admit_all(documents) {
+                    Ok(admitted) => {
+                        metrics::add(&self.metrics.received, admitted.len() as u64);
+                        for (slot, a) in slots.zip(admitted) {
+                            slot.send(Ingested::Document(a));
+                        }
+                        return true;
+                    }
+                    // The reserved slots go back as `slots` drops.
+                    Err(back) => documents = back,
+                }
+            }
+            if tokio::time::Instant::now() + ROOM_POLL > deadline {
+                return false;
+            }
+            tokio::time::sleep(ROOM_POLL).await;
+        }
     }
 }
 

@@ -65,15 +65,9 @@ impl HandOffBudget {
         }
     }
 
-    /// Waits until `deadline` for the permits of all of `docs` at once (first come, first
-    /// served, so requests waiting together cannot starve each other), then gives each document
-    /// its share. Gives the documents back when the room did not free in time, or never could
-    /// (more than the whole budget).
-    pub async fn admit_all(
-        &self,
-        docs: Vec<Document>,
-        deadline: tokio::time::Instant,
-    ) -> Result<Vec<Admitted>, Vec<Document>> {
+    /// Takes the permits of all of `docs` at once, or of none: gives the documents back when the
+    /// room is not free now, or never could be (more than the whole budget).
+    pub fn admit_all(&self, docs: Vec<Document>) -> Result<Vec<Admitted>, Vec<Document>> {
         let total: usize = docs.iter().map(Document::weight).sum();
         let Ok(wanted) = u32::try_from(total) else {
             return Err(docs);
@@ -81,8 +75,7 @@ impl HandOffBudget {
         if total > self.capacity {
             return Err(docs);
         }
-        let acquire = self.permits.clone().acquire_many_owned(wanted);
-        let Ok(Ok(mut permit)) = tokio::time::timeout_at(deadline, acquire).await else {
+        let Ok(mut permit) = self.permits.clone().try_acquire_many_owned(wanted) else {
             return Err(docs);
         };
         let mut admitted: Vec<Admitted> = Vec::with_capacity(docs.len());
@@ -98,6 +91,11 @@ impl HandOffBudget {
             admitted.push(Admitted { doc, permit: share });
         }
         Ok(admitted)
+    }
+
+    /// Whether documents of `bytes` in all could ever be admitted (at most the whole budget).
+    pub fn could_admit(&self, bytes: usize) -> bool {
+        bytes <= self.capacity
     }
 
     /// Bytes free now.
@@ -478,53 +476,30 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_request_waits_for_room_until_its_deadline_and_never_for_the_impossible() {
-        use tokio::time::Instant;
+    #[test]
+    fn a_request_is_admitted_whole_or_not_at_all() {
         let w = doc(0, 100).weight();
         let budget = HandOffBudget::new(w * 4);
         let held = budget
-            .admit_all(vec![doc(1, 100), doc(2, 100), doc(3, 100)], Instant::now())
-            .await
+            .admit_all(vec![doc(1, 100), doc(2, 100), doc(3, 100)])
             .unwrap();
         assert_eq!(budget.available(), w);
-        // Two more do not fit: they wait, and get the room once a send settles within the wait.
-        let start = Instant::now();
-        let deadline = start + Duration::from_millis(250);
-        let releaser = async {
-            tokio::time::sleep(Duration::from_millis(40)).await;
-            drop(held);
-        };
-        let (admitted, ()) = tokio::join!(
-            budget.admit_all(vec![doc(4, 100), doc(5, 100)], deadline),
-            releaser
-        );
-        let admitted = admitted.unwrap();
-        assert_eq!(admitted.len(), 2);
-        assert_eq!(Instant::now() - start, Duration::from_millis(40));
-        assert_eq!(budget.available(), w * 2);
-        // Nothing frees: given back at the deadline, and the budget is as it was.
+        // Two do not fit: neither is taken, nothing is held for them.
         let refused = budget
-            .admit_all(
-                vec![doc(6, 100), doc(7, 100), doc(8, 100)],
-                Instant::now() + Duration::from_millis(250),
-            )
-            .await
+            .admit_all(vec![doc(4, 100), doc(5, 100)])
             .unwrap_err();
-        assert_eq!(refused.len(), 3);
+        assert_eq!(refused.len(), 2);
+        assert_eq!(budget.available(), w);
+        // Once a send settles (the permits drop), they do; each holds its own share.
+        drop(held);
+        let mut admitted = budget.admit_all(refused).unwrap();
         assert_eq!(budget.available(), w * 2);
-        // More than the whole budget is refused at once, without waiting.
-        let now = Instant::now();
+        admitted.pop();
+        assert_eq!(budget.available(), w * 3);
+        // More than the whole budget never could be.
         let five: Vec<Document> = (10..15).map(|n| doc(n, 100)).collect();
-        assert!(
-            budget
-                .admit_all(five, now + Duration::from_secs(5))
-                .await
-                .is_err()
-        );
-        assert_eq!(Instant::now(), now);
-        drop(admitted);
-        assert_eq!(budget.available(), w * 4);
+        assert!(!budget.could_admit(w * 5));
+        assert!(budget.admit_all(five).is_err());
     }
 
     #[tokio::test]

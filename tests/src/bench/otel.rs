@@ -46,10 +46,6 @@ pub const UDP_SPANS_PER_SECOND: u64 = 100_000;
 pub const SPANS_PER_REQUEST: u64 = 512;
 /// Concurrent OTLP/HTTP connections.
 pub const HTTP_CONNECTIONS: usize = 2;
-/// The export buffer for the HTTP throughput runs (`XRAY_EXTENSION_BUFFER_BYTES`): with the
-/// default 4 MiB (a 128 MB function's), two connections sending back to back fill it between
-/// flushes and backpressure, not the extension, sets the pace (measured in rows of their own).
-pub const HTTP_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 /// The extension's counters the notes give for each run.
 const NOTED_COUNTERS: [&str; 7] = [
     "received",
@@ -292,8 +288,6 @@ async fn http_connection(
 enum Path {
     Udp,
     Http,
-    /// HTTP into the default buffer: what backpressure leaves of the throughput.
-    HttpDefaultBuffer,
 }
 
 /// Figures of one run.
@@ -332,14 +326,6 @@ impl RunFigures {
     }
 }
 
-/// The export buffer a run uses: the default for UDP, [`HTTP_BUFFER_BYTES`] for HTTP.
-fn buffer_bytes(path: Path) -> usize {
-    match path {
-        Path::Udp | Path::HttpDefaultBuffer => xray_extension::config::DEFAULT_BUFFER_BYTES,
-        Path::Http => HTTP_BUFFER_BYTES,
-    }
-}
-
 /// Pins every thread of `pid` to [`EXTENSION_CPU`]; false when `taskset` is not there.
 fn pin(pid: u32) -> bool {
     std::process::Command::new("taskset")
@@ -367,7 +353,7 @@ fn spawn_generators(
                 generate_udp(target, duration, tag, &stop)
             })]
         }
-        Path::Http | Path::HttpDefaultBuffer => {
+        Path::Http => {
             let addr = SocketAddr::from(([127, 0, 0, 1], otlp_port));
             let next = Arc::new(AtomicU64::new(0));
             let trace = Trace::new();
@@ -392,23 +378,13 @@ async fn run_once(
     run: u64,
     duration: Duration,
 ) -> anyhow::Result<(RunFigures, bool)> {
-    let tag = 0xc0_00
-        | (run << 4)
-        | match path {
-            Path::Udp => 0,
-            Path::Http => 1,
-            Path::HttpDefaultBuffer => 2,
-        };
+    let tag = 0xc0_00 | (run << 4) | u64::from(path == Path::Http);
     let sink = CountingSink::start(tag).await?;
     let otlp_port = net::free_tcp_port()?;
     let mut env: Env = EnvSpec::new(&bins.extension, &bins.function, &sink.endpoint())
         .env(
             "XRAY_EXTENSION_OTLP_ADDRESS",
             &format!("127.0.0.1:{otlp_port}"),
-        )
-        .env(
-            "XRAY_EXTENSION_BUFFER_BYTES",
-            &buffer_bytes(path).to_string(),
         )
         .start()
         .await?;
@@ -491,15 +467,8 @@ fn describe(path: Path, duration: Duration, core: &str) -> (&'static str, String
         Path::Http => (
             "OTLP/HTTP",
             format!(
-                "{HTTP_CONNECTIONS} kept-alive connections, protobuf requests of {SPANS_PER_REQUEST} spans back to back for {:.0} s per run; a {} MiB export buffer, so that the extension, not backpressure, sets the pace; {core}",
-                duration.as_secs_f64(),
-                HTTP_BUFFER_BYTES >> 20
-            ),
-        ),
-        Path::HttpDefaultBuffer => (
-            "OTLP/HTTP, default 4 MiB buffer",
-            format!(
-                "as above into the default buffer: requests wait for room (250 ms at most) as sends settle, then 503 and the SDK's retry after a second; {core}"
+                "{HTTP_CONNECTIONS} kept-alive connections, protobuf requests of {SPANS_PER_REQUEST} spans back to back for {:.0} s per run, into the default 4 MiB buffer (a full one makes a request wait for room, 250 ms at most, then 503); {core}",
+                duration.as_secs_f64()
             ),
         ),
     }
@@ -508,7 +477,7 @@ fn describe(path: Path, duration: Duration, core: &str) -> (&'static str, String
 /// `runs` runs of `duration` on each path.
 pub async fn measure(bins: &Binaries, runs: u64, duration: Duration) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for path in [Path::Udp, Path::Http, Path::HttpDefaultBuffer] {
+    for path in [Path::Udp, Path::Http] {
         let mut all = Vec::new();
         let mut pinned = true;
         for run in 0..runs {

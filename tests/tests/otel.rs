@@ -570,16 +570,12 @@ async fn post_spans(port: u16, request: Vec<u8>) -> u16 {
         .as_u16()
 }
 
-#[tokio::test]
-async fn a_full_buffer_gets_503_from_the_receiver_and_every_span_it_accepted_reaches_xray() {
-    // A 64 KiB export buffer (the smallest) and an X-Ray that answers each call after 200 ms:
-    // requests of about 16 KB fill it within a few requests, and a send keeps its documents'
-    // room until it settles. What the receiver answered 200 must all arrive; the rest is
-    // refused with 503 (the SDK retries it), never accepted and then dropped.
+/// An extension with the smallest export buffer (64 KiB), flushing at the end of each
+/// invocation, its receiver on a free port (returned), initialised, against an X-Ray that
+/// answers each call after `delay_ms`.
+async fn small_buffer_receiver(delay_ms: u64) -> (u16, Harness) {
     let port = xray_extension_tests::net::free_tcp_port().expect("tcp port");
-    let Harness {
-        mut lambda, sink, ..
-    } = Harness::start(Options {
+    let mut harness = Harness::start(Options {
         extension_env: vec![
             ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
             ("XRAY_EXTENSION_BUFFER_BYTES".into(), "65536".into()),
@@ -591,11 +587,38 @@ async fn a_full_buffer_gets_503_from_the_receiver_and_every_span_it_accepted_rea
         ..Options::default()
     })
     .await;
-    lambda.prewarm().await.expect("init");
-    sink.set_fault_plan(FaultPlan::always(Fault::Delay(
-        std::time::Duration::from_millis(200),
+    harness.lambda.prewarm().await.expect("init");
+    harness.sink.set_fault_plan(FaultPlan::always(Fault::Delay(
+        std::time::Duration::from_millis(delay_ms),
     )));
-    let names: Vec<String> = (0..200).map(|i| format!("GetItem {i:03}")).collect();
+    (port, harness)
+}
+
+/// 200 span names, `"{prefix} 000"` on: requests of about 16 KB.
+fn span_names(prefix: &str) -> Vec<String> {
+    (0..200).map(|i| format!("{prefix} {i:03}")).collect()
+}
+
+/// How many of the `accepted` span ids X-Ray never got.
+fn lost_spans(sink: &XraySink, accepted: &[String]) -> usize {
+    let arrived: std::collections::HashSet<String> =
+        sink.spans().into_iter().map(|s| s.span_id).collect();
+    accepted.iter().filter(|id| !arrived.contains(*id)).count()
+}
+
+#[tokio::test]
+async fn a_full_buffer_gets_503_from_the_receiver_and_every_span_it_accepted_reaches_xray() {
+    // A 64 KiB export buffer (the smallest) and an X-Ray that answers each call after 200 ms:
+    // requests of about 16 KB fill it within a few requests, and a send keeps its documents'
+    // room until it settles. What the receiver answered 200 must all arrive; the rest is
+    // refused with 503 (the SDK retries it), never accepted and then dropped.
+    let (
+        port,
+        Harness {
+            mut lambda, sink, ..
+        },
+    ) = small_buffer_receiver(200).await;
+    let names = span_names("GetItem");
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut accepted = Vec::new();
     let mut busy = 0;
@@ -625,18 +648,8 @@ async fn a_full_buffer_gets_503_from_the_receiver_and_every_span_it_accepted_rea
     lambda.shutdown().await.expect("shutdown");
     assert!(busy > 0, "the buffer never filled: the test proves nothing");
     assert!(accepted.len() >= 600, "accepted {}", accepted.len());
-    let arrived: std::collections::HashSet<String> =
-        sink.spans().into_iter().map(|s| s.span_id).collect();
-    let lost: Vec<&String> = accepted
-        .iter()
-        .filter(|id| !arrived.contains(*id))
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} accepted spans lost",
-        lost.len(),
-        accepted.len()
-    );
+    let lost = lost_spans(&sink, &accepted);
+    assert_eq!(lost, 0, "{lost} of {} accepted spans lost", accepted.len());
     let counters = counters(&lambda).expect("counters");
     assert_eq!(counters.get("spilled"), Some(&0), "{counters:?}");
     assert!(
@@ -651,27 +664,14 @@ async fn while_the_function_runs_a_full_buffer_makes_requests_wait_for_room_not_
     // into a 64 KiB buffer, X-Ray answering each call after 50 ms. The invocation is held for
     // its runtimeDone, so a full buffer is sent at once; each request waits for the room that
     // send frees instead of getting a 503 (and its SDK a second's wait before the retry).
-    let port = xray_extension_tests::net::free_tcp_port().expect("tcp port");
-    let Harness {
-        mut lambda, sink, ..
-    } = Harness::start(Options {
-        extension_env: vec![
-            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
-            ("XRAY_EXTENSION_BUFFER_BYTES".into(), "65536".into()),
-            (
-                "XRAY_EXTENSION_OTLP_ADDRESS".into(),
-                format!("127.0.0.1:{port}"),
-            ),
-        ],
-        ..Options::default()
-    })
-    .await;
-    lambda.prewarm().await.expect("init");
-    sink.set_fault_plan(FaultPlan::always(Fault::Delay(
-        std::time::Duration::from_millis(50),
-    )));
+    let (
+        port,
+        Harness {
+            mut lambda, sink, ..
+        },
+    ) = small_buffer_receiver(50).await;
     let trace = TraceHeader::sampled();
-    let names: Vec<String> = (0..200).map(|i| format!("PutItem {i:03}")).collect();
+    let names = span_names("PutItem");
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let burst = async {
         // Once the function is running.
@@ -695,9 +695,7 @@ async fn while_the_function_runs_a_full_buffer_makes_requests_wait_for_room_not_
     assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
     lambda.shutdown().await.expect("shutdown");
     assert_eq!(statuses, vec![200; 16], "every request found room");
-    let arrived: std::collections::HashSet<String> =
-        sink.spans().into_iter().map(|s| s.span_id).collect();
-    let lost = accepted.iter().filter(|id| !arrived.contains(*id)).count();
+    let lost = lost_spans(&sink, &accepted);
     assert_eq!(lost, 0, "{lost} of {} accepted spans lost", accepted.len());
     let counters = counters(&lambda).expect("counters");
     assert_eq!(counters.get("otlp_busy"), Some(&0), "{counters:?}");

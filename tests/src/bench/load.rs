@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::counting_sink::CountingSink;
 use super::report::{Row, Target, Unit};
@@ -167,6 +167,42 @@ fn spawn_sampler(
     })
 }
 
+/// Invokes the function back to back (sampled) while `running()`; returns how many invokes
+/// succeeded and, when one failed, its error (`stop` then tells the generators to stop).
+pub(super) async fn invoke_while(
+    env: &mut Env,
+    event: &Value,
+    stop: &AtomicBool,
+    running: impl Fn() -> bool,
+) -> (u64, Option<anyhow::Error>) {
+    let mut invokes = 0;
+    while running() {
+        match env
+            .lambda
+            .invoke(Invoke::new(event.clone()).traced(TraceHeader::sampled()))
+            .await
+        {
+            Ok(_) => invokes += 1,
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                return (invokes, Some(e.into()));
+            }
+        }
+    }
+    (invokes, None)
+}
+
+/// Three more invocations, so that their flush points send what is left; returns how many.
+pub(super) async fn flush_rest(env: &mut Env, event: &Value) -> anyhow::Result<u64> {
+    const FLUSHES: u64 = 3;
+    for _ in 0..FLUSHES {
+        env.lambda
+            .invoke(Invoke::new(event.clone()).traced(TraceHeader::sampled()))
+            .await?;
+    }
+    Ok(FLUSHES)
+}
+
 /// Shuts the environment down and returns the extension's counters.
 pub(super) async fn shut_down(env: &mut Env) -> anyhow::Result<HashMap<String, u64>> {
     let report = env.lambda.shutdown().await?;
@@ -232,36 +268,17 @@ async fn run_once(
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || generate(target, rate, duration, tag, &stop))
     };
-    let mut invokes = 1;
-    let mut failure = None;
-    while !generator.is_finished() {
-        match env
-            .lambda
-            .invoke(Invoke::new(event.clone()).traced(TraceHeader::sampled()))
-            .await
-        {
-            Ok(_) => invokes += 1,
-            Err(e) => {
-                failure = Some(e);
-                stop.store(true, Ordering::Relaxed);
-                break;
-            }
-        }
-    }
+    let (mut invokes, failure) =
+        invoke_while(&mut env, &event, &stop, || !generator.is_finished()).await;
+    invokes += 1;
     let generated = generator
         .join()
         .map_err(|_| anyhow::anyhow!("the load generator panicked"))??;
     let cpu_after = cpu_seconds(pid).unwrap_or(f64::NAN);
     if let Some(e) = failure {
-        return Err(e.into());
+        return Err(e);
     }
-    // Flush what is left.
-    for _ in 0..3 {
-        env.lambda
-            .invoke(Invoke::new(event.clone()).traced(TraceHeader::sampled()))
-            .await?;
-        invokes += 1;
-    }
+    invokes += flush_rest(&mut env, &event).await?;
     let after = procfs::memory(pid).context("cannot read the extension's memory")?;
     done.store(true, Ordering::Relaxed);
     let _ = sampler.await;

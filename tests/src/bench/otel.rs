@@ -27,7 +27,7 @@ use prost::Message as _;
 use serde_json::json;
 
 use super::counting_sink::CountingSink;
-use super::load::{cpu_seconds, paced, shut_down};
+use super::load::{cpu_seconds, flush_rest, invoke_while, paced, shut_down};
 use super::report::{Row, Target, Unit};
 use super::{Binaries, Env, EnvSpec, docs, procfs};
 use crate::emulator::Invoke;
@@ -401,22 +401,11 @@ async fn run_once(
     let stop = Arc::new(AtomicBool::new(false));
     let cpu_before = cpu_seconds(pid).unwrap_or(f64::NAN);
     let generators = spawn_generators(path, &env, otlp_port, duration, tag, &stop);
-    let mut invokes = 1;
-    let mut failure = None;
-    while !generators.iter().all(tokio::task::JoinHandle::is_finished) {
-        match env
-            .lambda
-            .invoke(Invoke::new(event.clone()).traced(TraceHeader::sampled()))
-            .await
-        {
-            Ok(_) => invokes += 1,
-            Err(e) => {
-                failure = Some(e);
-                stop.store(true, Ordering::Relaxed);
-                break;
-            }
-        }
-    }
+    let (mut invokes, failure) = invoke_while(&mut env, &event, &stop, || {
+        !generators.iter().all(tokio::task::JoinHandle::is_finished)
+    })
+    .await;
+    invokes += 1;
     let mut generated = Generated::default();
     for g in generators {
         let one = g.await.context("a generator panicked")??;
@@ -427,15 +416,9 @@ async fn run_once(
     }
     let cpu_after = cpu_seconds(pid).unwrap_or(f64::NAN);
     if let Some(e) = failure {
-        return Err(e.into());
+        return Err(e);
     }
-    // Flush what is left.
-    for _ in 0..3 {
-        env.lambda
-            .invoke(Invoke::new(event.clone()).traced(TraceHeader::sampled()))
-            .await?;
-        invokes += 1;
-    }
+    invokes += flush_rest(&mut env, &event).await?;
     let c = shut_down(&mut env).await?;
     let delivered = sink.with_counts(|c| c.tagged.len() as u64);
     Ok((

@@ -136,7 +136,7 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     let (documents_tx, documents_rx) = mpsc::channel(DOCUMENT_CHANNEL_CAPACITY);
     // Without a reader both ends close at once: a flush point then skips the drain.
     let (drain_tx, drain_rx) = mpsc::channel(1);
-    let budget = udp::HandOffBudget::new(config.buffer_bytes);
+    let budget = xray_extension::export::budget::HandOffBudget::new(config.buffer_bytes);
     otlp_http::spawn(otlp_socket, &documents_tx, &budget, &metrics);
     if let Some(udp_socket) = udp_socket {
         tokio::spawn(udp::run(

@@ -263,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn received_documents_keep_their_room_until_their_send_settles() {
-        use crate::ingest::udp::HandOffBudget;
+        use crate::export::budget::HandOffBudget;
         let metrics = Arc::new(Metrics::default());
         let mut exporter = stuck_exporter(&metrics);
         let weight = doc(0).weight();
@@ -288,7 +288,7 @@ mod tests {
 
     #[tokio::test]
     async fn received_documents_filling_the_buffer_never_crowd_out_ours() {
-        use crate::ingest::udp::HandOffBudget;
+        use crate::export::budget::HandOffBudget;
         let metrics = Arc::new(Metrics::default());
         let limit = 64 * 1024;
         let client: ClientCell = Arc::default();

@@ -22,7 +22,8 @@ use tracing::{debug, warn};
 
 use super::otlp::{self, OtlpError, Sampling, Split, json, wire};
 use super::protocol::Document;
-use super::udp::{HandOffBudget, Ingested};
+use super::udp::Ingested;
+use crate::export::budget::HandOffBudget;
 use crate::metrics::{self, LogLimiter, Metrics};
 use crate::serve;
 

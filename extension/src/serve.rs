@@ -6,10 +6,15 @@
 //! (which also bounds an idle keep-alive connection waiting for its next request; the handlers
 //! bound their bodies), and when the connection limit is reached the oldest connection that has
 //! no request in progress is closed to make room (the oldest of all if every one is busy).
+//!
+//! A failing `accept` (out of file descriptors, `EMFILE`, is the usual one) is retried after a
+//! pause that doubles with each consecutive failure ([`accept_backoff`]), never at once: the
+//! error would come straight back and the loop would spin a core.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -17,9 +22,46 @@ use std::time::Duration;
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-use tracing::debug;
+use tracing::{debug, warn};
+
+use crate::metrics::LogLimiter;
+
+/// The pause after the first of consecutive `accept` failures.
+pub const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+/// The longest pause between two `accept` attempts that failed.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// One log line per this interval for failing `accept`s.
+pub const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The pause before the next `accept` after `failures` consecutive failures: doubling from
+/// [`ACCEPT_BACKOFF_FIRST`], at most [`ACCEPT_BACKOFF_MAX`]. Pure.
+pub fn accept_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(31);
+    ACCEPT_BACKOFF_FIRST
+        .saturating_mul(1_u32 << doublings)
+        .min(ACCEPT_BACKOFF_MAX)
+}
+
+/// Where connections come from: a bound listener, or a shared one (a receiver started again
+/// serves the socket it was given, which stays bound in between).
+pub trait Accept: Send + Sync + 'static {
+    /// The next connection.
+    fn accept(&self) -> impl Future<Output = io::Result<TcpStream>> + Send;
+}
+
+impl Accept for TcpListener {
+    async fn accept(&self) -> io::Result<TcpStream> {
+        TcpListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+impl<T: Accept> Accept for Arc<T> {
+    fn accept(&self) -> impl Future<Output = io::Result<TcpStream>> + Send {
+        T::accept(self)
+    }
+}
 
 /// A listener's connection bounds.
 #[derive(Debug, Clone, Copy)]
@@ -95,8 +137,9 @@ impl Drop for Busy {
 
 /// Serves `listener` until the process ends, each request answered by `handle`; `name` labels
 /// the debug lines.
-pub async fn serve<H, F, B>(listener: TcpListener, bounds: Bounds, name: &'static str, handle: H)
+pub async fn serve<L, H, F, B>(listener: L, bounds: Bounds, name: &'static str, handle: H)
 where
+    L: Accept,
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: Body + Send + 'static,
@@ -105,11 +148,21 @@ where
 {
     let slots = Arc::new(Slots::default());
     let mut next_id = 0_u64;
+    let mut failures = 0_u32;
+    let mut failure_log = LogLimiter::new(ACCEPT_LOG_INTERVAL);
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
+        let stream = match listener.accept().await {
+            Ok(stream) => {
+                failures = 0;
+                stream
+            }
             Err(e) => {
-                debug!(listener = name, error = %e, "accept failed");
+                failures = failures.saturating_add(1);
+                let pause = accept_backoff(failures);
+                if let Some(suppressed) = failure_log.allow(std::time::Instant::now()) {
+                    warn!(listener = name, error = %e, failures, pause_ms = pause.as_millis(), suppressed, "accept failed; trying again after a pause");
+                }
+                tokio::time::sleep(pause).await;
                 continue;
             }
         };
@@ -149,5 +202,101 @@ where
             }
             slots.remove(slot.id);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn accept_pauses_double_up_to_the_maximum() {
+        let ms = Duration::from_millis;
+        for (failures, pause) in [
+            (0, ms(10)),
+            (1, ms(10)),
+            (2, ms(20)),
+            (3, ms(40)),
+            (7, ms(640)),
+            (8, ACCEPT_BACKOFF_MAX),
+            (40, ACCEPT_BACKOFF_MAX),
+            (u32::MAX, ACCEPT_BACKOFF_MAX),
+        ] {
+            assert_eq!(accept_backoff(failures), pause, "after {failures} failures");
+        }
+    }
+
+    /// A listener whose first `failures` accepts fail as when the process is out of file
+    /// descriptors, each after a yield (a real error comes back at once, but from a future
+    /// that yields), counting every call.
+    struct Flaky {
+        inner: TcpListener,
+        failures: usize,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl Accept for Flaky {
+        async fn accept(&self) -> io::Result<TcpStream> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            if call < self.failures {
+                tokio::task::yield_now().await;
+                return Err(io::Error::from_raw_os_error(24)); // EMFILE
+            }
+            Accept::accept(&self.inner).await
+        }
+    }
+
+    async fn answer(
+        _req: Request<Incoming>,
+    ) -> Result<Response<http_body_util::Empty<hyper::body::Bytes>>, Infallible> {
+        Ok(Response::new(http_body_util::Empty::new()))
+    }
+
+    const BOUNDS: Bounds = Bounds {
+        max_connections: 4,
+        head_timeout: Duration::from_secs(5),
+    };
+
+    #[tokio::test]
+    async fn a_failing_accept_is_retried_after_a_pause_not_at_once() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let listener = Flaky {
+            inner: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            failures: usize::MAX,
+            calls: calls.clone(),
+        };
+        let window = Duration::from_millis(300);
+        let _ = tokio::time::timeout(window, serve(listener, BOUNDS, "test", answer)).await;
+        // 10 + 20 + 40 + 80 + 160 ms of pauses fill the window: six attempts at most (a loop
+        // retrying at once makes tens of thousands).
+        let calls = calls.load(Ordering::SeqCst);
+        assert!(
+            (2..=6).contains(&calls),
+            "{calls} accept calls in {window:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_are_served_again_once_accept_recovers() {
+        let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let listener = Flaky {
+            inner,
+            failures: 3,
+            calls: Arc::new(AtomicUsize::new(0)),
+        };
+        tokio::spawn(serve(listener, BOUNDS, "test", answer));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+            .await
+            .expect("not served after accept recovered")
+            .unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     }
 }

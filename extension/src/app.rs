@@ -23,7 +23,7 @@ use crate::ingest::protocol::Document;
 use crate::ingest::udp::Ingested;
 use crate::lambda::api::Telemetry;
 use crate::lambda::events::{self, NextEvent};
-use crate::lambda::telemetry::{EpochSeconds, Event, Record};
+use crate::lambda::telemetry::{EpochSeconds, Event, Record, TenantId};
 use crate::lifecycle::{Action, FlushPoints, Input, InvokeKey, Settings};
 use crate::metrics::{self, Metrics};
 use crate::trace::TraceHeader;
@@ -100,6 +100,9 @@ struct App {
     next_seq: u64,
     shutdown_margin: Duration,
     guard_logged: bool,
+    /// The environment's tenant, once a record named one: our log lines about an invocation
+    /// carry it as `tenantId`, as Lambda's do (an environment serves one tenant only).
+    tenant: Option<TenantId>,
 }
 
 /// Runs the loop until the shutdown has ended.
@@ -140,6 +143,7 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         next_seq: 0,
         shutdown_margin: config.shutdown_margin,
         guard_logged: false,
+        tenant: None,
     };
     let mut idle_tick = tokio::time::interval(IDLE_FLUSH_INTERVAL);
     idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -229,9 +233,9 @@ impl App {
             Action::PostRuntime(added) => self.metrics.observe_post_runtime(added),
             Action::GuardTripped { request_id } => {
                 if std::mem::replace(&mut self.guard_logged, true) {
-                    warn!(requestId = %request_id, "no platform.runtimeDone before the invocation's deadline again: not holding invocations until telemetry arrives");
+                    warn!(requestId = %request_id, tenantId = self.tenant_id(), "no platform.runtimeDone before the invocation's deadline again: not holding invocations until telemetry arrives");
                 } else {
-                    error!(requestId = %request_id, "no platform.runtimeDone before the invocation's deadline: not holding invocations (sending in the background) until telemetry arrives again");
+                    error!(requestId = %request_id, tenantId = self.tenant_id(), "no platform.runtimeDone before the invocation's deadline: not holding invocations (sending in the background) until telemetry arrives again");
                 }
             }
             Action::GuardCleared => {
@@ -255,7 +259,7 @@ impl App {
                 let deadline = invoke
                     .deadline_ms
                     .map(|ms| deadline_instant(ms, now, epoch));
-                debug!(requestId = %invoke.request_id, "INVOKE");
+                debug!(requestId = %invoke.request_id, tenantId = self.tenant_id(), "INVOKE");
                 self.enrich_invoke(&invoke, deadline_ms);
                 self.next_seq += 1;
                 let seq = self.next_seq;
@@ -346,7 +350,14 @@ impl App {
         }
     }
 
+    fn tenant_id(&self) -> Option<&str> {
+        self.tenant.as_ref().map(TenantId::as_str)
+    }
+
     fn on_telemetry(&mut self, events: &[Event]) {
+        if self.tenant.is_none() {
+            self.tenant = events.iter().find_map(|e| e.record.tenant_id()).cloned();
+        }
         if let Some(enricher) = self.enricher.as_mut() {
             let docs: Vec<_> = events
                 .iter()
@@ -356,7 +367,8 @@ impl App {
         }
         for event in events {
             if let Record::RuntimeDone(done) = &event.record {
-                debug!(requestId = %done.request_id, status = ?done.status, "platform.runtimeDone");
+                let tenant = done.tenant_id.as_ref().map(TenantId::as_str);
+                debug!(requestId = %done.request_id, tenantId = tenant.or(self.tenant_id()), status = ?done.status, "platform.runtimeDone");
                 self.feed(Input::RuntimeDone(InvokeKey::new(
                     done.request_id.clone(),
                     Some(event.time.0),

@@ -4,7 +4,8 @@
 //! - `Text` (`AWS_LAMBDA_LOG_FORMAT` unset or `Text`): `LEVEL message key=value ...`, no time
 //!   (CloudWatch adds it), as the extension always wrote.
 //! - `JSON`: one JSON object per line from `tracing-subscriber`'s JSON formatter: `timestamp`,
-//!   `level`, `message` and our structured fields (`requestId` where one applies, the key Lambda's own JSON lines use) at the top
+//!   `level`, `message` and our structured fields (`requestId` where one applies, and `tenantId`
+//!   under tenant isolation: the keys Lambda's own JSON lines use) at the top
 //!   level, as Powertools and the managed runtimes write theirs.
 //!
 //! Our events at the configured level; the libraries' (AWS SDK, hyper) at `warn` or quieter,

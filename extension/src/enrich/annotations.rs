@@ -28,11 +28,13 @@ pub enum Builtin {
     OutOfMemory,
     /// `SuppressedInit`: init failed or timed out and was retried inside the first invoke.
     SuppressedInit,
+    /// `TenantId`: the tenant of a function with tenant isolation.
+    TenantId,
 }
 
 impl Builtin {
     /// Every built-in annotation.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::ColdStart,
         Self::FunctionName,
         Self::FunctionVersion,
@@ -40,6 +42,7 @@ impl Builtin {
         Self::ProactiveInit,
         Self::OutOfMemory,
         Self::SuppressedInit,
+        Self::TenantId,
     ];
 
     /// The annotation key.
@@ -52,6 +55,7 @@ impl Builtin {
             Self::ProactiveInit => "ProactiveInit",
             Self::OutOfMemory => "OutOfMemory",
             Self::SuppressedInit => "SuppressedInit",
+            Self::TenantId => "TenantId",
         }
     }
 
@@ -69,7 +73,7 @@ pub struct BuiltinSet(u8);
 impl BuiltinSet {
     /// All built-ins.
     pub fn all() -> Self {
-        Self(u8::MAX >> 1)
+        Self(Builtin::ALL.iter().fold(0, |set, b| set | Self::bit(*b)))
     }
 
     /// None.
@@ -143,8 +147,10 @@ pub fn parse_static(s: &str) -> (Vec<(String, Value)>, Vec<Rejected>) {
             rejected.push(reject("key is a built-in annotation"));
         } else if out.iter().any(|(k, _)| k == key) {
             rejected.push(reject("duplicate key"));
-        } else if value.is_empty() || value.chars().count() > MAX_VALUE_LEN {
-            rejected.push(reject("values are 1-1000 characters"));
+        } else if !is_indexable_string(value) {
+            rejected.push(reject(
+                "values are 1-1000 characters, no control characters",
+            ));
         } else if out.len() == MAX_STATIC_ANNOTATIONS {
             rejected.push(reject("at most 10 static annotations"));
         } else {
@@ -152,6 +158,14 @@ pub fn parse_static(s: &str) -> (Vec<(String, Value)>, Vec<Rejected>) {
         }
     }
     (out, rejected)
+}
+
+/// Whether X-Ray indexes `s` as an annotation's string value as it is: 1 to [`MAX_VALUE_LEN`]
+/// characters (X-Ray cuts longer ones, and a filter on the whole value would then find
+/// nothing), none of them a control character (no filter expression can write one). A value
+/// from outside that fails is left out rather than sent altered.
+pub fn is_indexable_string(s: &str) -> bool {
+    !s.is_empty() && s.chars().count() <= MAX_VALUE_LEN && !s.chars().any(char::is_control)
 }
 
 fn typed(value: &str) -> Value {
@@ -228,6 +242,31 @@ mod tests {
     }
 
     #[test]
+    fn indexable_strings_follow_x_rays_annotation_rules() {
+        for ok in [
+            "blue",
+            "tenant-42",
+            "a b",
+            "ünïcödé",
+            &"x".repeat(MAX_VALUE_LEN),
+        ] {
+            assert!(is_indexable_string(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "line\nbreak",
+            "tab\there",
+            "nul\0",
+            "del\u{7f}",
+            &"x".repeat(MAX_VALUE_LEN + 1),
+        ] {
+            assert!(!is_indexable_string(bad), "{bad:?}");
+        }
+        // Counted in characters, not bytes.
+        assert!(is_indexable_string(&"é".repeat(MAX_VALUE_LEN)));
+    }
+
+    #[test]
     fn builtin_selection() {
         let (set, unknown) = BuiltinSet::parse("coldstart, InitType,Bogus");
         assert!(set.contains(Builtin::ColdStart));
@@ -235,6 +274,9 @@ mod tests {
         assert!(!set.contains(Builtin::FunctionName));
         assert_eq!(unknown, ["Bogus"]);
         assert!(Builtin::ALL.iter().all(|b| BuiltinSet::all().contains(*b)));
+        let (tenant, unknown) = BuiltinSet::parse("TenantId");
+        assert!(unknown.is_empty());
+        assert!(tenant.contains(Builtin::TenantId) && !tenant.contains(Builtin::ColdStart));
         assert!(
             Builtin::ALL
                 .iter()

@@ -30,7 +30,7 @@ use serde_json::Value;
 use tracing::warn;
 
 use crate::ingest::protocol::Document;
-use crate::lambda::telemetry::{EpochSeconds, Event, InitializationType, Record};
+use crate::lambda::telemetry::{EpochSeconds, Event, InitializationType, Record, TenantId};
 use crate::trace::{IdSource, SegmentId, TraceHeader};
 use annotations::BuiltinSet;
 use render::Context;
@@ -108,6 +108,9 @@ pub struct Enricher {
     start_sent: bool,
     /// Documents we could not build (too large), for the log.
     refused: u64,
+    /// The environment's tenant: the first a record named. Lambda never shares an environment
+    /// between tenants, so it stands for an invocation whose own records did not name one.
+    tenant: Option<TenantId>,
 }
 
 impl Enricher {
@@ -136,6 +139,7 @@ impl Enricher {
             start_id: None,
             start_sent: false,
             refused: 0,
+            tenant: None,
         }
     }
 
@@ -154,6 +158,7 @@ impl Enricher {
             settings: &self.settings,
             env: &self.env,
             init: &self.init,
+            tenant: self.tenant.as_ref(),
         }
     }
 
@@ -231,6 +236,10 @@ impl Enricher {
     /// One Telemetry API record.
     pub fn on_telemetry(&mut self, event: &Event) -> Vec<Document> {
         let t = event.time;
+        let tenant = event.record.tenant_id();
+        if self.tenant.is_none() {
+            self.tenant = tenant.cloned();
+        }
         match &event.record {
             Record::InitStart(s) => {
                 if s.initialization_type == Some(InitializationType::LambdaManagedInstances) {
@@ -261,6 +270,9 @@ impl Enricher {
                     if inv.trace.is_none() {
                         inv.trace = trace;
                     }
+                    if tenant.is_some() {
+                        inv.tenant_id = tenant.cloned();
+                    }
                 }
                 out.extend(self.emit_if_ready(index));
                 return out;
@@ -277,6 +289,9 @@ impl Enricher {
                     if inv.trace.is_none() {
                         inv.trace = trace;
                     }
+                    if tenant.is_some() {
+                        inv.tenant_id = tenant.cloned();
+                    }
                 }
                 out.extend(self.emit_if_ready(index));
                 return out;
@@ -290,6 +305,9 @@ impl Enricher {
                 inv.report = Some((t, r.clone()));
                 if inv.trace.is_none() {
                     inv.trace = trace;
+                }
+                if tenant.is_some() {
+                    inv.tenant_id = tenant.cloned();
                 }
                 if inv.done.is_none() {
                     // No runtimeDone (Lambda Managed Instances): the report says how it ended.
@@ -431,7 +449,7 @@ fn render_documents(
     let kind = ctx.classify(inv);
     if with_start
         && inv.first
-        && let (Some(sub), Some(id)) = (ctx.start_subsegment(kind), start_id)
+        && let (Some(sub), Some(id)) = (ctx.start_subsegment(kind, inv), start_id)
     {
         start_built = true;
         match document::independent(trace.root, parent, &sub, id) {
@@ -455,5 +473,7 @@ fn trace_of(value: Option<&str>) -> Option<TraceHeader> {
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod tenant_tests;
 #[cfg(test)]
 mod tests;

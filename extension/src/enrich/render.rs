@@ -8,7 +8,7 @@ use super::annotations::Builtin;
 use super::document::{Cause, Child, Subsegment, clip};
 use super::state::{InitPhase, Invocation, max_time};
 use super::{Environment, METADATA_NAMESPACE, PROACTIVE_INIT_GAP_SECONDS, Settings};
-use crate::lambda::telemetry::{EpochSeconds, InitializationType, Span, Status};
+use crate::lambda::telemetry::{EpochSeconds, InitializationType, Span, Status, TenantId};
 
 /// How an invocation started, as its caller saw it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,6 +48,8 @@ pub struct Context<'a> {
     pub env: &'a Environment,
     /// The init and restore records.
     pub init: &'a InitPhase,
+    /// The environment's tenant, when a record named one.
+    pub tenant: Option<&'a TenantId>,
 }
 
 impl Context<'_> {
@@ -96,15 +98,33 @@ impl Context<'_> {
         }
     }
 
-    /// `Cold Start` or `Restore` for the first invocation of `kind`, when its records are in.
-    pub fn start_subsegment(&self, kind: StartKind) -> Option<Subsegment> {
-        match kind {
+    /// `Cold Start` or `Restore` for the first invocation `inv` of `kind`, when its records
+    /// are in; it carries the tenant's annotation, as the environment serves that tenant only.
+    pub fn start_subsegment(&self, kind: StartKind, inv: &Invocation) -> Option<Subsegment> {
+        let mut sub = match kind {
             StartKind::Cold | StartKind::SuppressedInit => self.cold_start(kind),
             StartKind::Restore => self.restore(),
             StartKind::Warm
             | StartKind::Provisioned
             | StartKind::Proactive { .. }
             | StartKind::Managed => None,
+        }?;
+        self.annotate_tenant(&mut sub.annotations, inv);
+        Some(sub)
+    }
+
+    /// The invocation's tenant: its records', else the environment's.
+    fn tenant_of<'i>(&'i self, inv: &'i Invocation) -> Option<&'i TenantId> {
+        inv.tenant_id.as_ref().or(self.tenant)
+    }
+
+    fn annotate_tenant(&self, a: &mut Map<String, Value>, inv: &Invocation) {
+        if let (true, Some(tenant)) = (
+            self.settings.builtins.contains(Builtin::TenantId),
+            self.tenant_of(inv),
+        ) {
+            // Checked at decoding: X-Ray indexes it as it is.
+            a.insert(Builtin::TenantId.key().into(), json!(tenant.as_str()));
         }
     }
 
@@ -330,6 +350,7 @@ impl Context<'_> {
         {
             a.insert(Builtin::OutOfMemory.key().into(), json!(true));
         }
+        self.annotate_tenant(&mut a, inv);
         for (k, v) in &self.settings.static_annotations {
             a.insert(k.clone(), v.clone());
         }

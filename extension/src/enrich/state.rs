@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use crate::lambda::telemetry::{
     EpochSeconds, InitStart, InitializationType, Phase, PhaseDone, PhaseReport, Report,
-    RuntimeDone, Status,
+    RuntimeDone, Status, TenantId,
 };
 use crate::trace::{SegmentId, TraceHeader, TraceId};
 
@@ -157,6 +157,8 @@ pub struct Invocation {
     pub report: Option<(EpochSeconds, Report)>,
     /// SHUTDOWN came while it had not finished: when, and the reason.
     pub killed_at_shutdown: Option<(EpochSeconds, String)>,
+    /// The tenant its records name (tenant isolation).
+    pub tenant_id: Option<TenantId>,
     /// Id of its `Runtime` subsegment, stable across re-sends.
     pub runtime_id: SegmentId,
     /// The environment's first invocation.
@@ -343,6 +345,7 @@ impl Invocations {
             done: None,
             report: None,
             killed_at_shutdown: None,
+            tenant_id: None,
             runtime_id: new_id(),
             first,
             emitted: false,
@@ -420,6 +423,7 @@ mod tests {
                         metrics: None,
                         spans: Vec::new(),
                         tracing: None,
+                        tenant_id: None,
                     },
                 ));
             }
@@ -433,6 +437,7 @@ mod tests {
                         metrics: crate::lambda::telemetry::ReportMetrics::default(),
                         spans: Vec::new(),
                         tracing: None,
+                        tenant_id: None,
                     },
                 ));
             }

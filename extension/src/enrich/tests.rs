@@ -18,8 +18,17 @@ fn time(v: &Value) -> EpochSeconds {
 
 /// Runs a fixture; returns the documents produced by each step, parsed.
 fn run_with(name: &str, settings: Settings) -> Vec<Vec<Value>> {
+    run_fixture(&fixture(name), settings)
+}
+
+/// A fixture of fixtures/enrich, parsed.
+pub(super) fn fixture(name: &str) -> Value {
     let path = format!("{}/fixtures/enrich/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Runs a parsed fixture; returns the documents produced by each step, parsed.
+pub(super) fn run_fixture(fixture: &Value, settings: Settings) -> Vec<Vec<Value>> {
     let e = &fixture["environment"];
     let env = Environment {
         function_name: e["functionName"].as_str().map(String::from),
@@ -326,6 +335,7 @@ fn the_number_of_tracked_invocations_is_bounded() {
                 request_id: format!("r-{i}"),
                 version: None,
                 tracing: None,
+                tenant_id: None,
             }),
         };
         e.on_telemetry(&ev);

@@ -7,9 +7,13 @@
 //! it is missing, `null` or of an unexpected type, so a deviation in a field we only use for
 //! enrichment never costs us the `platform.runtimeDone` that releases an invocation. Pure: no I/O.
 
+mod fields;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+use fields::Fields;
 
 /// Seconds since the Unix epoch, as X-Ray documents carry them.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
@@ -234,6 +238,8 @@ pub struct Start {
     pub version: Option<String>,
     /// Trace context, when traced.
     pub tracing: Option<TracingContext>,
+    /// The tenant of a function with tenant isolation (see [`TenantId`]).
+    pub tenant_id: Option<TenantId>,
 }
 
 /// `platform.runtimeDone`.
@@ -251,6 +257,8 @@ pub struct RuntimeDone {
     pub spans: Vec<Span>,
     /// Trace context, when traced.
     pub tracing: Option<TracingContext>,
+    /// The tenant, as AWS's runtime core writes it here too (see [`TenantId`]).
+    pub tenant_id: Option<TenantId>,
 }
 
 /// `platform.report`.
@@ -268,6 +276,27 @@ pub struct Report {
     pub spans: Vec<Span>,
     /// Trace context, when traced.
     pub tracing: Option<TracingContext>,
+    /// The tenant of a function with tenant isolation (see [`TenantId`]).
+    pub tenant_id: Option<TenantId>,
+}
+
+/// The `tenantId` of a function with tenant isolation (`TenantIsolationMode=PER_TENANT`): never
+/// empty, and a value X-Ray takes as an annotation
+/// ([`crate::enrich::annotations::is_indexable_string`]). Records of other functions carry
+/// `""`, `null` or nothing: no tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// A tenant id that can be indexed, or `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        crate::enrich::annotations::is_indexable_string(s).then(|| Self(s.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// One platform record we understand, or the name of one we skip.
@@ -293,6 +322,18 @@ pub enum Record {
     Report(Report),
     /// Any other type (`platform.extension`, `platform.telemetrySubscription`, future ones).
     Other(String),
+}
+
+impl Record {
+    /// The tenant the record names, when it names one.
+    pub fn tenant_id(&self) -> Option<&TenantId> {
+        match self {
+            Self::Start(s) => s.tenant_id.as_ref(),
+            Self::RuntimeDone(d) => d.tenant_id.as_ref(),
+            Self::Report(r) => r.tenant_id.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 /// A record with its time.
@@ -328,6 +369,19 @@ struct Envelope<'a> {
     record: Option<&'a RawValue>,
 }
 
+/// The record types we read; any other is kept as [`Record::Other`] without reading it.
+const READ_TYPES: [&str; 9] = [
+    "platform.initStart",
+    "platform.initRuntimeDone",
+    "platform.initReport",
+    "platform.restoreStart",
+    "platform.restoreRuntimeDone",
+    "platform.restoreReport",
+    "platform.start",
+    "platform.runtimeDone",
+    "platform.report",
+];
+
 /// Decodes a Telemetry API POST body record by record. `received` (when the body reached us)
 /// stands in for a record's `time` that is missing or unreadable.
 pub fn decode(body: &[u8], received: EpochSeconds) -> Decoded {
@@ -362,6 +416,14 @@ fn decode_one(element: &str, received: EpochSeconds, f: &mut Fields) -> Option<E
         f.ignored += 1;
         received
     });
+    // Records of the types we skip are not read at all: their shapes are not ours to check
+    // (AWS's runtime core writes `platform.fault` with other field names than the rest).
+    if !READ_TYPES.contains(&&*env.kind) {
+        return Some(Event {
+            time,
+            record: Record::Other(env.kind.into_owned()),
+        });
+    }
     // A record that is not an object reads as an empty one: only the invocation records,
     // which need their `requestId`, are lost with it.
     let map: Map<String, Value> = match env.record.map(RawValue::get) {
@@ -387,6 +449,7 @@ fn decode_one(element: &str, received: EpochSeconds, f: &mut Fields) -> Option<E
             request_id: request_id(m)?,
             version: f.string(m, "version"),
             tracing: f.tracing(m),
+            tenant_id: f.tenant_id(m),
         }),
         "platform.runtimeDone" => Record::RuntimeDone(RuntimeDone {
             request_id: request_id(m)?,
@@ -398,6 +461,7 @@ fn decode_one(element: &str, received: EpochSeconds, f: &mut Fields) -> Option<E
             }),
             spans: f.spans(m),
             tracing: f.tracing(m),
+            tenant_id: f.tenant_id(m),
         }),
         "platform.report" => Record::Report(Report {
             request_id: request_id(m)?,
@@ -409,6 +473,7 @@ fn decode_one(element: &str, received: EpochSeconds, f: &mut Fields) -> Option<E
                 .unwrap_or_default(),
             spans: f.spans(m),
             tracing: f.tracing(m),
+            tenant_id: f.tenant_id(m),
         }),
         other => Record::Other(other.to_owned()),
     };
@@ -423,485 +488,5 @@ fn request_id(m: &Map<String, Value>) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Reads optional fields one by one, counting those present (not `null`) but unreadable.
-#[derive(Debug, Default)]
-struct Fields {
-    ignored: usize,
-}
-
-impl Fields {
-    fn field<'m, T>(
-        &mut self,
-        m: &'m Map<String, Value>,
-        key: &str,
-        read: impl FnOnce(&'m Value) -> Option<T>,
-    ) -> Option<T> {
-        match m.get(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => {
-                let got = read(v);
-                if got.is_none() {
-                    self.ignored += 1;
-                }
-                got
-            }
-        }
-    }
-
-    fn string(&mut self, m: &Map<String, Value>, key: &str) -> Option<String> {
-        self.field(m, key, |v| v.as_str().map(str::to_owned))
-    }
-
-    fn float(&mut self, m: &Map<String, Value>, key: &str) -> Option<f64> {
-        self.field(m, key, |v| v.as_f64().filter(|x| x.is_finite()))
-    }
-
-    /// A non-negative integer; an integral float (`2.0`) counts as one.
-    fn count(&mut self, m: &Map<String, Value>, key: &str) -> Option<u64> {
-        self.field(m, key, |v| {
-            v.as_u64().or_else(|| {
-                let x = v.as_f64()?;
-                #[allow(
-                    clippy::cast_possible_truncation,
-                    clippy::cast_sign_loss,
-                    reason = "checked: integral, non-negative and below 2^53"
-                )]
-                (x.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&x))
-                    .then_some(x as u64)
-            })
-        })
-    }
-
-    fn object<'m>(
-        &mut self,
-        m: &'m Map<String, Value>,
-        key: &str,
-    ) -> Option<&'m Map<String, Value>> {
-        self.field(m, key, Value::as_object)
-    }
-
-    fn status(&mut self, m: &Map<String, Value>) -> Option<Status> {
-        self.field(m, "status", |v| v.as_str().map(Status::parse))
-    }
-
-    fn init_type(&mut self, m: &Map<String, Value>) -> Option<InitializationType> {
-        self.field(m, "initializationType", |v| {
-            v.as_str().map(InitializationType::parse)
-        })
-    }
-
-    fn phase(&mut self, m: &Map<String, Value>) -> Option<Phase> {
-        self.field(m, "phase", |v| v.as_str().map(Phase::parse))
-    }
-
-    fn tracing(&mut self, m: &Map<String, Value>) -> Option<TracingContext> {
-        let t = self.object(m, "tracing")?;
-        // Without its value the context says nothing: left out as a whole.
-        let Some(value) = t.get("value").and_then(Value::as_str) else {
-            self.ignored += 1;
-            return None;
-        };
-        Some(TracingContext {
-            span_id: self.string(t, "spanId"),
-            kind: self.string(t, "type"),
-            value: value.to_owned(),
-        })
-    }
-
-    /// The spans that can be read; one unreadable span is left out, not the others.
-    fn spans(&mut self, m: &Map<String, Value>) -> Vec<Span> {
-        let Some(items) = self.field(m, "spans", Value::as_array) else {
-            return Vec::new();
-        };
-        items
-            .iter()
-            .filter_map(|item| {
-                let span = item.as_object().and_then(|s| {
-                    Some(Span {
-                        name: s.get("name")?.as_str()?.to_owned(),
-                        start: EpochSeconds::parse_rfc3339(s.get("start")?.as_str()?)?,
-                        duration_ms: s.get("durationMs")?.as_f64().filter(|x| x.is_finite())?,
-                    })
-                });
-                if span.is_none() {
-                    self.ignored += 1;
-                }
-                span
-            })
-            .collect()
-    }
-
-    fn init_start(&mut self, m: &Map<String, Value>) -> InitStart {
-        InitStart {
-            initialization_type: self.init_type(m),
-            phase: self.phase(m),
-            runtime_version: self.string(m, "runtimeVersion"),
-            runtime_version_arn: self.string(m, "runtimeVersionArn"),
-            function_name: self.string(m, "functionName"),
-            function_version: self.string(m, "functionVersion"),
-            instance_id: self.string(m, "instanceId"),
-            instance_max_memory: self.count(m, "instanceMaxMemory"),
-        }
-    }
-
-    fn phase_done(&mut self, m: &Map<String, Value>) -> PhaseDone {
-        PhaseDone {
-            initialization_type: self.init_type(m),
-            phase: self.phase(m),
-            status: self.status(m),
-            error_type: self.string(m, "errorType"),
-        }
-    }
-
-    fn phase_report(&mut self, m: &Map<String, Value>) -> PhaseReport {
-        PhaseReport {
-            initialization_type: self.init_type(m),
-            phase: self.phase(m),
-            status: self.status(m),
-            metrics: PhaseMetrics {
-                duration_ms: self
-                    .object(m, "metrics")
-                    .and_then(|x| self.float(x, "durationMs"))
-                    .unwrap_or_default(),
-            },
-            spans: self.spans(m),
-        }
-    }
-
-    fn report_metrics(&mut self, x: &Map<String, Value>) -> ReportMetrics {
-        ReportMetrics {
-            duration_ms: self.float(x, "durationMs").unwrap_or_default(),
-            billed_duration_ms: self.count(x, "billedDurationMs"),
-            memory_size_mb: self.count(x, "memorySizeMB"),
-            max_memory_used_mb: self.count(x, "maxMemoryUsedMB"),
-            init_duration_ms: self.float(x, "initDurationMs"),
-            restore_duration_ms: self.float(x, "restoreDurationMs"),
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// When the test bodies "arrived": 2022-10-12T00:00:16Z.
-    const RECEIVED: EpochSeconds = EpochSeconds(1_665_532_816.0);
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/fixtures/telemetry/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
-
-    #[test]
-    fn decodes_the_documented_records() {
-        let d = decode(&fixture("cold_invoke.json"), RECEIVED);
-        assert_eq!(d.invalid, 0);
-        let kinds: Vec<&str> = d
-            .events
-            .iter()
-            .map(|e| match &e.record {
-                Record::InitStart(_) => "initStart",
-                Record::InitRuntimeDone(_) => "initRuntimeDone",
-                Record::InitReport(_) => "initReport",
-                Record::Start(_) => "start",
-                Record::RuntimeDone(_) => "runtimeDone",
-                Record::Report(_) => "report",
-                Record::Other(o) => o.as_str(),
-                _ => "restore",
-            })
-            .collect();
-        assert_eq!(
-            kinds,
-            [
-                "initStart",
-                "platform.extension",
-                "platform.telemetrySubscription",
-                "initRuntimeDone",
-                "initReport",
-                "start",
-                "runtimeDone",
-                "report"
-            ]
-        );
-        assert_eq!(d.skipped, 2);
-        let Record::RuntimeDone(done) = &d.events[6].record else {
-            panic!("not runtimeDone")
-        };
-        assert_eq!(done.request_id, "6d68ca91-49c9-448d-89b8-7ca3e6dc66aa");
-        assert_eq!(done.status, Some(Status::Success));
-        assert_eq!(done.spans.len(), 3);
-        assert_eq!(done.metrics.as_ref().unwrap().produced_bytes, Some(8));
-        let Record::Report(report) = &d.events[7].record else {
-            panic!("not report")
-        };
-        assert_eq!(report.metrics.billed_duration_ms, Some(694));
-        assert_eq!(report.metrics.max_memory_used_mb, Some(84));
-        assert_eq!(report.metrics.init_duration_ms, Some(397.68));
-        let Record::InitStart(init) = &d.events[0].record else {
-            panic!("not initStart")
-        };
-        assert_eq!(init.initialization_type, Some(InitializationType::OnDemand));
-        assert_eq!(init.phase, Some(Phase::Init));
-        assert_eq!(init.instance_max_memory, Some(268_435_456));
-    }
-
-    #[test]
-    fn one_bad_or_unknown_record_does_not_reject_the_batch() {
-        let d = decode(&fixture("mixed_unknown_and_bad.json"), RECEIVED);
-        // Only the runtimeDone without a requestId is lost; the start whose time is unreadable
-        // is kept, timed when it arrived.
-        assert_eq!(d.invalid, 1, "{d:?}");
-        assert_eq!(d.fields_ignored, 1, "{d:?}");
-        assert!(d.events.iter().any(
-            |e| matches!(&e.record, Record::Start(s) if s.request_id == "r-1")
-                && e.time == RECEIVED
-        ));
-        assert!(
-            d.events
-                .iter()
-                .any(|e| matches!(&e.record, Record::RestoreStart(_)))
-        );
-        assert!(
-            d.events
-                .iter()
-                .any(|e| matches!(&e.record, Record::Other(o) if o == "platform.someFutureEvent"))
-        );
-        assert!(
-            d.events
-                .iter()
-                .any(|e| matches!(&e.record, Record::RuntimeDone(r) if r.request_id == "r-2"))
-        );
-    }
-
-    #[test]
-    fn a_body_that_is_not_an_array_is_one_invalid_element() {
-        assert_eq!(decode(b"{}", RECEIVED).invalid, 1);
-        assert_eq!(decode(b"garbage", RECEIVED).invalid, 1);
-        assert_eq!(decode(b"[]", RECEIVED), Decoded::default());
-    }
-
-    #[test]
-    fn times_are_epoch_seconds() {
-        let t = EpochSeconds::parse_rfc3339("2022-10-12T00:00:15.064Z").unwrap();
-        assert!((t.0 - 1_665_532_815.064).abs() < 1e-6);
-        assert!((t.plus_ms(936.0).0 - 1_665_532_816.0).abs() < 1e-6);
-        assert!(EpochSeconds::parse_rfc3339("yesterday").is_none());
-        // Found by fuzzing: pre-1970 times gave negative start times.
-        assert!(EpochSeconds::parse_rfc3339("1969-12-31T23:59:59Z").is_none());
-        assert!(EpochSeconds::parse_rfc3339("1970-01-01T00:00:00Z").is_none());
-    }
-
-    #[test]
-    fn documented_deviations_keep_the_record_and_lose_only_the_field() {
-        let body = r#"[{"time":"2022-10-12T00:00:15.690Z","type":"platform.runtimeDone","record":{
-            "requestId":"r","status":"timeout","errorType":null,"spans":null,
-            "tracing":{"spanId":"54565fb41ac79632","type":"X-Amzn-Trace-Id"},
-            "metrics":{"durationMs":"soon","producedBytes":2.0}}},
-          {"time":"2022-10-12T00:00:15.695Z","type":"platform.report","record":{
-            "requestId":"r","status":"weird","metrics":{"durationMs":3.5,"billedDurationMs":4.0,"maxMemoryUsedMB":2.5},
-            "spans":[{"name":"extensionOverhead","start":"2022-10-12T00:00:15.690Z"},
-                     {"name":"other","start":"2022-10-12T00:00:15.690Z","durationMs":1.0}]}},
-          {"time":"2022-10-12T00:00:14.600Z","type":"platform.initStart","record":{
-            "initializationType":"some-future-kind","phase":7,"instanceMaxMemory":-1}}]"#;
-        let d = decode(body.as_bytes(), RECEIVED);
-        assert_eq!(d.invalid, 0, "{d:?}");
-        let Record::RuntimeDone(done) = &d.events[0].record else {
-            panic!("{d:?}")
-        };
-        assert_eq!(done.status, Some(Status::Timeout));
-        assert_eq!(done.error_type, None);
-        assert!(done.spans.is_empty());
-        assert_eq!(
-            done.tracing, None,
-            "tracing without value is no trace context"
-        );
-        let metrics = done.metrics.as_ref().unwrap();
-        assert_eq!(metrics.produced_bytes, Some(2));
-        assert!(metrics.duration_ms.abs() < f64::EPSILON);
-        let Record::Report(report) = &d.events[1].record else {
-            panic!("{d:?}")
-        };
-        assert_eq!(report.status, Some(Status::Unknown("weird".into())));
-        assert_eq!(report.metrics.billed_duration_ms, Some(4));
-        assert_eq!(report.metrics.max_memory_used_mb, None);
-        assert_eq!(report.spans.len(), 1);
-        assert_eq!(report.spans[0].name, "other");
-        let Record::InitStart(init) = &d.events[2].record else {
-            panic!("{d:?}")
-        };
-        assert_eq!(
-            init.initialization_type,
-            Some(InitializationType::Unknown("some-future-kind".into()))
-        );
-        assert_eq!(init.phase, None);
-        assert_eq!(init.instance_max_memory, None);
-        // tracing.value, durationMs, a span, maxMemoryUsedMB, phase, instanceMaxMemory.
-        assert_eq!(d.fields_ignored, 6, "{d:?}");
-    }
-
-    #[test]
-    fn enums_round_trip_their_wire_values() {
-        for s in ["success", "error", "failure", "timeout", "other"] {
-            assert_eq!(Status::parse(s).as_str(), s);
-        }
-        for s in [
-            "on-demand",
-            "provisioned-concurrency",
-            "snap-start",
-            "lambda-managed-instances",
-            "x",
-        ] {
-            assert_eq!(InitializationType::parse(s).as_str(), s);
-        }
-        assert!(Status::Error.is_fault() && Status::Failure.is_fault());
-        assert!(!Status::Timeout.is_fault() && !Status::parse("x").is_fault());
-        assert_eq!(Phase::parse("invoke"), Phase::Invoke);
-        assert_eq!(serde_json::json!(Status::Timeout), "timeout");
-    }
-
-    /// Every record type, as documented: the cold invoke plus the SnapStart restore records.
-    fn every_record_type() -> Vec<serde_json::Value> {
-        let mut all: Vec<serde_json::Value> =
-            serde_json::from_slice(&fixture("cold_invoke.json")).unwrap();
-        all.extend(
-            serde_json::from_str::<Vec<serde_json::Value>>(
-                r#"[{"time":"2022-10-12T00:00:14.100Z","type":"platform.restoreStart","record":{"runtimeVersion":"java:21.v20","runtimeVersionArn":"arn:x","functionName":"f","functionVersion":"3","instanceId":"i-1","instanceMaxMemory":536870912}},
-                    {"time":"2022-10-12T00:00:14.200Z","type":"platform.restoreRuntimeDone","record":{"status":"success"}},
-                    {"time":"2022-10-12T00:00:14.210Z","type":"platform.restoreReport","record":{"status":"success","metrics":{"durationMs":15.19},"spans":[{"name":"restore","start":"2022-10-12T00:00:14.100Z","durationMs":100.0}]}}]"#,
-            )
-            .unwrap(),
-        );
-        all
-    }
-
-    /// JSON pointers to every value inside `v` (objects' fields and arrays' elements).
-    fn pointers(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
-        let children: Vec<(String, &serde_json::Value)> = match v {
-            serde_json::Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v)).collect(),
-            serde_json::Value::Array(a) => a
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (i.to_string(), v))
-                .collect(),
-            _ => Vec::new(),
-        };
-        for (key, child) in children {
-            let p = format!("{at}/{key}");
-            out.push(p.clone());
-            pointers(child, &p, out);
-        }
-    }
-
-    /// Removes the value at `pointer`, or replaces it.
-    fn mutate(v: &mut serde_json::Value, pointer: &str, with: Option<&serde_json::Value>) {
-        if let Some(new) = with {
-            *v.pointer_mut(pointer).unwrap() = new.clone();
-            return;
-        }
-        let (parent, key) = pointer.rsplit_once('/').unwrap();
-        match v.pointer_mut(parent).unwrap() {
-            serde_json::Value::Object(m) => {
-                m.remove(key);
-            }
-            serde_json::Value::Array(a) => {
-                a.remove(key.parse().unwrap());
-            }
-            _ => unreachable!(),
-        }
-    }
-
-    /// What identifies the invocation that a runtimeDone releases: without it nothing can.
-    fn is_identity(element: &serde_json::Value, pointer: &str) -> bool {
-        element["type"] == "platform.runtimeDone"
-            && ["/type", "/record", "/record/requestId"].contains(&pointer)
-    }
-
-    /// Decodes `body` and runs it through the enrichment: the runtimeDone of `REQUEST` must be
-    /// there (it releases the invocation), and every document produced must be one X-Ray takes.
-    fn assert_releases(body: &[serde_json::Value], what: &str) {
-        const REQUEST: &str = "6d68ca91-49c9-448d-89b8-7ca3e6dc66aa";
-        let text = serde_json::Value::Array(body.to_vec()).to_string();
-        let d = decode(text.as_bytes(), RECEIVED);
-        let released = d
-            .events
-            .iter()
-            .filter(|e| matches!(&e.record, Record::RuntimeDone(r) if r.request_id == REQUEST))
-            .count();
-        assert_eq!(released, 1, "{what}: no release in {d:?}");
-        let mut enricher = crate::enrich::Enricher::with_ids(
-            crate::enrich::Settings::default(),
-            crate::enrich::Environment::default(),
-            crate::trace::IdSource::sequence(0),
-        );
-        let mut docs: Vec<_> = d
-            .events
-            .iter()
-            .flat_map(|e| enricher.on_telemetry(e))
-            .collect();
-        docs.extend(enricher.on_shutdown("spindown", RECEIVED.plus_ms(1000.0)));
-        for doc in docs {
-            crate::ingest::protocol::parse_document(doc.body.as_bytes())
-                .unwrap_or_else(|e| panic!("{what}: enrichment produced {e}: {}", doc.body));
-        }
-    }
-
-    #[test]
-    fn no_deviation_of_any_field_of_any_record_costs_the_release() {
-        let base = every_record_type();
-        let replacements = [
-            serde_json::Value::Null,
-            serde_json::json!(2.0),
-            serde_json::json!(-1),
-            serde_json::json!(true),
-            serde_json::json!("unexpected"),
-            serde_json::json!([]),
-            serde_json::json!({"x": 1}),
-        ];
-        let mut cases = 0;
-        for (i, element) in base.iter().enumerate() {
-            let mut paths = Vec::new();
-            pointers(element, "", &mut paths);
-            for pointer in paths.iter().filter(|p| !is_identity(element, p)) {
-                for with in std::iter::once(None).chain(replacements.iter().map(Some)) {
-                    let mut body = base.clone();
-                    mutate(&mut body[i], pointer, with);
-                    assert_releases(&body, &format!("element {i} {pointer} -> {with:?}"));
-                    cases += 1;
-                }
-            }
-            // Extra fields everywhere in the element.
-            let mut body = base.clone();
-            for pointer in std::iter::once(String::new()).chain(paths) {
-                if let Some(serde_json::Value::Object(m)) = body[i].pointer_mut(&pointer) {
-                    m.insert(
-                        "someNewField".into(),
-                        serde_json::json!({"nested": [1, null]}),
-                    );
-                }
-            }
-            assert_releases(&body, &format!("element {i} with extra fields"));
-            // Another type in its place, and an unknown element next to it.
-            if element["type"] != "platform.runtimeDone" {
-                let mut body = base.clone();
-                body[i]["type"] = serde_json::json!("platform.someFutureEvent");
-                assert_releases(&body, &format!("element {i} of an unknown type"));
-            }
-            let mut body = base.clone();
-            body.insert(i, serde_json::json!({"time": "2022-10-12T00:00:15.000Z", "type": "platform.future", "record": 1}));
-            assert_releases(&body, &format!("an unknown element before {i}"));
-            cases += 3;
-        }
-        // Unknown and unusual statuses on every record that has one.
-        for status in ["throttled", "", "SUCCESS", "timeout"] {
-            let mut body = base.clone();
-            for element in &mut body {
-                if element["record"].get("status").is_some() {
-                    element["record"]["status"] = serde_json::json!(status);
-                }
-            }
-            assert_releases(&body, &format!("status {status:?}"));
-            cases += 1;
-        }
-        assert!(cases > 500, "only {cases} cases");
-    }
-}
+mod tests;

@@ -1,0 +1,379 @@
+//! Decoding tests: the documented records, deviations field by field, and the shapes AWS's own
+//! runtime core writes.
+
+use super::*;
+
+/// When the test bodies "arrived": 2022-10-12T00:00:16Z.
+const RECEIVED: EpochSeconds = EpochSeconds(1_665_532_816.0);
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/fixtures/telemetry/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn decodes_the_documented_records() {
+    let d = decode(&fixture("cold_invoke.json"), RECEIVED);
+    assert_eq!(d.invalid, 0);
+    let kinds: Vec<&str> = d
+        .events
+        .iter()
+        .map(|e| match &e.record {
+            Record::InitStart(_) => "initStart",
+            Record::InitRuntimeDone(_) => "initRuntimeDone",
+            Record::InitReport(_) => "initReport",
+            Record::Start(_) => "start",
+            Record::RuntimeDone(_) => "runtimeDone",
+            Record::Report(_) => "report",
+            Record::Other(o) => o.as_str(),
+            _ => "restore",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "initStart",
+            "platform.extension",
+            "platform.telemetrySubscription",
+            "initRuntimeDone",
+            "initReport",
+            "start",
+            "runtimeDone",
+            "report"
+        ]
+    );
+    assert_eq!(d.skipped, 2);
+    let Record::RuntimeDone(done) = &d.events[6].record else {
+        panic!("not runtimeDone")
+    };
+    assert_eq!(done.request_id, "6d68ca91-49c9-448d-89b8-7ca3e6dc66aa");
+    assert_eq!(done.status, Some(Status::Success));
+    assert_eq!(done.spans.len(), 3);
+    assert_eq!(done.metrics.as_ref().unwrap().produced_bytes, Some(8));
+    let Record::Report(report) = &d.events[7].record else {
+        panic!("not report")
+    };
+    assert_eq!(report.metrics.billed_duration_ms, Some(694));
+    assert_eq!(report.metrics.max_memory_used_mb, Some(84));
+    assert_eq!(report.metrics.init_duration_ms, Some(397.68));
+    let Record::InitStart(init) = &d.events[0].record else {
+        panic!("not initStart")
+    };
+    assert_eq!(init.initialization_type, Some(InitializationType::OnDemand));
+    assert_eq!(init.phase, Some(Phase::Init));
+    assert_eq!(init.instance_max_memory, Some(268_435_456));
+}
+
+#[test]
+fn decodes_what_aws_runtime_core_writes_without_a_loss_or_a_count() {
+    let body = fixture("runtime_core.json");
+    let elements = serde_json::from_slice::<Vec<serde_json::Value>>(&body)
+        .unwrap()
+        .len();
+    let d = decode(&body, RECEIVED);
+    assert_eq!(d.invalid, 0, "{d:?}");
+    assert_eq!(d.fields_ignored, 0, "{d:?}");
+    assert_eq!(d.events.len(), elements, "every record kept");
+    // platform.end twice, platform.fault twice (one of them not even an object).
+    assert_eq!(d.skipped, 4, "{d:?}");
+    let Record::InitStart(init) = &d.events[0].record else {
+        panic!("{d:?}")
+    };
+    assert_eq!(init.function_name.as_deref(), Some("orders"));
+    let tenants: Vec<Option<&str>> = d
+        .events
+        .iter()
+        .filter(|e| matches!(e.record, Record::Start(_) | Record::RuntimeDone(_)))
+        .map(|e| e.record.tenant_id().map(TenantId::as_str))
+        .collect();
+    // A tenant's invocation, then one of a function without tenant isolation (null, "").
+    assert_eq!(tenants, [Some("blue"), Some("blue"), None, None]);
+    let Record::RuntimeDone(done) = &d.events[4].record else {
+        panic!("{d:?}")
+    };
+    assert_eq!(done.spans.len(), 3);
+    assert_eq!(done.metrics.as_ref().unwrap().produced_bytes, Some(42));
+    let reports: Vec<(Option<Status>, Option<&str>, f64)> = d
+        .events
+        .iter()
+        .filter_map(|e| match &e.record {
+            Record::Report(r) => Some((
+                r.status.clone(),
+                r.error_type.as_deref(),
+                r.metrics.duration_ms,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reports,
+        [
+            (Some(Status::Success), None, 102.875),
+            (Some(Status::Timeout), Some("Sandbox.Timedout"), 3000.125),
+            (Some(Status::Error), Some("Runtime.ExitError"), 12.5),
+        ]
+    );
+}
+
+#[test]
+fn one_bad_or_unknown_record_does_not_reject_the_batch() {
+    let d = decode(&fixture("mixed_unknown_and_bad.json"), RECEIVED);
+    // Only the runtimeDone without a requestId is lost; the start whose time is unreadable
+    // is kept, timed when it arrived.
+    assert_eq!(d.invalid, 1, "{d:?}");
+    assert_eq!(d.fields_ignored, 1, "{d:?}");
+    assert!(d.events.iter().any(
+        |e| matches!(&e.record, Record::Start(s) if s.request_id == "r-1") && e.time == RECEIVED
+    ));
+    assert!(
+        d.events
+            .iter()
+            .any(|e| matches!(&e.record, Record::RestoreStart(_)))
+    );
+    assert!(
+        d.events
+            .iter()
+            .any(|e| matches!(&e.record, Record::Other(o) if o == "platform.someFutureEvent"))
+    );
+    assert!(
+        d.events
+            .iter()
+            .any(|e| matches!(&e.record, Record::RuntimeDone(r) if r.request_id == "r-2"))
+    );
+}
+
+#[test]
+fn a_body_that_is_not_an_array_is_one_invalid_element() {
+    assert_eq!(decode(b"{}", RECEIVED).invalid, 1);
+    assert_eq!(decode(b"garbage", RECEIVED).invalid, 1);
+    assert_eq!(decode(b"[]", RECEIVED), Decoded::default());
+}
+
+#[test]
+fn times_are_epoch_seconds() {
+    let t = EpochSeconds::parse_rfc3339("2022-10-12T00:00:15.064Z").unwrap();
+    assert!((t.0 - 1_665_532_815.064).abs() < 1e-6);
+    assert!((t.plus_ms(936.0).0 - 1_665_532_816.0).abs() < 1e-6);
+    assert!(EpochSeconds::parse_rfc3339("yesterday").is_none());
+    // Found by fuzzing: pre-1970 times gave negative start times.
+    assert!(EpochSeconds::parse_rfc3339("1969-12-31T23:59:59Z").is_none());
+    assert!(EpochSeconds::parse_rfc3339("1970-01-01T00:00:00Z").is_none());
+}
+
+#[test]
+fn documented_deviations_keep_the_record_and_lose_only_the_field() {
+    let body = r#"[{"time":"2022-10-12T00:00:15.690Z","type":"platform.runtimeDone","record":{
+        "requestId":"r","status":"timeout","errorType":null,"spans":null,
+        "tracing":{"spanId":"54565fb41ac79632","type":"X-Amzn-Trace-Id"},
+        "metrics":{"durationMs":"soon","producedBytes":2.0}}},
+      {"time":"2022-10-12T00:00:15.695Z","type":"platform.report","record":{
+        "requestId":"r","status":"weird","metrics":{"durationMs":3.5,"billedDurationMs":4.0,"maxMemoryUsedMB":2.5},
+        "spans":[{"name":"extensionOverhead","start":"2022-10-12T00:00:15.690Z"},
+                 {"name":"other","start":"2022-10-12T00:00:15.690Z","durationMs":1.0}]}},
+      {"time":"2022-10-12T00:00:14.600Z","type":"platform.initStart","record":{
+        "initializationType":"some-future-kind","phase":7,"instanceMaxMemory":-1}}]"#;
+    let d = decode(body.as_bytes(), RECEIVED);
+    assert_eq!(d.invalid, 0, "{d:?}");
+    let Record::RuntimeDone(done) = &d.events[0].record else {
+        panic!("{d:?}")
+    };
+    assert_eq!(done.status, Some(Status::Timeout));
+    assert_eq!(done.error_type, None);
+    assert!(done.spans.is_empty());
+    assert_eq!(
+        done.tracing, None,
+        "tracing without value is no trace context"
+    );
+    let metrics = done.metrics.as_ref().unwrap();
+    assert_eq!(metrics.produced_bytes, Some(2));
+    assert!(metrics.duration_ms.abs() < f64::EPSILON);
+    let Record::Report(report) = &d.events[1].record else {
+        panic!("{d:?}")
+    };
+    assert_eq!(report.status, Some(Status::Unknown("weird".into())));
+    assert_eq!(report.metrics.billed_duration_ms, Some(4));
+    assert_eq!(report.metrics.max_memory_used_mb, None);
+    assert_eq!(report.spans.len(), 1);
+    assert_eq!(report.spans[0].name, "other");
+    let Record::InitStart(init) = &d.events[2].record else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        init.initialization_type,
+        Some(InitializationType::Unknown("some-future-kind".into()))
+    );
+    assert_eq!(init.phase, None);
+    assert_eq!(init.instance_max_memory, None);
+    // tracing.value, durationMs, a span, maxMemoryUsedMB, phase, instanceMaxMemory.
+    assert_eq!(d.fields_ignored, 6, "{d:?}");
+}
+
+#[test]
+fn enums_round_trip_their_wire_values() {
+    for s in ["success", "error", "failure", "timeout", "other"] {
+        assert_eq!(Status::parse(s).as_str(), s);
+    }
+    for s in [
+        "on-demand",
+        "provisioned-concurrency",
+        "snap-start",
+        "lambda-managed-instances",
+        "x",
+    ] {
+        assert_eq!(InitializationType::parse(s).as_str(), s);
+    }
+    assert!(Status::Error.is_fault() && Status::Failure.is_fault());
+    assert!(!Status::Timeout.is_fault() && !Status::parse("x").is_fault());
+    assert_eq!(Phase::parse("invoke"), Phase::Invoke);
+    assert_eq!(serde_json::json!(Status::Timeout), "timeout");
+}
+
+/// Every record type, as documented (the cold invoke plus the SnapStart restore records) and as
+/// AWS's runtime core writes them.
+fn every_record_type() -> Vec<serde_json::Value> {
+    let mut all: Vec<serde_json::Value> =
+        serde_json::from_slice(&fixture("cold_invoke.json")).unwrap();
+    all.extend(
+        serde_json::from_slice::<Vec<serde_json::Value>>(&fixture("runtime_core.json")).unwrap(),
+    );
+    all.extend(
+        serde_json::from_str::<Vec<serde_json::Value>>(
+            r#"[{"time":"2022-10-12T00:00:14.100Z","type":"platform.restoreStart","record":{"runtimeVersion":"java:21.v20","runtimeVersionArn":"arn:x","functionName":"f","functionVersion":"3","instanceId":"i-1","instanceMaxMemory":536870912}},
+                {"time":"2022-10-12T00:00:14.200Z","type":"platform.restoreRuntimeDone","record":{"status":"success"}},
+                {"time":"2022-10-12T00:00:14.210Z","type":"platform.restoreReport","record":{"status":"success","metrics":{"durationMs":15.19},"spans":[{"name":"restore","start":"2022-10-12T00:00:14.100Z","durationMs":100.0}]}}]"#,
+        )
+        .unwrap(),
+    );
+    all
+}
+
+/// JSON pointers to every value inside `v` (objects' fields and arrays' elements).
+fn pointers(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    let children: Vec<(String, &serde_json::Value)> = match v {
+        serde_json::Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v)).collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i.to_string(), v))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (key, child) in children {
+        let p = format!("{at}/{key}");
+        out.push(p.clone());
+        pointers(child, &p, out);
+    }
+}
+
+/// Removes the value at `pointer`, or replaces it.
+fn mutate(v: &mut serde_json::Value, pointer: &str, with: Option<&serde_json::Value>) {
+    if let Some(new) = with {
+        *v.pointer_mut(pointer).unwrap() = new.clone();
+        return;
+    }
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    match v.pointer_mut(parent).unwrap() {
+        serde_json::Value::Object(m) => {
+            m.remove(key);
+        }
+        serde_json::Value::Array(a) => {
+            a.remove(key.parse().unwrap());
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// What identifies the invocation that a runtimeDone releases: without it nothing can.
+fn is_identity(element: &serde_json::Value, pointer: &str) -> bool {
+    element["type"] == "platform.runtimeDone"
+        && ["/type", "/record", "/record/requestId"].contains(&pointer)
+}
+
+/// Decodes `body` and runs it through the enrichment: the runtimeDone of `REQUEST` must be
+/// there (it releases the invocation), and every document produced must be one X-Ray takes.
+fn assert_releases(body: &[serde_json::Value], what: &str) {
+    const REQUEST: &str = "6d68ca91-49c9-448d-89b8-7ca3e6dc66aa";
+    let text = serde_json::Value::Array(body.to_vec()).to_string();
+    let d = decode(text.as_bytes(), RECEIVED);
+    let released = d
+        .events
+        .iter()
+        .filter(|e| matches!(&e.record, Record::RuntimeDone(r) if r.request_id == REQUEST))
+        .count();
+    assert_eq!(released, 1, "{what}: no release in {d:?}");
+    let mut enricher = crate::enrich::Enricher::with_ids(
+        crate::enrich::Settings::default(),
+        crate::enrich::Environment::default(),
+        crate::trace::IdSource::sequence(0),
+    );
+    let mut docs: Vec<_> = d
+        .events
+        .iter()
+        .flat_map(|e| enricher.on_telemetry(e))
+        .collect();
+    docs.extend(enricher.on_shutdown("spindown", RECEIVED.plus_ms(1000.0)));
+    for doc in docs {
+        crate::ingest::protocol::parse_document(doc.body.as_bytes())
+            .unwrap_or_else(|e| panic!("{what}: enrichment produced {e}: {}", doc.body));
+    }
+}
+
+#[test]
+fn no_deviation_of_any_field_of_any_record_costs_the_release() {
+    let base = every_record_type();
+    let replacements = [
+        serde_json::Value::Null,
+        serde_json::json!(2.0),
+        serde_json::json!(-1),
+        serde_json::json!(true),
+        serde_json::json!("unexpected"),
+        serde_json::json!([]),
+        serde_json::json!({"x": 1}),
+    ];
+    let mut cases = 0;
+    for (i, element) in base.iter().enumerate() {
+        let mut paths = Vec::new();
+        pointers(element, "", &mut paths);
+        for pointer in paths.iter().filter(|p| !is_identity(element, p)) {
+            for with in std::iter::once(None).chain(replacements.iter().map(Some)) {
+                let mut body = base.clone();
+                mutate(&mut body[i], pointer, with);
+                assert_releases(&body, &format!("element {i} {pointer} -> {with:?}"));
+                cases += 1;
+            }
+        }
+        // Extra fields everywhere in the element.
+        let mut body = base.clone();
+        for pointer in std::iter::once(String::new()).chain(paths) {
+            if let Some(serde_json::Value::Object(m)) = body[i].pointer_mut(&pointer) {
+                m.insert(
+                    "someNewField".into(),
+                    serde_json::json!({"nested": [1, null]}),
+                );
+            }
+        }
+        assert_releases(&body, &format!("element {i} with extra fields"));
+        // Another type in its place, and an unknown element next to it.
+        if element["type"] != "platform.runtimeDone" {
+            let mut body = base.clone();
+            body[i]["type"] = serde_json::json!("platform.someFutureEvent");
+            assert_releases(&body, &format!("element {i} of an unknown type"));
+        }
+        let mut body = base.clone();
+        body.insert(i, serde_json::json!({"time": "2022-10-12T00:00:15.000Z", "type": "platform.future", "record": 1}));
+        assert_releases(&body, &format!("an unknown element before {i}"));
+        cases += 3;
+    }
+    // Unknown and unusual statuses on every record that has one.
+    for status in ["throttled", "", "SUCCESS", "timeout"] {
+        let mut body = base.clone();
+        for element in &mut body {
+            if element["record"].get("status").is_some() {
+                element["record"]["status"] = serde_json::json!(status);
+            }
+        }
+        assert_releases(&body, &format!("status {status:?}"));
+        cases += 1;
+    }
+    assert!(cases > 500, "only {cases} cases");
+}

@@ -1,6 +1,8 @@
 //! The one byte budget for what the receivers hold: documents from their hand-off until their
-//! send settles. A receiver takes permits for a document's bytes before handing it over; the
-//! permit travels with the document and is given back when it is dropped.
+//! send settles, and an OTLP/HTTP request's bytes (its body as read, as inflated, its decoded
+//! form and the documents built from it) while it is decoded. A receiver takes permits for the
+//! bytes before it reads or allocates them; the permits travel with a document and are given
+//! back when it is dropped, and a [`Reservation`] gives back what it holds when it is dropped.
 
 use std::sync::Arc;
 
@@ -76,6 +78,97 @@ impl HandOffBudget {
     pub fn available(&self) -> usize {
         self.permits.available_permits()
     }
+
+    /// The whole budget, in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// An empty reservation on this budget, to grow as the work it covers needs bytes.
+    pub fn reservation(&self) -> Reservation {
+        Reservation {
+            budget: self.clone(),
+            permit: None,
+        }
+    }
+}
+
+/// Why a reservation could not grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    /// It would hold more than the whole budget: it never could.
+    #[error("more than the whole budget")]
+    TooLarge,
+    /// The bytes are held by others now.
+    #[error("no room free now")]
+    NoRoom,
+}
+
+/// Bytes held from the budget for one piece of work (an OTLP/HTTP request being read and
+/// decoded), grown before each allocation it covers and given back when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: HandOffBudget,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Reservation {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.permit
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    /// Takes `bytes` more from the budget now, or says why not (nothing is taken then).
+    pub fn try_grow(&mut self, bytes: usize) -> Result<(), BudgetError> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        if self.bytes().saturating_add(bytes) > self.budget.capacity {
+            return Err(BudgetError::TooLarge);
+        }
+        let wanted = u32::try_from(bytes).map_err(|_| BudgetError::TooLarge)?;
+        let more = self
+            .budget
+            .permits
+            .clone()
+            .try_acquire_many_owned(wanted)
+            .map_err(|_| BudgetError::NoRoom)?;
+        match &mut self.permit {
+            Some(held) => held.merge(more),
+            None => self.permit = Some(more),
+        }
+        Ok(())
+    }
+
+    /// Gives back `bytes` of what it holds (all of it, when it holds less).
+    pub fn release(&mut self, bytes: usize) {
+        if bytes >= self.bytes() {
+            self.permit = None;
+        } else if let Some(held) = &mut self.permit {
+            drop(held.split(bytes));
+        }
+    }
+
+    /// `doc` with permits for its bytes, taken from the budget now (on top of what this
+    /// reservation holds): the document keeps them until its send settles.
+    pub fn admit(&mut self, doc: Document) -> Result<Admitted, (Document, BudgetError)> {
+        let weight = doc.weight();
+        if let Err(e) = self.try_grow(weight) {
+            return Err((doc, e));
+        }
+        match self.permit.as_mut().and_then(|held| held.split(weight)) {
+            Some(permit) => {
+                if self.permit.as_ref().is_some_and(|p| p.num_permits() == 0) {
+                    self.permit = None;
+                }
+                Ok(Admitted { doc, permit })
+            }
+            // Cannot happen: the permits were just taken.
+            None => Err((doc, BudgetError::NoRoom)),
+        }
+    }
 }
 
 /// A document with the hand-off permits for its bytes, released when it is dropped.
@@ -100,6 +193,40 @@ impl Admitted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reservation_grows_within_the_budget_and_gives_back_what_it_holds() {
+        let budget = HandOffBudget::new(1_000);
+        let mut work = budget.reservation();
+        assert_eq!(work.bytes(), 0);
+        work.try_grow(600).unwrap();
+        assert_eq!((work.bytes(), budget.available()), (600, 400));
+        // Another piece of work finds only what is left.
+        let mut other = budget.reservation();
+        assert_eq!(other.try_grow(500), Err(BudgetError::NoRoom));
+        assert_eq!(budget.available(), 400);
+        // More than the whole budget never could fit, whatever is free.
+        assert_eq!(work.try_grow(401), Err(BudgetError::TooLarge));
+        assert_eq!(other.try_grow(1_001), Err(BudgetError::TooLarge));
+        work.release(200);
+        assert_eq!((work.bytes(), budget.available()), (400, 600));
+        other.try_grow(400).unwrap();
+        // A document built under a reservation takes its own permits, which outlive the work.
+        let d = doc(1, 50);
+        let weight = d.weight();
+        let admitted = work.admit(d).unwrap();
+        assert_eq!(work.bytes(), 400);
+        assert_eq!(budget.available(), 200 - weight);
+        drop(work);
+        drop(other);
+        assert_eq!(budget.available(), 1_000 - weight);
+        drop(admitted);
+        assert_eq!(budget.available(), 1_000);
+        let mut again = budget.reservation();
+        again.try_grow(10).unwrap();
+        again.release(50);
+        assert_eq!((again.bytes(), budget.available()), (0, 1_000));
+    }
 
     fn doc(n: u64, pad: usize) -> Document {
         Document {

@@ -63,6 +63,9 @@ pub enum OtlpError {
     /// An OTLP/HTTP JSON body that is not a JSON object.
     #[error("not a JSON object")]
     Json,
+    /// The decoded request was refused the memory it needed.
+    #[error("no room for the decoded request")]
+    NoRoom,
 }
 
 impl OtlpError {
@@ -78,6 +81,7 @@ impl OtlpError {
             Self::ParentSpanId => "otlp_parent_span_id",
             Self::NoSpans => "otlp_no_spans",
             Self::Json => "otlp_json",
+            Self::NoRoom => "otlp_no_room",
         }
     }
 }

@@ -22,4 +22,9 @@ def handler(event, context):
             time.sleep(event.get("sleep_ms", 0) / 1000)
     if event.get("error"):
         raise ValueError("the event asked for an error")
-    return {"sent_ids": ids, "trace_id": xray_recorder.current_segment().trace_id}
+    return {
+        "sent_ids": ids,
+        "trace_id": xray_recorder.current_segment().trace_id,
+        # Lambda-Runtime-Aws-Tenant-Id, as awslambdaric read it.
+        "tenant_id": getattr(context, "tenant_id", None),
+    }

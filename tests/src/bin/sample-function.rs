@@ -17,7 +17,8 @@
 //!
 //! Datagrams go to `AWS_XRAY_DAEMON_ADDRESS` (default `127.0.0.1:2000`), only when the invoke's
 //! trace header says `Sampled=1`. The response is
-//! `{"trace_id": <Root or null>, "sent_ids": [...], "otel_span_ids": [...], "sampled": bool}`.
+//! `{"trace_id": <Root or null>, "tenant_id": <Lambda-Runtime-Aws-Tenant-Id or null>, "sent_ids": [...],
+//! "otel_span_ids": [...], "sampled": bool}`.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, SystemTime};
@@ -173,6 +174,8 @@ async fn handle(
     }
     let answer = json!({
         "trace_id": trace.as_ref().map(|t| t.root.clone()),
+        // Lambda-Runtime-Aws-Tenant-Id, as lambda_runtime read it.
+        "tenant_id": context.tenant_id,
         "sent_ids": sent_ids,
         "otel_span_ids": otel_span_ids,
         "sampled": sampled,

@@ -477,6 +477,7 @@ impl Emulator {
     /// or the function timed out or crashed (then the environment was reset and
     /// [`Invocation::reset`] says how).
     pub async fn invoke(&mut self, invoke: Invoke) -> Result<Invocation, EmulatorError> {
+        self.place_tenant(invoke.tenant.as_deref()).await?;
         let init = if self.shared.read(|s| s.phase) == Phase::Ready {
             None
         } else {
@@ -496,7 +497,12 @@ impl Emulator {
 
         shared.update(|s| {
             s.phase = Phase::Invoking;
-            let start = records::start(&request_id, &config.function_version, tracing.as_ref());
+            let start = records::start(
+                &request_id,
+                &config.function_version,
+                tracing.as_ref(),
+                invoke.tenant.as_deref(),
+            );
             shared.emit(s, started_at, "platform.start", start);
             let _ = s.runtime.sender.try_send(RuntimeInvoke {
                 request_id: request_id.clone(),
@@ -506,6 +512,7 @@ impl Emulator {
                 trace_header: invoke.trace.clone(),
                 client_context: invoke.client_context.clone(),
                 cognito_identity: invoke.cognito_identity.clone(),
+                tenant_id: invoke.tenant.clone(),
             });
             let mut expected = BTreeMap::new();
             for ext in s.extensions.iter().filter(|e| e.wants("INVOKE")) {
@@ -533,6 +540,7 @@ impl Emulator {
                 expected,
                 taken: BTreeMap::new(),
                 next_after: BTreeMap::new(),
+                tenant_id: invoke.tenant.clone(),
             });
         });
 
@@ -568,6 +576,31 @@ impl Emulator {
         Ok(self
             .finish_invocation(outcome, progress, init, platform_tracing)
             .await)
+    }
+
+    /// Tenant isolation: an invoke must name its tenant (and only then may name one), and an
+    /// environment serves one tenant: an invoke for another ends this environment (`spindown`)
+    /// so that it runs in a fresh one, as Lambda would run it in another.
+    async fn place_tenant(&mut self, tenant: Option<&str>) -> Result<(), EmulatorError> {
+        let isolated = self.shared.config.tenant_isolation;
+        match tenant {
+            None if isolated => return Err(EmulatorError::TenantRequired),
+            Some(t) if !isolated || t.is_empty() => {
+                return Err(EmulatorError::TenantNotAccepted {
+                    tenant: t.to_owned(),
+                });
+            }
+            _ => {}
+        }
+        let serving = self.shared.read(|s| s.tenant.clone());
+        if let (Some(serving), Some(wanted)) = (serving, tenant)
+            && serving != wanted
+            && self.is_initialized()
+        {
+            self.reset(ShutdownReason::Spindown).await;
+        }
+        self.shared.update(|s| s.tenant = tenant.map(str::to_owned));
+        Ok(())
     }
 
     async fn finish_invocation(
@@ -654,6 +687,7 @@ impl Emulator {
                     response: progress.answer.as_ref().map(|(_, t)| *t),
                     done_at: now,
                     produced_bytes: 0,
+                    tenant_id: progress.tenant_id.as_deref(),
                 },
             );
             shared.update(|s| shared.emit(s, now, "platform.runtimeDone", record));
@@ -691,6 +725,7 @@ impl Emulator {
                 max_memory_used_mb,
                 init_duration: self.pending_init_duration.take(),
                 extension_overhead,
+                tenant_id: progress.tenant_id.as_deref(),
             },
         );
         shared.update(|s| shared.emit(s, frozen_at.max(now), "platform.report", report));

@@ -41,7 +41,12 @@ impl Emulator {
                 let tracing = platform
                     .as_ref()
                     .map(|t| records::tracing(&t.span_id, &t.value));
-                let start = records::start(&request_id, &config.function_version, tracing.as_ref());
+                let start = records::start(
+                    &request_id,
+                    &config.function_version,
+                    tracing.as_ref(),
+                    None,
+                );
                 let held_start = if i % REPORT_FIRST_EVERY == 1 {
                     Some(start)
                 } else {
@@ -60,6 +65,7 @@ impl Emulator {
                     expected: BTreeMap::new(),
                     taken: BTreeMap::new(),
                     next_after: BTreeMap::new(),
+                    tenant_id: None,
                 };
                 s.concurrent
                     .insert(request_id.clone(), (progress, held_start));
@@ -71,6 +77,7 @@ impl Emulator {
                     trace_header: invoke.trace.clone(),
                     client_context: invoke.client_context.clone(),
                     cognito_identity: invoke.cognito_identity.clone(),
+                    tenant_id: None,
                 });
                 order.push((request_id, platform));
             }
@@ -133,6 +140,7 @@ pub(crate) fn answer(
             response: Some(timing),
             done_at: timing.body_done_at,
             produced_bytes: 0,
+            tenant_id: None,
         },
     );
     progress.answer = Some((answer, timing));
@@ -166,6 +174,7 @@ fn settle(shared: &Shared, ids: &[String], now: Instant) -> Vec<InvocationProgre
                         response: None,
                         done_at: now,
                         produced_bytes: 0,
+                        tenant_id: None,
                     },
                 );
                 shared.emit(s, now, "platform.report", record);

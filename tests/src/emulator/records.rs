@@ -83,10 +83,19 @@ pub(crate) fn telemetry_subscription(name: &str, types: &[String]) -> Value {
     json!({"name": name, "state": "Subscribed", "types": types})
 }
 
-pub(crate) fn start(request_id: &str, version: &str, tracing: Option<&Value>) -> Value {
+/// `platform.start`; `tenantId` only for a function with tenant isolation.
+pub(crate) fn start(
+    request_id: &str,
+    version: &str,
+    tracing: Option<&Value>,
+    tenant_id: Option<&str>,
+) -> Value {
     let mut record = json!({"requestId": request_id, "version": version});
     if let Some(tracing) = tracing {
         record["tracing"] = tracing.clone();
+    }
+    if let Some(tenant) = tenant_id {
+        record["tenantId"] = json!(tenant);
     }
     record
 }
@@ -102,6 +111,9 @@ pub(crate) struct RuntimeDone<'a> {
     pub response: Option<ResponseTiming>,
     pub done_at: Instant,
     pub produced_bytes: usize,
+    /// The tenant (tenant isolation); runtimeDone says `""` without one, as AWS's runtime core
+    /// writes it.
+    pub tenant_id: Option<&'a str>,
 }
 
 /// When a response arrived.
@@ -117,6 +129,7 @@ pub(crate) fn runtime_done(clock: &Clock, done: &RuntimeDone<'_>) -> Value {
     let mut record = Map::new();
     record.insert("requestId".into(), json!(done.request_id));
     record.insert("status".into(), json!(done.status));
+    record.insert("tenantId".into(), json!(done.tenant_id.unwrap_or_default()));
     if let Some(error_type) = done.error_type {
         record.insert("errorType".into(), json!(error_type));
     }
@@ -162,6 +175,8 @@ pub(crate) struct Report<'a> {
     pub init_duration: Option<Duration>,
     /// From the runtime's done to the last extension's next.
     pub extension_overhead: Option<(Instant, Duration)>,
+    /// The tenant (tenant isolation only).
+    pub tenant_id: Option<&'a str>,
 }
 
 pub(crate) fn report(clock: &Clock, report: &Report<'_>) -> Value {
@@ -198,6 +213,9 @@ pub(crate) fn report(clock: &Clock, report: &Report<'_>) -> Value {
     }
     if let Some(tracing) = report.tracing {
         record["tracing"] = tracing.clone();
+    }
+    if let Some(tenant) = report.tenant_id {
+        record["tenantId"] = json!(tenant);
     }
     record
 }
@@ -252,6 +270,7 @@ mod tests {
                 }),
                 done_at: t0 + Duration::from_millis(12),
                 produced_bytes: 8,
+                tenant_id: None,
             },
         );
         assert_eq!(record["metrics"]["producedBytes"], 8);
@@ -264,6 +283,8 @@ mod tests {
         );
         assert_eq!(record["tracing"]["type"], "X-Amzn-Trace-Id");
         assert!(record.get("errorType").is_none());
+        // As AWS's runtime core writes it for a function without tenant isolation.
+        assert_eq!(record["tenantId"], "");
     }
 
     #[test]
@@ -279,6 +300,7 @@ mod tests {
             max_memory_used_mb: 20,
             init_duration: None,
             extension_overhead: None,
+            tenant_id: None,
         };
         let warm = report(&clock, &base);
         assert_eq!(warm["metrics"]["billedDurationMs"], 694);

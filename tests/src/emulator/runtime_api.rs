@@ -87,6 +87,9 @@ pub(crate) async fn next(shared: Arc<Shared>) -> Response {
     if let Some(identity) = &invoke.cognito_identity {
         set("Lambda-Runtime-Cognito-Identity", identity);
     }
+    if let Some(tenant) = &invoke.tenant_id {
+        set("Lambda-Runtime-Aws-Tenant-Id", tenant);
+    }
     response
 }
 
@@ -186,6 +189,7 @@ fn runtime_called_next(shared: &Shared, s: &mut State, now: Instant) {
             response: timing,
             done_at: now,
             produced_bytes: produced,
+            tenant_id: inv.tenant_id.as_deref(),
         },
     );
     shared

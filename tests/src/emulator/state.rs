@@ -46,6 +46,8 @@ pub(crate) struct RuntimeInvoke {
     pub trace_header: Option<String>,
     pub client_context: Option<String>,
     pub cognito_identity: Option<String>,
+    /// `Lambda-Runtime-Aws-Tenant-Id` (tenant isolation).
+    pub tenant_id: Option<String>,
 }
 
 /// An event for `/extension/event/next`.
@@ -147,6 +149,8 @@ pub(crate) struct InvocationProgress {
     pub taken: BTreeMap<String, Instant>,
     /// Extensions that called next after taking INVOKE, by id.
     pub next_after: BTreeMap<String, Instant>,
+    /// The invocation's tenant (tenant isolation).
+    pub tenant_id: Option<String>,
 }
 
 impl InvocationProgress {
@@ -184,6 +188,8 @@ pub struct ApiErrorReport {
 pub(crate) struct State {
     pub generation: u64,
     pub phase: Phase,
+    /// Tenant isolation: the tenant this environment serves.
+    pub tenant: Option<String>,
     pub instance_id: String,
     pub init: Option<InitProgress>,
     /// Names of the external extensions of this generation (launched or attached).
@@ -220,6 +226,7 @@ impl State {
         Self {
             generation: 0,
             phase: Phase::Uninitialized,
+            tenant: None,
             instance_id: String::new(),
             init: None,
             external_names: Vec::new(),

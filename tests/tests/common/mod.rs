@@ -63,6 +63,10 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 }
 
 /// Options for [`Harness::start`].
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent switches of the emulator and the harness, each a plain on or off"
+)]
 pub struct Options {
     /// Answer the Telemetry API subscription with 202 `Telemetry.NotSupported`.
     pub telemetry: bool,
@@ -84,6 +88,8 @@ pub struct Options {
     pub managed_instances: bool,
     /// Runtime processes on Managed Instances (`EmulatorBuilder::max_concurrency`).
     pub max_concurrency: usize,
+    /// Tenant isolation (`EmulatorBuilder::tenant_isolation`): every invoke names its tenant.
+    pub tenant_isolation: bool,
 }
 
 impl Options {
@@ -111,6 +117,7 @@ impl Default for Options {
             wrapper_address: None,
             managed_instances: false,
             max_concurrency: xray_extension_tests::emulator::MAX_CONCURRENCY_DEFAULT,
+            tenant_isolation: false,
         }
     }
 }
@@ -190,6 +197,7 @@ impl Harness {
             .telemetry_supported(options.telemetry)
             .managed_instances(options.managed_instances)
             .max_concurrency(options.max_concurrency)
+            .tenant_isolation(options.tenant_isolation)
             .xray_endpoint(options.xray_endpoint.unwrap_or_else(|| sink.endpoint()))
             .start()
             .await

@@ -7,7 +7,16 @@
 //! API records. Each is turned into an [`Input`] for the machine, whose [`Action`]s this loop
 //! carries out: answer an event, drain the socket, start a send, record the post-runtime time,
 //! and at the end of the shutdown abandon what is left, log the counters and stop.
+//!
+//! A panic in one of these steps does not lose the buffer: each step runs under
+//! `catch_unwind`, and after a panic the loop carries on degraded ([`App::degrade`]): the
+//! flush-point machine and the enricher, whose state the panic may have left half-updated, are
+//! dropped; every held invocation is released; a fresh machine that never holds (as
+//! `background`) takes over, with the exporter as it was (its buffer and any send in flight),
+//! so what is buffered is still sent, in the background and at SHUTDOWN. After
+//! [`MAX_PANICS`] the panic is let through and the supervisor closes the loop.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +28,7 @@ use crate::config::Config;
 use crate::enrich::{self, Enricher};
 pub use crate::export::exporter::ClientCell;
 use crate::export::exporter::Exporter;
+use crate::export::policy::Strategy;
 use crate::ingest::protocol::Document;
 use crate::ingest::udp::Ingested;
 use crate::lambda::api::Telemetry;
@@ -26,6 +36,7 @@ use crate::lambda::events::{self, NextEvent};
 use crate::lambda::telemetry::{EpochSeconds, Event, Record, TenantId};
 use crate::lifecycle::{Action, FlushPoints, Input, InvokeKey, Settings};
 use crate::metrics::{self, Metrics};
+use crate::supervisor::{self, Ending, Task};
 use crate::trace::TraceHeader;
 
 /// When the function is not held (no telemetry, `background`, busy `adaptive`, or after a lost
@@ -41,6 +52,10 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_millis(200);
 /// The shutdown phase when a SHUTDOWN event carries no `deadlineMs` (Lambda's 2,000 ms with an
 /// external extension registered), and after SIGTERM.
 pub const SHUTDOWN_PHASE: Duration = Duration::from_secs(2);
+/// Panics the loop carries on after (degraded); the next one ends it.
+pub const MAX_PANICS: u32 = 3;
+/// What the degraded loop still does, for the panic's one error line.
+const DEGRADED: &str = "invocations are no longer held and nothing more is enriched; what is buffered is kept and sent in the background and at SHUTDOWN";
 
 /// An Extensions API event and the channel that releases the next `/event/next` call.
 #[derive(Debug)]
@@ -89,6 +104,12 @@ pub struct Inputs {
 
 struct App {
     machine: FlushPoints,
+    /// The machine's settings, for a fresh one after a panic or once telemetry is gone.
+    settings: Settings,
+    /// The SHUTDOWN's deadline once one arrived, for a fresh machine.
+    shutdown_deadline: Option<Instant>,
+    /// Panics carried on after.
+    panics: u32,
     exporter: Exporter,
     enricher: Option<Enricher>,
     metrics: Arc<Metrics>,
@@ -120,15 +141,19 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         telemetry: mut records,
         drain,
     } = inputs;
+    let settings = Settings {
+        flush_timeout: config.flush_timeout,
+        shutdown_margin: config.shutdown_margin,
+        report_wait: REPORT_WAIT,
+        deadline_margin: DEADLINE_MARGIN,
+        policy: config.policy,
+        telemetry: telemetry == Telemetry::Subscribed,
+    };
     let mut app = App {
-        machine: FlushPoints::new(Settings {
-            flush_timeout: config.flush_timeout,
-            shutdown_margin: config.shutdown_margin,
-            report_wait: REPORT_WAIT,
-            deadline_margin: DEADLINE_MARGIN,
-            policy: config.policy,
-            telemetry: telemetry == Telemetry::Subscribed,
-        }),
+        machine: FlushPoints::new(settings),
+        settings,
+        shutdown_deadline: None,
+        panics: 0,
         exporter: Exporter::new(
             config.buffer_bytes,
             client,
@@ -148,22 +173,31 @@ pub async fn run(setup: Setup, inputs: Inputs) {
     let mut idle_tick = tokio::time::interval(IDLE_FLUSH_INTERVAL);
     idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    let mut listening = true;
     while !app.machine.has_exited() {
         let wake_at = app.machine.wake_at();
         let idle = !app.machine.is_active() && app.machine.idle_sends();
         tokio::select! {
             event = lifecycle.recv() => match event {
-                Some(event) => app.on_lifecycle(event),
+                Some(event) => app.step(|app| app.on_lifecycle(event)),
                 None => return,
             },
-            Some(item) = documents.recv() => app.on_ingested(item),
-            Some(events) = records.recv() => app.on_telemetry(&events),
-            report = app.exporter.finished(), if app.exporter.in_flight() => {
+            Some(item) = documents.recv() => app.step(|app| app.on_ingested(item)),
+            events = records.recv(), if listening => {
+                if let Some(events) = events {
+                    app.step(|app| app.on_telemetry(&events));
+                } else {
+                    // The listener is closed for good (or was never started).
+                    listening = false;
+                    app.step(App::telemetry_lost);
+                }
+            }
+            report = app.exporter.finished(), if app.exporter.in_flight() => app.step(|app| {
                 app.exporter.settle(report);
                 app.feed(Input::SendDone);
-            }
-            () = sleep_until_opt(wake_at) => app.feed(Input::Wake),
-            _ = idle_tick.tick(), if idle => app.feed(Input::Tick),
+            }),
+            () = sleep_until_opt(wake_at) => app.step(|app| app.feed(Input::Wake)),
+            _ = idle_tick.tick(), if idle => app.step(|app| app.feed(Input::Tick)),
         }
     }
 }
@@ -196,16 +230,64 @@ pub fn epoch_seconds_now() -> EpochSeconds {
     EpochSeconds(epoch_now().as_secs_f64())
 }
 
-/// This process's peak resident set size (`VmHWM`), for the shutdown counters line.
-fn peak_rss_kb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 impl App {
+    /// Runs one step; after a panic in it, carries on degraded (see the module documentation),
+    /// or, past [`MAX_PANICS`], lets the panic through to the supervisor.
+    fn step(&mut self, step: impl FnOnce(&mut Self)) {
+        // The state a panic may leave half-updated (the machine, the enricher) is dropped
+        // below; the exporter's buffer and send in flight are kept on purpose.
+        let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| step(self))) else {
+            return;
+        };
+        self.panics += 1;
+        if self.panics > MAX_PANICS {
+            std::panic::resume_unwind(payload);
+        }
+        let panic = supervisor::Panic::of(Task::Lifecycle, payload.as_ref());
+        supervisor::log_ending(
+            &self.metrics,
+            Task::Lifecycle,
+            &Ending::Panicked(panic),
+            "carrying on degraded",
+            DEGRADED,
+        );
+        self.degrade();
+    }
+
+    /// After a panic: no enrichment, a fresh machine that never holds, every held invocation
+    /// released; the exporter as it was.
+    fn degrade(&mut self) {
+        self.enricher = None;
+        self.settings.policy.strategy = Strategy::Background;
+        self.restart_machine();
+    }
+
+    /// The telemetry listener is gone for good: no runtimeDone will come, so nothing may be
+    /// held for one (it would wait for the lost-runtimeDone guard, near the deadline).
+    fn telemetry_lost(&mut self) {
+        if !self.settings.telemetry {
+            return;
+        }
+        self.enricher = None;
+        self.settings.telemetry = false;
+        self.restart_machine();
+    }
+
+    /// A fresh machine with the current settings: held invocations are released, and a
+    /// shutdown under way starts again in it.
+    fn restart_machine(&mut self) {
+        self.machine = FlushPoints::new(self.settings);
+        for (_, done) in self.held.drain(..) {
+            let _ = done.send(());
+        }
+        if let Some(deadline) = self.shutdown_deadline {
+            self.feed(Input::Shutdown {
+                deadline,
+                awaiting_report: false,
+            });
+        }
+    }
+
     /// Feeds the machine one input now and carries out what it decides.
     fn feed(&mut self, input: Input) {
         let actions = self.machine.on(input, Instant::now(), self.exporter.view());
@@ -279,6 +361,7 @@ impl App {
                 let deadline = shutdown.deadline_ms.map_or(now + SHUTDOWN_PHASE, |ms| {
                     deadline_instant(ms, now, epoch_now())
                 });
+                self.shutdown_deadline = Some(deadline);
                 info!(reason = %shutdown.reason, remaining_ms = deadline.saturating_duration_since(now).saturating_sub(self.shutdown_margin).as_millis(), "SHUTDOWN");
                 if let Some(enricher) = self.enricher.as_mut() {
                     let docs = enricher.on_shutdown(&shutdown.reason, epoch_seconds_now());
@@ -343,6 +426,7 @@ impl App {
             Ingested::Document(admitted) => {
                 // The hand-off permit stays with the document until its send settles.
                 let (doc, permit) = admitted.into_parts();
+                crate::fault::check(crate::fault::Site::Lifecycle, doc.body.as_bytes());
                 self.exporter.enqueue_reserved(doc, permit, Instant::now());
                 self.relieve_pressure();
             }
@@ -402,37 +486,7 @@ impl App {
     }
 
     fn log_counters(&self) {
-        let m = &self.metrics;
-        info!(
-            received = metrics::get(&m.received),
-            sent = metrics::get(&m.sent),
-            spilled = metrics::get(&m.spilled),
-            rejected = metrics::get(&m.rejected),
-            unprocessed = metrics::get(&m.unprocessed),
-            generated = metrics::get(&m.generated),
-            dropped_at_shutdown = metrics::get(&m.dropped_at_shutdown),
-            api_calls = metrics::get(&m.api_calls),
-            backend_timeout = metrics::get(&m.backend_timeout),
-            backend_refused = metrics::get(&m.backend_refused),
-            backend_4xx = metrics::get(&m.backend_4xx),
-            backend_5xx = metrics::get(&m.backend_5xx),
-            backend_unknown_host = metrics::get(&m.backend_unknown_host),
-            backend_other = metrics::get(&m.backend_other),
-            kernel_dropped = metrics::get(&m.kernel_dropped),
-            udp_receive_buffer_bytes = metrics::get(&m.udp_receive_buffer_bytes),
-            telemetry_invalid = metrics::get(&m.telemetry_invalid),
-            otlp_spans_rejected = metrics::get(&m.otlp_spans_rejected),
-            otlp_busy = metrics::get(&m.otlp_busy),
-            post_runtime_count = metrics::get(&m.post_runtime_count),
-            post_runtime_us_sum = metrics::get(&m.post_runtime_us_sum),
-            post_runtime_us_max = metrics::get(&m.post_runtime_us_max),
-            telemetry_fields_ignored = metrics::get(&m.telemetry_fields_ignored),
-            telemetry_dropped = metrics::get(&m.telemetry_dropped),
-            send_failed = metrics::get(&m.send_failed),
-            generated_refused = metrics::get(&m.generated_refused),
-            peak_rss_kb = peak_rss_kb().unwrap_or(0),
-            "counters"
-        );
+        crate::log_counters!(INFO, self.metrics, "counters");
     }
 }
 

@@ -9,7 +9,9 @@ use tracing::{debug, error, info, warn};
 use xray_extension::app::{self, ClientCell, Inputs, LifecycleEvent, Setup};
 use xray_extension::config::{Config, vars};
 use xray_extension::enrich::{Enricher, Environment};
+use xray_extension::export::budget::HandOffBudget;
 use xray_extension::export::policy::Strategy;
+use xray_extension::fault;
 use xray_extension::ingest::{otlp_http, udp};
 use xray_extension::lambda::api::{ApiError, EVENT_RETRY_DELAY, LambdaApi, Telemetry};
 use xray_extension::lambda::events::{EventSet, NextEvent, Shutdown};
@@ -17,6 +19,7 @@ use xray_extension::lambda::listener;
 use xray_extension::lambda::telemetry::EpochSeconds;
 use xray_extension::logging;
 use xray_extension::metrics::{LogLimiter, Metrics, emf};
+use xray_extension::supervisor::{self, Supervisor, Task};
 
 /// Documents waiting between the UDP reader and the lifecycle loop.
 const DOCUMENT_CHANNEL_CAPACITY: usize = 1_024;
@@ -33,6 +36,8 @@ fn main() {
     let started = app::epoch_seconds_now();
     let (config, warnings) = Config::from_lookup(|k| std::env::var(k).ok());
     logging::init(config.log_level, config.log_format);
+    supervisor::install_panic_hook();
+    fault::announce();
     for w in &warnings {
         warn!(variable = w.variable, "{w}");
     }
@@ -129,34 +134,46 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
         })
         .ok();
 
-    // Spawn second.
+    // Spawn second, every task under the supervisor.
     let metrics = Arc::new(Metrics::default());
-    let emf = emf_reporter(&config, &metrics, &registered.function_name);
+    let mut tasks = Supervisor::new(metrics.clone());
+    let emf = emf_reporter(&config, &metrics, &registered.function_name, &mut tasks);
     let client: ClientCell = Arc::default();
     let (documents_tx, documents_rx) = mpsc::channel(DOCUMENT_CHANNEL_CAPACITY);
     // Without a reader both ends close at once: a flush point then skips the drain.
     let (drain_tx, drain_rx) = mpsc::channel(1);
-    let budget = xray_extension::export::budget::HandOffBudget::new(config.buffer_bytes);
-    otlp_http::spawn(otlp_socket, &documents_tx, &budget, &metrics);
+    let budget = HandOffBudget::new(config.buffer_bytes);
+    if let Some(otlp_socket) = otlp_socket {
+        let (listener, docs) = (Arc::new(otlp_socket), documents_tx.clone());
+        let (budget, metrics) = (budget.clone(), metrics.clone());
+        tasks.spawn(Task::OtlpReceiver, move || {
+            otlp_http::run(
+                listener.clone(),
+                docs.clone(),
+                budget.clone(),
+                metrics.clone(),
+            )
+        });
+    }
     if let Some(udp_socket) = udp_socket {
-        tokio::spawn(udp::run(
-            udp_socket,
-            documents_tx,
+        let inputs = udp::Inputs {
+            socket: Arc::new(udp_socket),
+            docs: documents_tx,
             budget,
-            drain_rx,
-            metrics.clone(),
-        ));
+            drain_requests: Arc::new(tokio::sync::Mutex::new(drain_rx)),
+            metrics: metrics.clone(),
+        };
+        tasks.spawn(Task::UdpReader, move || udp::run(inputs.clone()));
     } else {
         drop((documents_tx, drain_rx));
     }
     let (telemetry_tx, telemetry_rx) = mpsc::channel(TELEMETRY_CHANNEL_CAPACITY);
     let listening = telemetry_socket.is_some();
     if let Some(telemetry_socket) = telemetry_socket {
-        tokio::spawn(listener::run(
-            telemetry_socket,
-            telemetry_tx,
-            metrics.clone(),
-        ));
+        let (listener, metrics) = (Arc::new(telemetry_socket), metrics.clone());
+        tasks.spawn(Task::TelemetryListener, move || {
+            listener::run(listener.clone(), telemetry_tx.clone(), metrics.clone())
+        });
     }
 
     // Subscribe third (not without our listener: Lambda would deliver to whoever holds the port).
@@ -178,29 +195,40 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
         _ => None,
     };
     let (lifecycle_tx, lifecycle_rx) = mpsc::channel::<LifecycleEvent>(1);
-    tokio::spawn(app::run(
-        Setup {
-            config,
-            telemetry,
-            metrics,
-            client,
-            enricher,
-        },
-        Inputs {
-            lifecycle: lifecycle_rx,
-            documents: documents_rx,
-            telemetry: telemetry_rx,
-            drain: drain_tx,
-        },
-    ));
-    tokio::select! {
-        () = event_loop(&api, &extension_id, &lifecycle_tx) => {}
-        () = on_sigterm(&lifecycle_tx) => {}
-    }
+    tasks.spawn_once(
+        Task::Lifecycle,
+        app::run(
+            Setup {
+                config,
+                telemetry,
+                metrics,
+                client,
+                enricher,
+            },
+            Inputs {
+                lifecycle: lifecycle_rx,
+                documents: documents_rx,
+                telemetry: telemetry_rx,
+                drain: drain_tx,
+            },
+        ),
+    );
+    let (api, extension_id) = (Arc::new(api), Arc::<str>::from(extension_id));
+    let events = lifecycle_tx.clone();
+    tasks.spawn(Task::EventLoop, move || {
+        let (api, extension_id, events) = (api.clone(), extension_id.clone(), events.clone());
+        async move { event_loop(&api, &extension_id, &events).await }
+    });
+    tasks.spawn(Task::Sigterm, move || {
+        let events = lifecycle_tx.clone();
+        async move { on_sigterm(&events).await }
+    });
+    // Until the SHUTDOWN (or SIGTERM) has been handled.
+    let supervised = tasks.run().await;
     if let Some(emf) = emf {
         emf.finish(std::time::SystemTime::now());
     }
-    Ok(())
+    Ok(supervised?)
 }
 
 /// Binds the OTLP/HTTP receiver when it is on. A failure degrades, never fails init: one error
@@ -266,6 +294,7 @@ fn emf_reporter(
     config: &Config,
     metrics: &Arc<Metrics>,
     function_name: &str,
+    tasks: &mut Supervisor,
 ) -> Option<Arc<emf::Reporter>> {
     let settings = config.metrics.clone()?;
     let reporter = Arc::new(emf::Reporter::new(
@@ -274,7 +303,10 @@ fn emf_reporter(
         function_name,
         std::time::SystemTime::now(),
     ));
-    tokio::spawn(emf::run_periodic(reporter.clone()));
+    let periodic = reporter.clone();
+    tasks.spawn(Task::MetricsTimer, move || {
+        emf::run_periodic(periodic.clone())
+    });
     Some(reporter)
 }
 

@@ -68,6 +68,8 @@ pub struct Metrics {
     /// Documents of ours not built because they stayed too large for X-Ray without their
     /// metadata (a total kept by the enricher, published by the lifecycle loop).
     pub generated_refused: AtomicU64,
+    /// Our tasks that panicked or ended unexpectedly (each logged once, see `supervisor`).
+    pub task_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -117,6 +119,7 @@ impl Metrics {
             otlp_busy: get(&self.otlp_busy),
             send_failed: get(&self.send_failed),
             generated_refused: get(&self.generated_refused),
+            task_failures: get(&self.task_failures),
         }
     }
 }
@@ -156,6 +159,60 @@ pub struct Snapshot {
     pub send_failed: u64,
     /// [`Metrics::generated_refused`].
     pub generated_refused: u64,
+    /// [`Metrics::task_failures`].
+    pub task_failures: u64,
+}
+
+/// One event at `$level` carrying every counter as a field (the one list of them in the log
+/// lines), then the caller's own fields and message: the counters line at SHUTDOWN, and the
+/// line for a task that stopped.
+#[macro_export]
+macro_rules! log_counters {
+    ($level:ident, $metrics:expr, $($rest:tt)+) => {{
+        let m: &$crate::metrics::Metrics = &$metrics;
+        let get = $crate::metrics::get;
+        ::tracing::event!(
+            ::tracing::Level::$level,
+            received = get(&m.received),
+            sent = get(&m.sent),
+            spilled = get(&m.spilled),
+            rejected = get(&m.rejected),
+            unprocessed = get(&m.unprocessed),
+            generated = get(&m.generated),
+            dropped_at_shutdown = get(&m.dropped_at_shutdown),
+            api_calls = get(&m.api_calls),
+            backend_timeout = get(&m.backend_timeout),
+            backend_refused = get(&m.backend_refused),
+            backend_4xx = get(&m.backend_4xx),
+            backend_5xx = get(&m.backend_5xx),
+            backend_unknown_host = get(&m.backend_unknown_host),
+            backend_other = get(&m.backend_other),
+            kernel_dropped = get(&m.kernel_dropped),
+            udp_receive_buffer_bytes = get(&m.udp_receive_buffer_bytes),
+            telemetry_invalid = get(&m.telemetry_invalid),
+            otlp_spans_rejected = get(&m.otlp_spans_rejected),
+            otlp_busy = get(&m.otlp_busy),
+            post_runtime_count = get(&m.post_runtime_count),
+            post_runtime_us_sum = get(&m.post_runtime_us_sum),
+            post_runtime_us_max = get(&m.post_runtime_us_max),
+            telemetry_fields_ignored = get(&m.telemetry_fields_ignored),
+            telemetry_dropped = get(&m.telemetry_dropped),
+            send_failed = get(&m.send_failed),
+            generated_refused = get(&m.generated_refused),
+            task_failures = get(&m.task_failures),
+            peak_rss_kb = $crate::metrics::peak_rss_kb().unwrap_or(0),
+            $($rest)+
+        )
+    }};
+}
+
+/// This process's peak resident set size (`VmHWM`), for the counters.
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Adds `n` to a counter.

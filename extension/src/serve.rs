@@ -24,9 +24,11 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::metrics::LogLimiter;
+use crate::supervisor;
 
 /// The pause after the first of consecutive `accept` failures.
 pub const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
@@ -137,6 +139,10 @@ impl Drop for Busy {
 
 /// Serves `listener` until the process ends, each request answered by `handle`; `name` labels
 /// the debug lines.
+///
+/// The connections are tasks of this one: they end with it, and a panic in one (a request's)
+/// is this task's panic, resumed here, so that its supervisor logs it and starts the listener
+/// again (`crate::supervisor`).
 pub async fn serve<L, H, F, B>(listener: L, bounds: Bounds, name: &'static str, handle: H)
 where
     L: Accept,
@@ -150,8 +156,20 @@ where
     let mut next_id = 0_u64;
     let mut failures = 0_u32;
     let mut failure_log = LogLimiter::new(ACCEPT_LOG_INTERVAL);
+    let mut connections = JoinSet::new();
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(ended) = connections.join_next() => {
+                if let Err(e) = ended
+                    && e.is_panic()
+                {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+                continue;
+            }
+        };
+        let stream = match accepted {
             Ok(stream) => {
                 failures = 0;
                 stream
@@ -177,7 +195,7 @@ where
         }
         let slots = slots.clone();
         let handle = handle.clone();
-        tokio::spawn(async move {
+        connections.spawn(supervisor::in_current_task(async move {
             let busy_slot = slot.clone();
             let service = hyper::service::service_fn(move |req| {
                 let busy = Busy::new(busy_slot.clone());
@@ -201,7 +219,7 @@ where
                 () = slot.close.notified() => {}
             }
             slots.remove(slot.id);
-        });
+        }));
     }
 }
 
@@ -275,6 +293,32 @@ mod tests {
         assert!(
             (2..=6).contains(&calls),
             "{calls} accept calls in {window:?}"
+        );
+    }
+
+    fn failing(
+        _req: Request<Incoming>,
+    ) -> std::future::Ready<Result<Response<http_body_util::Empty<hyper::body::Bytes>>, Infallible>>
+    {
+        panic!("request handler failed")
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_request_ends_the_listener_with_that_panic() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(serve(listener, BOUNDS, "test", failing));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("the listener outlived the panic");
+        let payload = ended.unwrap_err().into_panic();
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"request handler failed")
         );
     }
 

@@ -16,7 +16,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -198,21 +197,10 @@ struct Shared {
     refused: Mutex<LogLimiter>,
 }
 
-/// Spawns [`run`] on `listener`, when there is one (the receiver is on and bound).
-pub fn spawn(
-    listener: Option<TcpListener>,
-    docs: &mpsc::Sender<Ingested>,
-    budget: &HandOffBudget,
-    metrics: &Arc<Metrics>,
-) {
-    if let Some(listener) = listener {
-        tokio::spawn(run(listener, docs.clone(), budget.clone(), metrics.clone()));
-    }
-}
-
-/// Serves the receiver until the process ends.
+/// Serves the receiver until the process ends (`listener` may be shared: a receiver started
+/// again serves the same socket).
 pub async fn run(
-    listener: TcpListener,
+    listener: impl serve::Accept,
     docs: mpsc::Sender<Ingested>,
     budget: HandOffBudget,
     metrics: Arc<Metrics>,
@@ -341,6 +329,7 @@ async fn handle(
             ));
         }
     };
+    crate::fault::check(crate::fault::Site::OtlpReceiver, &body);
     let split = match decode_export(encoding, content_encoding.as_deref(), &body) {
         Ok(split) => split,
         Err(e) => {

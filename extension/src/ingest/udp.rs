@@ -16,6 +16,7 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
@@ -55,6 +56,9 @@ pub struct BoundSocket {
     pub receive_buffer_bytes: Option<usize>,
     /// Whether datagrams carry the socket's drop counter (`SO_RXQ_OVFL`).
     pub counts_drops: bool,
+    /// The drop counter as last read (cumulative since the socket was created), kept with the
+    /// socket so a reader started again does not count the same drops twice.
+    drops_seen: Arc<AtomicU32>,
 }
 
 impl BoundSocket {
@@ -95,6 +99,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<BoundSocket> {
         drain,
         receive_buffer_bytes,
         counts_drops,
+        drops_seen: Arc::default(),
     })
 }
 
@@ -167,23 +172,38 @@ fn receive(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u32>)
     Ok((msg.bytes, drops))
 }
 
-/// Reads datagrams until `docs` closes.
-pub async fn run(
-    bound: BoundSocket,
-    docs: mpsc::Sender<Ingested>,
-    budget: HandOffBudget,
-    mut drain_requests: mpsc::Receiver<()>,
-    metrics: Arc<Metrics>,
-) {
-    let BoundSocket {
-        socket,
-        drain,
-        receive_buffer_bytes,
-        ..
-    } = bound;
-    metrics::add(
+/// What the reader works with. The supervisor keeps it across restarts: the socket stays
+/// bound (datagrams wait in the kernel while no reader runs) and a drain request not taken yet
+/// waits for the next reader.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// The bound socket.
+    pub socket: Arc<BoundSocket>,
+    /// Where documents go.
+    pub docs: mpsc::Sender<Ingested>,
+    /// The bytes documents may hold until their send settles.
+    pub budget: HandOffBudget,
+    /// Drain requests from the lifecycle loop (one reader at a time holds them).
+    pub drain_requests: Arc<tokio::sync::Mutex<mpsc::Receiver<()>>>,
+    /// Shared counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Reads datagrams until `docs` closes. It starts with a drain and its marker: a reader started
+/// again after a failure thereby answers a drain its predecessor may have taken and not finished
+/// (the lifecycle loop ignores a marker it did not wait for).
+pub async fn run(inputs: Inputs) {
+    let Inputs {
+        socket: bound,
+        docs,
+        budget,
+        drain_requests,
+        metrics,
+    } = inputs;
+    let mut drain_requests = drain_requests.lock_owned().await;
+    metrics::set(
         &metrics.udp_receive_buffer_bytes,
-        receive_buffer_bytes.unwrap_or(0) as u64,
+        bound.receive_buffer_bytes.unwrap_or(0) as u64,
     );
     let mut reader = Reader {
         buf: vec![0; MAX_DATAGRAM_BYTES],
@@ -191,38 +211,21 @@ pub async fn run(
         rejects: LogLimiter::new(LOG_INTERVAL),
         spills: LogLimiter::new(LOG_INTERVAL),
         kernel_drops: LogLimiter::new(LOG_INTERVAL),
-        drops_seen: 0,
+        drops_seen: bound.drops_seen.clone(),
     };
+    if !reader.drain(&bound, &budget, &docs).await {
+        return;
+    }
+    let socket = &bound.socket;
     loop {
         tokio::select! {
             biased;
             request = drain_requests.recv() => {
-                if request.is_none() {
-                    return;
-                }
-                loop {
-                    match receive(&drain, &mut reader.buf) {
-                        Ok((n, drops)) => {
-                            reader.kernel_dropped(drops);
-                            if let Some(doc) = reader.accept(n)
-                                && let Some(admitted) = reader.admit(&budget, doc)
-                                && docs.send(Ingested::Document(admitted)).await.is_err()
-                            {
-                                    return;
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            debug!(error = %e, "UDP receive failed during drain");
-                            break;
-                        }
-                    }
-                }
-                if docs.send(Ingested::Drained).await.is_err() {
+                if request.is_none() || !reader.drain(&bound, &budget, &docs).await {
                     return;
                 }
             }
-            received = socket.async_io(Interest::READABLE, || receive(&socket, &mut reader.buf)) => {
+            received = socket.async_io(Interest::READABLE, || receive(socket, &mut reader.buf)) => {
                 match received {
                     Ok((n, drops)) => {
                         reader.kernel_dropped(drops);
@@ -251,10 +254,40 @@ struct Reader {
     spills: LogLimiter,
     kernel_drops: LogLimiter,
     /// The socket's drop counter as last seen (cumulative since the socket was created).
-    drops_seen: u32,
+    drops_seen: Arc<AtomicU32>,
 }
 
 impl Reader {
+    /// Reads whatever the kernel holds without waiting, hands every document over (waiting for
+    /// room in the channel: the loop is consuming), then the [`Ingested::Drained`] marker.
+    /// `false` when the lifecycle loop is gone.
+    async fn drain(
+        &mut self,
+        bound: &BoundSocket,
+        budget: &HandOffBudget,
+        docs: &mpsc::Sender<Ingested>,
+    ) -> bool {
+        loop {
+            match receive(&bound.drain, &mut self.buf) {
+                Ok((n, drops)) => {
+                    self.kernel_dropped(drops);
+                    if let Some(doc) = self.accept(n)
+                        && let Some(admitted) = self.admit(budget, doc)
+                        && docs.send(Ingested::Document(admitted)).await.is_err()
+                    {
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!(error = %e, "UDP receive failed during drain");
+                    break;
+                }
+            }
+        }
+        docs.send(Ingested::Drained).await.is_ok()
+    }
+
     /// Hands `doc` its permits, or counts it as spilled.
     fn admit(&mut self, budget: &HandOffBudget, doc: Document) -> Option<Admitted> {
         let admitted = budget.admit(doc).ok();
@@ -269,11 +302,10 @@ impl Reader {
         let Some(counter) = counter else {
             return;
         };
-        let new = counter.wrapping_sub(self.drops_seen);
+        let new = counter.wrapping_sub(self.drops_seen.swap(counter, Ordering::Relaxed));
         if new == 0 {
             return;
         }
-        self.drops_seen = counter;
         metrics::add(&self.metrics.kernel_dropped, u64::from(new));
         if let Some(suppressed) = self.kernel_drops.allow(Instant::now()) {
             warn!(
@@ -286,6 +318,7 @@ impl Reader {
     }
 
     fn accept(&mut self, n: usize) -> Option<Document> {
+        crate::fault::check(crate::fault::Site::UdpReader, &self.buf[..n]);
         match protocol::parse_datagram(&self.buf[..n]) {
             Ok(doc) if expired(&doc, epoch_now_seconds()) => {
                 metrics::add(&self.metrics.rejected, 1);
@@ -346,14 +379,40 @@ mod tests {
         format!("{header}\n{doc}").into_bytes()
     }
 
-    fn start(
+    /// Starts a reader and collects what its first drain (every reader starts with one) hands
+    /// over, up to its marker.
+    async fn start_collecting(
+        socket: BoundSocket,
+        budget: HandOffBudget,
+    ) -> (
+        mpsc::Receiver<Ingested>,
+        mpsc::Sender<()>,
+        Arc<Metrics>,
+        Vec<Admitted>,
+    ) {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let (drain_tx, drain_rx) = mpsc::channel(1);
+        let metrics = Arc::new(Metrics::default());
+        tokio::spawn(run(Inputs {
+            socket: Arc::new(socket),
+            docs: tx,
+            budget,
+            drain_requests: Arc::new(tokio::sync::Mutex::new(drain_rx)),
+            metrics: metrics.clone(),
+        }));
+        let mut first = Vec::new();
+        while let Ingested::Document(d) = rx.recv().await.unwrap() {
+            first.push(d);
+        }
+        (rx, drain_tx, metrics, first)
+    }
+
+    async fn start(
         socket: BoundSocket,
         budget: HandOffBudget,
     ) -> (mpsc::Receiver<Ingested>, mpsc::Sender<()>, Arc<Metrics>) {
-        let (tx, rx) = mpsc::channel(1024);
-        let (drain_tx, drain_rx) = mpsc::channel(1);
-        let metrics = Arc::new(Metrics::default());
-        tokio::spawn(run(socket, tx, budget, drain_rx, metrics.clone()));
+        let (rx, drain_tx, metrics, first) = start_collecting(socket, budget).await;
+        assert!(first.is_empty());
         (rx, drain_tx, metrics)
     }
 
@@ -374,7 +433,7 @@ mod tests {
     async fn valid_datagrams_pass_invalid_ones_are_counted_and_drain_ends_with_a_marker() {
         let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = socket.local_addr().unwrap();
-        let (mut rx, drain_tx, metrics) = start(socket, HandOffBudget::new(1 << 20));
+        let (mut rx, drain_tx, metrics) = start(socket, HandOffBudget::new(1 << 20)).await;
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         sender.send_to(b"no newline here", addr).unwrap();
         sender.send_to(&fixture(), addr).unwrap();
@@ -395,7 +454,7 @@ mod tests {
         let weight = protocol::parse_datagram(&datagram).unwrap().weight();
         // Room for 40 such documents, not 41.
         let budget = HandOffBudget::new(weight * 40 + weight / 2);
-        let (mut rx, drain_tx, metrics) = start(socket, budget.clone());
+        let (mut rx, drain_tx, metrics) = start(socket, budget.clone()).await;
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         for _ in 0..41 {
             sender.send_to(&datagram, addr).unwrap();
@@ -422,8 +481,9 @@ mod tests {
         for _ in 0..sent {
             sender.send_to(&datagram, addr).unwrap();
         }
-        let (mut rx, drain_tx, metrics) = start(socket, HandOffBudget::new(usize::MAX));
-        let mut received = drain(&mut rx, &drain_tx).await.len();
+        let (mut rx, drain_tx, metrics, first) =
+            start_collecting(socket, HandOffBudget::new(usize::MAX)).await;
+        let mut received = first.len();
         assert!(received < sent, "{received} of {sent}: nothing was dropped");
         // The counter comes with the next datagram the kernel queues.
         sender.send_to(&datagram, addr).unwrap();
@@ -432,6 +492,39 @@ mod tests {
             metrics::get(&metrics.kernel_dropped),
             (sent + 1 - received) as u64
         );
+    }
+
+    #[tokio::test]
+    async fn a_reader_started_again_reads_what_arrived_meanwhile_and_answers_a_waiting_drain() {
+        let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(1024);
+        let (drain_tx, drain_rx) = mpsc::channel(1);
+        let inputs = Inputs {
+            socket: Arc::new(socket),
+            docs: tx,
+            budget: HandOffBudget::new(1 << 20),
+            drain_requests: Arc::new(tokio::sync::Mutex::new(drain_rx)),
+            metrics: Arc::new(Metrics::default()),
+        };
+        let first = tokio::spawn(run(inputs.clone()));
+        assert!(matches!(rx.recv().await.unwrap(), Ingested::Drained));
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        // No reader: the datagrams wait in the socket, the drain request in its channel.
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..3 {
+            sender.send_to(&fixture(), addr).unwrap();
+        }
+        drain_tx.send(()).await.unwrap();
+        tokio::spawn(run(inputs));
+        let mut documents = 0;
+        for _ in 0..2 {
+            while let Ingested::Document(_) = rx.recv().await.unwrap() {
+                documents += 1;
+            }
+        }
+        assert_eq!(documents, 3);
     }
 
     #[test]
@@ -483,7 +576,7 @@ mod tests {
     async fn documents_of_expired_traces_are_rejected_at_ingest() {
         let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = socket.local_addr().unwrap();
-        let (mut rx, drain_tx, metrics) = start(socket, HandOffBudget::new(1 << 20));
+        let (mut rx, drain_tx, metrics) = start(socket, HandOffBudget::new(1 << 20)).await;
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         sender.send_to(&captured(), addr).unwrap();
         sender.send_to(&fixture(), addr).unwrap();

@@ -15,7 +15,6 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -59,13 +58,17 @@ impl Default for Limits {
 }
 
 /// Serves the listener until the process ends, with the default [`Limits`].
-pub async fn run(listener: TcpListener, events: mpsc::Sender<Vec<Event>>, metrics: Arc<Metrics>) {
+pub async fn run(
+    listener: impl serve::Accept,
+    events: mpsc::Sender<Vec<Event>>,
+    metrics: Arc<Metrics>,
+) {
     run_with(listener, events, metrics, Limits::default()).await;
 }
 
 /// Serves the listener until the process ends.
 pub async fn run_with(
-    listener: TcpListener,
+    listener: impl serve::Accept,
     events: mpsc::Sender<Vec<Event>>,
     metrics: Arc<Metrics>,
     limits: Limits,
@@ -172,6 +175,7 @@ fn log_limited(limiter: &Mutex<LogLimiter>, count: usize, message: &str) {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
 
     async fn post(addr: std::net::SocketAddr, body: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

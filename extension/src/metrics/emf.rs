@@ -67,6 +67,8 @@ pub mod names {
     pub const DOCUMENTS_SEND_FAILED: &str = "DocumentsSendFailed";
     /// Documents of ours not built because they were too large for X-Ray.
     pub const OWN_DOCUMENTS_REFUSED: &str = "OwnDocumentsRefused";
+    /// Our tasks that panicked or ended unexpectedly.
+    pub const TASKS_FAILED: &str = "TasksFailed";
 }
 
 /// Where and how often the lines go.
@@ -148,6 +150,7 @@ impl Interval {
                 otlp_busy: d(|s| s.otlp_busy),
                 send_failed: d(|s| s.send_failed),
                 generated_refused: d(|s| s.generated_refused),
+                task_failures: d(|s| s.task_failures),
             },
             post_runtime_us_max,
         }
@@ -172,6 +175,7 @@ impl Interval {
             (names::OTLP_REQUESTS_THROTTLED, c.otlp_busy),
             (names::DOCUMENTS_SEND_FAILED, c.send_failed),
             (names::OWN_DOCUMENTS_REFUSED, c.generated_refused),
+            (names::TASKS_FAILED, c.task_failures),
         ];
         let mut out: Vec<_> = counts
             .into_iter()
@@ -467,6 +471,7 @@ mod tests {
                 otlp_busy: 12,
                 send_failed: 13,
                 generated_refused: 14,
+                task_failures: 15,
             },
             post_runtime_us_max: 1_000,
         }
@@ -514,6 +519,7 @@ mod tests {
             (names::OTLP_REQUESTS_THROTTLED, "Count", json!(12)),
             (names::DOCUMENTS_SEND_FAILED, "Count", json!(13)),
             (names::OWN_DOCUMENTS_REFUSED, "Count", json!(14)),
+            (names::TASKS_FAILED, "Count", json!(15)),
             (names::POST_RUNTIME_TIME_SUM, "Milliseconds", json!(1.25)),
             (names::POST_RUNTIME_TIME_MAX, "Milliseconds", json!(1.0)),
         ];

@@ -1,6 +1,7 @@
 use std::io::Write as _;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use super::*;
 use crate::ingest::otlp::wire::{put_fixed64, put_len};

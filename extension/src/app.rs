@@ -26,9 +26,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::enrich::{self, Enricher};
-pub use crate::export::exporter::ClientCell;
 use crate::export::exporter::Exporter;
 use crate::export::policy::Strategy;
+pub use crate::export::xray::ClientCell;
+use crate::export::xray::XrayBackend;
 use crate::ingest::protocol::Document;
 use crate::ingest::udp::Ingested;
 use crate::lambda::api::Telemetry;
@@ -156,8 +157,7 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         panics: 0,
         exporter: Exporter::new(
             config.buffer_bytes,
-            client,
-            config.tls_roots,
+            Arc::new(XrayBackend::new(client, config.tls_roots)),
             metrics.clone(),
         ),
         enricher,

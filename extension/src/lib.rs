@@ -5,7 +5,7 @@
 //!
 //! Data flow: [`ingest::udp`] → [`ingest::protocol`] → [`app`] (the lifecycle loop, fed by
 //! [`lambda`], deciding with [`lifecycle`]) → [`export::exporter`] ([`export::buffer`] →
-//! [`export::batcher`] → [`export::xray`]).
+//! [`export::send`] ([`export::batcher`]) → [`export::backend`]: [`export::xray`]).
 
 pub mod app;
 pub mod config;

@@ -30,18 +30,18 @@ use std::collections::BinaryHeap;
 use xray_extension::config::{
     DEFAULT_BUFFER_BYTES, DEFAULT_FLUSH_TIMEOUT, DEFAULT_SHUTDOWN_MARGIN,
 };
-use xray_extension::export::{batcher, xray};
+use xray_extension::export::{send, xray};
 
 /// Most documents in one call (X-Ray's limit, the batcher's).
-pub const MAX_DOCUMENTS_PER_CALL: u64 = batcher::MAX_DOCUMENTS_PER_CALL as u64;
+pub const MAX_DOCUMENTS_PER_CALL: u64 = xray::MAX_DOCUMENTS_PER_CALL as u64;
 /// Our retry schedule: the exporter's first backoff, in seconds.
-pub const RETRY_BASE_SECONDS: f64 = xray::RETRY_BASE_DELAY.as_secs_f64();
+pub const RETRY_BASE_SECONDS: f64 = send::RETRY_BASE_DELAY.as_secs_f64();
 /// The exporter's longest backoff, in seconds.
-pub const RETRY_MAX_SECONDS: f64 = xray::RETRY_MAX_DELAY.as_secs_f64();
+pub const RETRY_MAX_SECONDS: f64 = send::RETRY_MAX_DELAY.as_secs_f64();
 /// Calls in flight at once in one flush.
-pub const MAX_CONCURRENT_CALLS: usize = xray::MAX_CONCURRENT_CALLS;
+pub const MAX_CONCURRENT_CALLS: usize = send::MAX_CONCURRENT_CALLS;
 /// Attempts per batch in one flush.
-pub const MAX_ATTEMPTS_PER_FLUSH: u32 = xray::MAX_ATTEMPTS_PER_FLUSH;
+pub const MAX_ATTEMPTS_PER_FLUSH: u32 = send::MAX_ATTEMPTS_PER_FLUSH;
 /// The longest one flush may hold the function (the default flush timeout).
 pub const FLUSH_TIMEOUT_SECONDS: f64 = DEFAULT_FLUSH_TIMEOUT.as_secs_f64();
 /// Lambda's shutdown phase for an environment with one external extension (contracts §1).

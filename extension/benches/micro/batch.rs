@@ -2,6 +2,7 @@
 
 use criterion::{BatchSize, Criterion, Throughput};
 use xray_extension::export::batcher::batches;
+use xray_extension::export::xray::MAX_DOCUMENTS_PER_CALL;
 use xray_extension::ingest::protocol::{Document, parse_datagram};
 
 use crate::docs;
@@ -30,7 +31,11 @@ pub fn bench(c: &mut Criterion) {
         let input = documents(count, 1024, dup);
         group.throughput(Throughput::Elements(count));
         group.bench_function(name, |b| {
-            b.iter_batched(|| input.clone(), batches, BatchSize::SmallInput);
+            b.iter_batched(
+                || input.clone(),
+                |docs| batches(docs, MAX_DOCUMENTS_PER_CALL),
+                BatchSize::SmallInput,
+            );
         });
     }
     group.finish();

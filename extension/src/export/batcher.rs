@@ -1,4 +1,4 @@
-//! Splits documents into PutTraceSegments calls: at most 50 documents a call.
+//! Splits documents into calls of at most the backend's batch size (PutTraceSegments: 50).
 //!
 //! When the same `id` appears more than once (a document re-sent with newer content), only the
 //! latest is kept: X-Ray keeps the last write, and one call should not race two versions.
@@ -9,12 +9,10 @@ use std::collections::HashSet;
 use crate::ingest::protocol::Document;
 use crate::trace::SegmentId;
 
-/// The service's limit ("Exceeding maximum segment count: 50").
-pub const MAX_DOCUMENTS_PER_CALL: usize = 50;
-
-/// Splits `docs` (oldest first) into batches of at most [`MAX_DOCUMENTS_PER_CALL`], keeping
-/// order, after dropping older duplicates of the same id.
-pub fn batches(docs: Vec<Document>) -> Vec<Vec<Document>> {
+/// Splits `docs` (oldest first) into batches of at most `max` (at least 1), keeping order, after
+/// dropping older duplicates of the same id.
+pub fn batches(docs: Vec<Document>, max: usize) -> Vec<Vec<Document>> {
+    let max = max.max(1);
     let mut seen: HashSet<SegmentId> = HashSet::with_capacity(docs.len());
     let mut latest_first: Vec<Document> = docs
         .into_iter()
@@ -22,10 +20,10 @@ pub fn batches(docs: Vec<Document>) -> Vec<Vec<Document>> {
         .filter(|d| seen.insert(d.id))
         .collect();
     latest_first.reverse();
-    let mut out = Vec::with_capacity(latest_first.len().div_ceil(MAX_DOCUMENTS_PER_CALL));
+    let mut out = Vec::with_capacity(latest_first.len().div_ceil(max));
     let mut iter = latest_first.into_iter().peekable();
     while iter.peek().is_some() {
-        out.push(iter.by_ref().take(MAX_DOCUMENTS_PER_CALL).collect());
+        out.push(iter.by_ref().take(max).collect());
     }
     out
 }
@@ -33,6 +31,7 @@ pub fn batches(docs: Vec<Document>) -> Vec<Vec<Document>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::xray::MAX_DOCUMENTS_PER_CALL;
     use crate::ingest::protocol::parse_datagram;
     use crate::trace::TraceId;
 
@@ -48,7 +47,7 @@ mod tests {
     fn never_more_than_fifty_a_call_and_order_is_kept() {
         for total in [0_u64, 1, 49, 50, 51, 100, 101, 1234] {
             let docs: Vec<Document> = (0..total).map(|n| doc(n, "{}")).collect();
-            let out = batches(docs);
+            let out = batches(docs, MAX_DOCUMENTS_PER_CALL);
             assert!(
                 out.iter()
                     .all(|b| !b.is_empty() && b.len() <= MAX_DOCUMENTS_PER_CALL)
@@ -63,7 +62,7 @@ mod tests {
     #[test]
     fn a_resent_id_keeps_only_the_latest_version() {
         let docs = vec![doc(1, "old"), doc(2, "b"), doc(1, "new"), doc(3, "c")];
-        let out = batches(docs);
+        let out = batches(docs, MAX_DOCUMENTS_PER_CALL);
         let flat: Vec<(&str, &str)> = out
             .iter()
             .flatten()
@@ -86,7 +85,7 @@ mod tests {
             .iter()
             .map(|f| parse_datagram(&std::fs::read(format!("{dir}/{f}")).unwrap()).unwrap())
             .collect();
-        let out = batches(docs.clone());
+        let out = batches(docs.clone(), MAX_DOCUMENTS_PER_CALL);
         assert_eq!(out, vec![docs]);
     }
 }

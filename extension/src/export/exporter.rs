@@ -1,18 +1,18 @@
-//! The exporter: the bounded buffer, at most one send in flight, and the X-Ray client. It does
-//! what the flush points decide (enqueue, start a send, settle it, abandon everything at the
-//! end) and counts every document it loses, exactly.
+//! The exporter: the bounded buffer, at most one send in flight, and the backend it sends
+//! through. It does what the flush points decide (enqueue, start a send, settle it, abandon
+//! everything at the end) and counts every document it loses, exactly: from what the send
+//! reports, or, for a send that ends without a report, from its [`Progress`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OnceCell;
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::batcher::MAX_DOCUMENTS_PER_CALL;
+use super::backend::Backend;
 use super::buffer::{self, Buffer, Reservation};
-use super::xray::{self, FlushReport, TlsRoots, XrayClient};
+use super::send::{FlushReport, Progress, Sender};
 
 use crate::ingest::protocol::Document;
 use crate::lifecycle::ExportView;
@@ -25,20 +25,23 @@ pub const OWN_DOCUMENTS_RESERVE: usize = 256 * 1024;
 /// One log line per this interval for buffer overflows.
 pub const SPILL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Shared, lazily built X-Ray client: built in the background at the first event (after our
-/// first `/event/next`, so off the init path), awaited at the first send.
-pub type ClientCell = Arc<OnceCell<Arc<XrayClient>>>;
-
 struct Flight {
     handle: JoinHandle<FlushReport>,
     bytes: usize,
     started: Instant,
     docs: usize,
-    /// `sent + unprocessed` when it started: what it settled so far is the growth since.
-    settled_before: u64,
+    /// What it has settled so far, for when it ends without a report.
+    progress: Arc<Progress>,
     /// The hand-off reservations of its documents, released when it settles (what comes back
     /// unsent is then bounded by the buffer's limit, like our own documents).
     _reservations: Vec<Reservation>,
+}
+
+impl Flight {
+    /// Documents it has neither delivered nor settled otherwise yet.
+    fn unsettled(&self) -> u64 {
+        self.docs.saturating_sub(self.progress.settled()) as u64
+    }
 }
 
 /// The export side of the extension.
@@ -46,44 +49,32 @@ pub struct Exporter {
     buffer: Buffer,
     limit_bytes: usize,
     flight: Option<Flight>,
-    client: ClientCell,
-    tls_roots: TlsRoots,
+    sender: Arc<Sender>,
     metrics: Arc<Metrics>,
     spills: LogLimiter,
     warming: bool,
 }
 
 impl Exporter {
-    /// An exporter with a buffer of `limit_bytes` (queued plus in flight).
-    pub fn new(
-        limit_bytes: usize,
-        client: ClientCell,
-        tls_roots: TlsRoots,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// An exporter with a buffer of `limit_bytes` (queued plus in flight), sending through
+    /// `backend`.
+    pub fn new(limit_bytes: usize, backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Self {
         Self {
             buffer: Buffer::new(limit_bytes.saturating_add(OWN_DOCUMENTS_RESERVE)),
             limit_bytes,
             flight: None,
-            client,
-            tls_roots,
+            sender: Arc::new(Sender::new(backend, metrics.clone())),
             metrics,
             spills: LogLimiter::new(SPILL_LOG_INTERVAL),
             warming: false,
         }
     }
 
-    /// Starts building the X-Ray client (reading the AWS configuration) in the background.
+    /// Starts preparing the backend's client (reading the AWS configuration) in the background.
     pub fn warm(&mut self) {
-        if std::mem::replace(&mut self.warming, true) {
-            return;
+        if !std::mem::replace(&mut self.warming, true) {
+            self.sender.backend().warm();
         }
-        let cell = self.client.clone();
-        let roots = self.tls_roots;
-        tokio::spawn(async move {
-            cell.get_or_init(|| async { Arc::new(XrayClient::from_env(roots)) })
-                .await;
-        });
     }
 
     /// Queues a document; past the buffer's bound it is dropped and counted as spilled.
@@ -108,7 +99,7 @@ impl Exporter {
     /// Whether a full batch, or half the buffer's bytes, is queued and no send is in flight.
     pub fn under_pressure(&self) -> bool {
         self.flight.is_none()
-            && (self.buffer.len() >= MAX_DOCUMENTS_PER_CALL
+            && (self.buffer.len() >= self.sender.backend().max_batch()
                 || self.buffer.bytes().saturating_mul(2) >= self.limit_bytes)
     }
 
@@ -126,10 +117,6 @@ impl Exporter {
         self.flight.is_some()
     }
 
-    fn settled_so_far(&self) -> u64 {
-        metrics::get(&self.metrics.sent) + metrics::get(&self.metrics.unprocessed)
-    }
-
     /// Starts a send of everything queued, under `deadline` (nothing when one is in flight or
     /// nothing is queued).
     pub fn start(&mut self, deadline: Instant, now: Instant) {
@@ -139,23 +126,17 @@ impl Exporter {
         let (docs, reservations) = self.buffer.take(usize::MAX);
         let bytes = buffer::weight_of(&docs);
         let count = docs.len();
-        let client = self.client.clone();
-        let metrics = self.metrics.clone();
-        let tls_roots = self.tls_roots;
+        let sender = self.sender.clone();
+        let progress = Arc::new(Progress::default());
+        let settled = progress.clone();
         debug!(documents = count, "flush");
-        let handle = tokio::spawn(async move {
-            let client = client
-                .get_or_init(|| async { Arc::new(XrayClient::from_env(tls_roots)) })
-                .await
-                .clone();
-            xray::flush(client, docs, deadline, metrics).await
-        });
+        let handle = tokio::spawn(async move { sender.flush(docs, deadline, &settled).await });
         self.flight = Some(Flight {
             handle,
             bytes,
             started: now,
             docs: count,
-            settled_before: self.settled_so_far(),
+            progress,
             _reservations: reservations,
         });
     }
@@ -168,8 +149,8 @@ impl Exporter {
         }
     }
 
-    /// Takes the outcome of the send in flight: what was not sent goes back to the buffer; if
-    /// the send itself failed, its documents that X-Ray had not settled are counted as dropped.
+    /// Takes the outcome of the send in flight: what was kept goes back to the buffer; if the
+    /// send itself failed, its documents it had not settled are counted as lost.
     pub fn settle(&mut self, report: Result<FlushReport, JoinError>) {
         let Some(flight) = self.flight.take() else {
             return;
@@ -178,16 +159,17 @@ impl Exporter {
             Ok(report) => {
                 debug!(
                     sent = report.sent,
-                    unsent = report.unsent.len(),
-                    unprocessed = report.unprocessed,
+                    refused = report.refused,
+                    superseded = report.superseded,
+                    kept = report.kept.len(),
                     calls = report.calls,
                     "flush done"
                 );
                 self.buffer
-                    .settle(flight.bytes, report.unsent, flight.started);
+                    .settle(flight.bytes, report.kept, flight.started);
             }
             Err(e) => {
-                let lost = self.unsettled(&flight);
+                let lost = flight.unsettled();
                 warn!(error = %e, documents = lost, "send failed; its documents are lost");
                 metrics::add(&self.metrics.send_failed, lost);
                 self.buffer.settle(flight.bytes, Vec::new(), flight.started);
@@ -195,19 +177,13 @@ impl Exporter {
         }
     }
 
-    /// Documents of `flight` X-Ray has neither accepted nor refused yet.
-    fn unsettled(&self, flight: &Flight) -> u64 {
-        let settled = self.settled_so_far().saturating_sub(flight.settled_before);
-        (flight.docs as u64).saturating_sub(settled)
-    }
-
     /// The end: aborts the send in flight and empties the buffer. Returns how many documents
-    /// were not delivered: everything queued, and of the send in flight only what X-Ray had not
-    /// accepted (or refused) before the abort.
+    /// were not delivered: everything queued, and of the send in flight only what it had not
+    /// settled before the abort.
     pub fn abandon(&mut self) -> u64 {
         let in_flight = self.flight.take().map_or(0, |f| {
             f.handle.abort();
-            self.unsettled(&f)
+            f.unsettled()
         });
         self.buffer.clear() as u64 + in_flight
     }
@@ -216,6 +192,7 @@ impl Exporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::memory::{MemoryBackend, Reply};
     use crate::trace::{SegmentId, TraceId};
 
     fn doc(n: u64) -> Document {
@@ -226,23 +203,64 @@ mod tests {
         }
     }
 
-    /// An exporter whose sends never end: the client is being built forever, so a send stays
-    /// in flight until it is abandoned or aborted.
-    fn stuck_exporter(metrics: &Arc<Metrics>) -> Exporter {
-        let client: ClientCell = Arc::default();
-        let building = client.clone();
-        tokio::spawn(async move {
-            building
-                .get_or_init(std::future::pending::<Arc<XrayClient>>)
-                .await;
-        });
-        Exporter::new(1 << 20, client, TlsRoots::Amazon, metrics.clone())
+    fn exporter(script: Vec<Reply>, metrics: &Arc<Metrics>) -> (Exporter, Arc<MemoryBackend>) {
+        let backend = Arc::new(MemoryBackend::new(50, script));
+        let exporter = Exporter::new(1 << 20, backend.clone(), metrics.clone());
+        (exporter, backend)
     }
 
-    #[tokio::test]
-    async fn abandon_counts_only_what_x_ray_has_not_settled() {
+    /// Lets the send in flight run (time is paused: it advances only while all wait) until the
+    /// backend has answered `calls` calls.
+    async fn until_calls(backend: &MemoryBackend, calls: usize) {
+        while backend.calls().len() < calls {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    /// A send task that failed (here: aborted) without a report.
+    async fn failed_task() -> JoinError {
+        let failed = tokio::spawn(std::future::pending::<FlushReport>());
+        failed.abort();
+        failed.await.unwrap_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_settles_into_the_buffer_what_it_kept() {
         let metrics = Arc::new(Metrics::default());
-        let mut exporter = stuck_exporter(&metrics);
+        let (mut exporter, backend) = exporter(
+            vec![
+                Reply::Store,
+                Reply::Fail(crate::export::backend::ExportError::Auth {
+                    status: 403,
+                    code: "ExpiredTokenException".into(),
+                    message: String::new(),
+                }),
+            ],
+            &metrics,
+        );
+        let now = Instant::now();
+        for n in 1..=70 {
+            exporter.enqueue(doc(n), now);
+        }
+        exporter.start(now + Duration::from_secs(1), now);
+        let report = exporter.finished().await;
+        exporter.settle(report);
+        assert_eq!(backend.stored().len(), 50);
+        // The 20 refused with the credentials are queued again, first.
+        assert_eq!(exporter.view().queued, 20);
+        assert!(!exporter.in_flight());
+        assert_eq!(exporter.abandon(), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn abandon_counts_only_what_the_backend_has_not_settled() {
+        let metrics = Arc::new(Metrics::default());
+        let refuse_all = (0..50).map(|i| (i, "InvalidTraceId", false)).collect();
+        let (mut exporter, backend) = exporter(
+            vec![Reply::Store, Reply::Unprocessed(refuse_all), Reply::Hang],
+            &metrics,
+        );
         let now = Instant::now();
         for n in 1..=120 {
             exporter.enqueue(doc(n), now);
@@ -252,20 +270,19 @@ mod tests {
         for n in 121..=125 {
             exporter.enqueue(doc(n), now);
         }
-        // Two calls of the send were answered before the shutdown aborts it: 50 accepted,
-        // 50 refused for their content.
-        metrics::add(&metrics.sent, 50);
-        metrics::add(&metrics.unprocessed, 50);
+        // Two calls of the send are answered before the shutdown aborts it: 50 stored, 50
+        // refused for their content; the third never is.
+        until_calls(&backend, 3).await;
         // 20 of the send in flight and the 5 queued are lost.
         assert_eq!(exporter.abandon(), 25);
         assert_eq!(exporter.view(), ExportView::default());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn received_documents_keep_their_room_until_their_send_settles() {
         use crate::export::budget::HandOffBudget;
         let metrics = Arc::new(Metrics::default());
-        let mut exporter = stuck_exporter(&metrics);
+        let (mut exporter, _backend) = exporter(vec![Reply::Hang], &metrics);
         let weight = doc(0).weight();
         let budget = HandOffBudget::new(weight * 3);
         let now = Instant::now();
@@ -279,20 +296,18 @@ mod tests {
         // ...and the send keeps holding it while in flight.
         exporter.start(now + Duration::from_secs(1), now);
         assert_eq!(budget.available(), 0);
-        let failed = tokio::spawn(std::future::pending::<FlushReport>());
-        failed.abort();
-        exporter.settle(Err(failed.await.unwrap_err()));
+        exporter.settle(Err(failed_task().await));
         assert_eq!(budget.available(), weight * 3);
         assert_eq!(metrics::get(&metrics.spilled), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn received_documents_filling_the_buffer_never_crowd_out_ours() {
         use crate::export::budget::HandOffBudget;
         let metrics = Arc::new(Metrics::default());
         let limit = 64 * 1024;
-        let client: ClientCell = Arc::default();
-        let mut exporter = Exporter::new(limit, client, TlsRoots::Amazon, metrics.clone());
+        let backend = Arc::new(MemoryBackend::new(50, []));
+        let mut exporter = Exporter::new(limit, backend, metrics.clone());
         let budget = HandOffBudget::new(limit);
         let now = Instant::now();
         let mut received = 0_usize;
@@ -309,24 +324,20 @@ mod tests {
         assert_eq!(exporter.view().queued, received + 10);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_failed_send_counts_its_unsettled_documents() {
         let metrics = Arc::new(Metrics::default());
-        let mut exporter = stuck_exporter(&metrics);
+        let (mut exporter, backend) = exporter(vec![Reply::Store, Reply::Hang], &metrics);
         let now = Instant::now();
         for n in 1..=70 {
             exporter.enqueue(doc(n), now);
         }
         exporter.start(now + Duration::from_secs(1), now);
-        metrics::add(&metrics.sent, 50);
-        // The send task dies (here: aborted) before settling the rest.
-        let failed = tokio::spawn(std::future::pending::<FlushReport>());
-        failed.abort();
-        let error = failed.await.unwrap_err();
-        exporter.settle(Err(error));
+        until_calls(&backend, 2).await;
+        // The send task dies before settling the rest.
+        exporter.settle(Err(failed_task().await));
         assert_eq!(metrics::get(&metrics.send_failed), 20);
         assert!(!exporter.in_flight());
-        // Their bytes are released: the buffer takes as much as before.
         assert_eq!(exporter.view().queued, 0);
     }
 }

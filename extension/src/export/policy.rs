@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::batcher::MAX_DOCUMENTS_PER_CALL;
+use super::xray::MAX_DOCUMENTS_PER_CALL;
 
 /// Weight of the newest inter-arrival time in the moving average.
 pub const EWMA_WEIGHT: f64 = 0.3;

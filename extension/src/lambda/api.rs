@@ -45,7 +45,7 @@ pub enum ApiError {
     NoRuntimeApi,
     /// The request could not be built or sent.
     #[error("request failed: {0}")]
-    Transport(String),
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// No answer in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -107,7 +107,7 @@ impl LambdaApi {
         let client = Client::builder()
             .with_endpoint(uri)
             .build()
-            .map_err(|e| ApiError::Transport(e.to_string()))?;
+            .map_err(|e| ApiError::Transport(e.into()))?;
         Ok(Self { client })
     }
 
@@ -127,16 +127,12 @@ impl LambdaApi {
         timeout: Option<Duration>,
     ) -> Result<(StatusCode, http::HeaderMap, String), ApiError> {
         let exchange = async {
-            let res = self
-                .client
-                .call(req)
-                .await
-                .map_err(|e| ApiError::Transport(e.to_string()))?;
+            let res = self.client.call(req).await.map_err(ApiError::Transport)?;
             let (parts, body) = res.into_parts();
             let body = body
                 .collect()
                 .await
-                .map_err(|e| ApiError::Transport(e.to_string()))?
+                .map_err(|e| ApiError::Transport(e.into()))?
                 .to_bytes();
             Ok((
                 parts.status,
@@ -166,7 +162,7 @@ impl LambdaApi {
             .header(EXTENSION_NAME_HEADER, name)
             .header("Content-Type", "application/json")
             .body(Body::from(body.to_string()))
-            .map_err(|e| ApiError::Transport(e.to_string()))?;
+            .map_err(|e| ApiError::Transport(e.into()))?;
         let (status, headers, body) = self.exchange(req, Some(API_CALL_TIMEOUT)).await?;
         if !status.is_success() {
             return Err(ApiError::Status {
@@ -215,7 +211,7 @@ impl LambdaApi {
             .uri("/2020-01-01/extension/event/next")
             .header(EXTENSION_ID_HEADER, extension_id)
             .body(Body::empty())
-            .map_err(|e| ApiError::Transport(e.to_string()))?;
+            .map_err(|e| ApiError::Transport(e.into()))?;
         let (status, body) = self.call(req, None).await?;
         if !status.is_success() {
             return Err(ApiError::Status {
@@ -292,7 +288,7 @@ pub fn telemetry_subscription(
         .header(EXTENSION_ID_HEADER, extension_id)
         .header("Content-Type", "application/json")
         .body(Body::from(body.to_string()))
-        .map_err(|e| ApiError::Transport(e.to_string()))
+        .map_err(|e| ApiError::Transport(e.into()))
 }
 
 #[cfg(test)]
@@ -330,6 +326,16 @@ mod tests {
         assert!(!status(500).is_refusal());
         assert!(!status(200).is_refusal());
         assert!(!ApiError::Timeout(API_CALL_TIMEOUT).is_refusal());
-        assert!(!ApiError::Transport("reset".into()).is_refusal());
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let transport = ApiError::Transport(reset.into());
+        assert!(!transport.is_refusal());
+        // The cause travels with the error, not only its text.
+        let source = std::error::Error::source(&transport).unwrap();
+        assert_eq!(
+            source
+                .downcast_ref::<std::io::Error>()
+                .map(std::io::Error::kind),
+            Some(std::io::ErrorKind::ConnectionReset)
+        );
     }
 }

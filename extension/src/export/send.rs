@@ -1,0 +1,306 @@
+//! The flush: documents in batches through a [`Backend`], a few calls at a time, retrying what
+//! may succeed again with capped, fully jittered exponential backoff, until a deadline. It
+//! reports what was sent, refused and kept, and publishes what it has settled as it goes
+//! ([`Progress`]) so that a flush that never reports (aborted at the end of the shutdown, or
+//! failed) still says what it delivered. Metrics only observe.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tracing::{debug, error, warn};
+
+use super::backend::{Answer, Backend, ExportError};
+use super::batcher;
+use crate::ingest::protocol::Document;
+use crate::metrics::{self, LogLimiter, Metrics};
+
+/// Calls in flight at once during one flush (the daemon uses 8).
+pub const MAX_CONCURRENT_CALLS: usize = 4;
+/// Attempts per batch within one flush; what still fails stays buffered.
+pub const MAX_ATTEMPTS_PER_FLUSH: u32 = 3;
+/// First retry delay; doubles each attempt, capped, with full jitter.
+pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(25);
+/// Largest retry delay.
+pub const RETRY_MAX_DELAY: Duration = Duration::from_millis(400);
+/// One warning per this interval for documents the backend refused (the function controls
+/// them).
+pub const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// One warning per this interval for refused credentials.
+pub const AUTH_LOG_INTERVAL: Duration = Duration::from_mins(1);
+
+/// What one flush did with its documents: every document is in exactly one of `sent`,
+/// `refused`, `superseded` or `kept`.
+#[derive(Debug, Default)]
+pub struct FlushReport {
+    /// Documents the backend stored.
+    pub sent: usize,
+    /// Documents the backend refused for their content, or in a batch it refused (logged,
+    /// counted, not sent again).
+    pub refused: usize,
+    /// Older versions of a document re-sent with the same id in the same flush (only the
+    /// latest is sent; the service keeps the last write anyway).
+    pub superseded: usize,
+    /// Documents not sent before the deadline, after the last attempt, or refused with the
+    /// credentials: they go back to the buffer.
+    pub kept: Vec<Document>,
+    /// Calls made.
+    pub calls: usize,
+}
+
+impl FlushReport {
+    fn absorb(&mut self, other: Self) {
+        self.sent += other.sent;
+        self.refused += other.refused;
+        self.superseded += other.superseded;
+        self.calls += other.calls;
+        self.kept.extend(other.kept);
+    }
+}
+
+/// Documents a flush has settled so far (sent, refused or superseded): written by the flush as
+/// each call is answered, read by its owner when the flush ends without a report.
+#[derive(Debug, Default)]
+pub struct Progress(AtomicUsize);
+
+impl Progress {
+    /// Documents settled so far.
+    pub fn settled(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// How one answer splits a batch. Pure.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Split {
+    /// Stored.
+    pub sent: usize,
+    /// Refused for their content.
+    pub refused: usize,
+    /// To send again (the service asked to).
+    pub again: Vec<Document>,
+}
+
+/// Splits `pending` by the service's `answer`: documents named in an unprocessed entry that may
+/// be retried go again; as many of the rest as the answer refused are refused; the others were
+/// stored.
+pub fn split(pending: Vec<Document>, answer: &Answer) -> Split {
+    let (retry, refused): (Vec<_>, Vec<_>) = answer.unprocessed.iter().partition(|u| u.retry);
+    let (again, done): (Vec<Document>, Vec<Document>) = pending
+        .into_iter()
+        .partition(|d| retry.iter().any(|u| u.id == d.id.as_str()));
+    let refused = refused.len().min(done.len());
+    Split {
+        sent: done.len() - refused,
+        refused,
+        again,
+    }
+}
+
+/// Full-jitter exponential backoff: uniform in `[0, min(max, base * 2^(attempt-1))]`.
+/// `unit` is a uniform random number in `[0, 1)`, passed in to keep this pure.
+pub fn backoff(attempt: u32, unit: f64) -> Duration {
+    let exp = RETRY_BASE_DELAY.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    exp.min(RETRY_MAX_DELAY).mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// What has been said about refused documents and credentials: one error line for a missing
+/// permission, rate-limited warnings for the rest.
+#[derive(Debug)]
+struct Logs {
+    rejections: LogLimiter,
+    auth: LogLimiter,
+    access_denied_logged: bool,
+}
+
+/// Sends flushes through one backend; shared by every flush of the exporter.
+#[derive(Debug)]
+pub struct Sender {
+    backend: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
+    /// Uniform in `[0, 1)`: the backoff's jitter.
+    jitter: fn() -> f64,
+    logs: std::sync::Mutex<Logs>,
+}
+
+impl Sender {
+    /// A sender through `backend`, counting into `metrics`.
+    pub fn new(backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Self {
+        Self::with_jitter(backend, metrics, fastrand::f64)
+    }
+
+    /// The same with the backoff's random source given (tests pin it).
+    pub fn with_jitter(
+        backend: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
+        jitter: fn() -> f64,
+    ) -> Self {
+        Self {
+            backend,
+            metrics,
+            jitter,
+            logs: std::sync::Mutex::new(Logs {
+                rejections: LogLimiter::new(REJECTION_LOG_INTERVAL),
+                auth: LogLimiter::new(AUTH_LOG_INTERVAL),
+                access_denied_logged: false,
+            }),
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// Sends `docs` (oldest first) in batches of the backend's size, a few calls at a time,
+    /// until `deadline`; `progress` grows as calls are answered.
+    pub async fn flush(
+        &self,
+        docs: Vec<Document>,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> FlushReport {
+        let total = docs.len();
+        let batches = batcher::batches(docs, self.backend.max_batch());
+        let superseded = total - batches.iter().map(Vec::len).sum::<usize>();
+        progress.add(superseded);
+        let mut report = FlushReport {
+            superseded,
+            ..FlushReport::default()
+        };
+        let mut results = futures_util::stream::iter(batches)
+            .map(|batch| self.send_batch(batch, deadline, progress))
+            .buffer_unordered(MAX_CONCURRENT_CALLS);
+        while let Some(r) = results.next().await {
+            report.absorb(r);
+        }
+        report
+    }
+
+    async fn send_batch(
+        &self,
+        batch: Vec<Document>,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> FlushReport {
+        let mut report = FlushReport::default();
+        let mut pending = batch;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            report.calls += 1;
+            metrics::add(&self.metrics.api_calls, 1);
+            let outcome = {
+                let refs: Vec<&Document> = pending.iter().collect();
+                tokio::time::timeout_at(deadline, self.backend.put(&refs, deadline))
+                    .await
+                    .unwrap_or(Err(ExportError::Timeout))
+            };
+            let retryable_error = match outcome {
+                Ok(answer) => {
+                    if let Some(first) = answer.unprocessed.iter().find(|u| !u.retry) {
+                        let refused = answer.unprocessed.iter().filter(|u| !u.retry).count();
+                        self.rejected(first, refused);
+                    }
+                    let Split {
+                        sent,
+                        refused,
+                        again,
+                    } = split(pending, &answer);
+                    report.sent += sent;
+                    report.refused += refused;
+                    progress.add(sent + refused);
+                    metrics::add(&self.metrics.sent, sent as u64);
+                    metrics::add(&self.metrics.unprocessed, refused as u64);
+                    if again.is_empty() {
+                        return report;
+                    }
+                    debug!(
+                        documents = again.len(),
+                        backend = self.backend.name(),
+                        "asked to retry documents"
+                    );
+                    pending = again;
+                    None
+                }
+                Err(e) => {
+                    self.count(&e);
+                    if !e.is_retryable() && e.keeps_documents() {
+                        self.auth_failed(&e);
+                        report.kept = pending;
+                        return report;
+                    }
+                    if !e.is_retryable() {
+                        warn!(error = %e, documents = pending.len(), backend = self.backend.name(), "X-Ray refused the batch; dropped");
+                        metrics::add(&self.metrics.unprocessed, pending.len() as u64);
+                        report.refused += pending.len();
+                        progress.add(pending.len());
+                        return report;
+                    }
+                    Some(e)
+                }
+            };
+            let delay = backoff(attempt, (self.jitter)());
+            if attempt >= MAX_ATTEMPTS_PER_FLUSH || Instant::now() + delay >= deadline {
+                debug!(error = ?retryable_error, attempt, documents = pending.len(), "not sent in this flush; kept for the next");
+                report.kept = pending;
+                return report;
+            }
+            debug!(error = ?retryable_error, attempt, delay_ms = delay.as_millis(), "retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn count(&self, e: &ExportError) {
+        let m = &self.metrics;
+        let counter = match e {
+            ExportError::Timeout => &m.backend_timeout,
+            ExportError::Refused(_) => &m.backend_refused,
+            ExportError::UnknownHost(_) => &m.backend_unknown_host,
+            ExportError::Throttled | ExportError::Client4xx { .. } | ExportError::Auth { .. } => {
+                &m.backend_4xx
+            }
+            ExportError::Server5xx { .. } => &m.backend_5xx,
+            ExportError::Other(_) => &m.backend_other,
+        };
+        metrics::add(counter, 1);
+    }
+
+    /// Logs documents the backend refused in one call, at most one line per
+    /// [`REJECTION_LOG_INTERVAL`]: the first one's id and error, how many, how many lines were
+    /// suppressed.
+    fn rejected(&self, first: &super::backend::Unprocessed, documents: usize) {
+        let allowed = self
+            .logs
+            .lock()
+            .ok()
+            .and_then(|mut l| l.rejections.allow(std::time::Instant::now()));
+        if let Some(suppressed) = allowed {
+            warn!(id = %first.id, code = %first.code, message = %first.message, documents, suppressed, backend = self.backend.name(), "X-Ray rejected documents; dropped");
+        }
+    }
+
+    /// Logs a refused call: once at error level naming the IAM action when access is denied,
+    /// otherwise a rate-limited warning. The documents are kept either way.
+    fn auth_failed(&self, e: &ExportError) {
+        let Ok(mut logs) = self.logs.lock() else {
+            return;
+        };
+        if e.is_access_denied() {
+            if !std::mem::replace(&mut logs.access_denied_logged, true) {
+                error!(error = %e, "X-Ray refused {}: the function's role needs the IAM permission xray:PutTraceSegments (documents are kept for the next flush)", self.backend.name());
+            }
+        } else if let Some(suppressed) = logs.auth.allow(std::time::Instant::now()) {
+            warn!(error = %e, suppressed, backend = self.backend.name(), "X-Ray refused the credentials; documents are kept for the next flush");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,393 @@
+use super::*;
+use crate::export::memory::{MemoryBackend, Reply};
+use crate::trace::{SegmentId, TraceId};
+
+fn doc(n: u64) -> Document {
+    Document {
+        body: "{}".into(),
+        id: SegmentId::from_u64(n),
+        trace_id: TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
+    }
+}
+
+fn docs(n: u64) -> Vec<Document> {
+    (1..=n).map(doc).collect()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// The backoff's largest delay every time: the retry times are exact.
+fn no_jitter() -> f64 {
+    1.0
+}
+
+struct Outcome {
+    report: FlushReport,
+    progress: usize,
+    backend: Arc<MemoryBackend>,
+    metrics: Arc<Metrics>,
+    start: Instant,
+}
+
+impl Outcome {
+    /// When each call came, from the flush's start, in milliseconds.
+    fn call_times(&self) -> Vec<u64> {
+        self.backend
+            .calls()
+            .iter()
+            .map(|c| u64::try_from((c.at - self.start).as_millis()).unwrap())
+            .collect()
+    }
+
+    fn kept(&self) -> usize {
+        self.report.kept.len()
+    }
+}
+
+/// Flushes `docs` through a backend of `max_batch` answering `script`, under a deadline
+/// `deadline` from now (time is paused: it advances only while everything waits).
+async fn flush(
+    docs: Vec<Document>,
+    max_batch: usize,
+    script: Vec<Reply>,
+    deadline: Duration,
+) -> Outcome {
+    let backend = Arc::new(MemoryBackend::new(max_batch, script));
+    let metrics = Arc::new(Metrics::default());
+    let sender = Sender::with_jitter(backend.clone(), metrics.clone(), no_jitter);
+    let progress = Progress::default();
+    let start = Instant::now();
+    let report = sender.flush(docs, start + deadline, &progress).await;
+    Outcome {
+        report,
+        progress: progress.settled(),
+        backend,
+        metrics,
+        start,
+    }
+}
+
+fn fail(e: ExportError) -> Reply {
+    Reply::Fail(e)
+}
+
+fn auth() -> ExportError {
+    ExportError::Auth {
+        status: 403,
+        code: "ExpiredTokenException".into(),
+        message: String::new(),
+    }
+}
+
+struct Case {
+    name: &'static str,
+    docs: u64,
+    script: Vec<Reply>,
+    deadline: u64,
+    sent: usize,
+    refused: usize,
+    kept: usize,
+    /// When each call comes, in milliseconds from the start.
+    calls: Vec<u64>,
+}
+
+#[expect(clippy::too_many_arguments, reason = "one table row")]
+fn case(
+    name: &'static str,
+    docs: u64,
+    script: Vec<Reply>,
+    deadline: u64,
+    sent: usize,
+    refused: usize,
+    kept: usize,
+    calls: &[u64],
+) -> Case {
+    Case {
+        name,
+        docs,
+        script,
+        deadline,
+        sent,
+        refused,
+        kept,
+        calls: calls.to_vec(),
+    }
+}
+
+/// Batches of 3, jitter pinned to its largest value. Columns: documents, script, deadline (ms),
+/// then sent, refused, kept, and when the calls come.
+#[expect(clippy::too_many_lines, reason = "a table, one row per case")]
+fn cases() -> Vec<Case> {
+    let throttled = || fail(ExportError::Throttled);
+    let unprocessed = |which: &[(usize, &'static str, bool)]| Reply::Unprocessed(which.to_vec());
+    let bad_request = ExportError::Client4xx {
+        status: 400,
+        message: "bad".into(),
+    };
+    let internal = || unprocessed(&[(0, "InternalFailure", true)]);
+    vec![
+        case(
+            "stored at once, one call a batch",
+            7,
+            vec![],
+            1_000,
+            7,
+            0,
+            0,
+            &[0, 0, 0],
+        ),
+        case(
+            "throttled once: retried after the first backoff",
+            2,
+            vec![throttled()],
+            1_000,
+            2,
+            0,
+            0,
+            &[0, 25],
+        ),
+        case(
+            "failing every attempt: the delay doubles, then kept",
+            2,
+            vec![
+                fail(ExportError::Server5xx { status: 503 }),
+                fail(ExportError::Timeout),
+                fail(ExportError::Refused("reset".into())),
+            ],
+            1_000,
+            0,
+            0,
+            2,
+            &[0, 25, 75],
+        ),
+        case(
+            "a retry that would end past the deadline is not made",
+            2,
+            vec![fail(ExportError::Server5xx { status: 500 })],
+            20,
+            0,
+            0,
+            2,
+            &[0],
+        ),
+        case(
+            "a call with no answer ends at the deadline, its documents kept",
+            3,
+            vec![Reply::Hang],
+            300,
+            0,
+            0,
+            3,
+            &[0],
+        ),
+        case(
+            "a slow answer spends the time of the retries",
+            2,
+            vec![Reply::Late(ms(280), Box::new(throttled()))],
+            300,
+            0,
+            0,
+            2,
+            &[0],
+        ),
+        case(
+            "unprocessed: only the retryable ones go again",
+            3,
+            vec![unprocessed(&[
+                (0, "ThrottledException", true),
+                (2, "InvalidTraceId", false),
+            ])],
+            1_000,
+            2,
+            1,
+            0,
+            &[0, 25],
+        ),
+        case(
+            "unprocessed every attempt: kept after the last",
+            1,
+            vec![internal(), internal(), internal()],
+            1_000,
+            0,
+            0,
+            1,
+            &[0, 25, 75],
+        ),
+        case(
+            "a refused request drops its batch, no retry; the next batch is stored",
+            4,
+            vec![fail(bad_request)],
+            1_000,
+            1,
+            3,
+            0,
+            &[0, 0],
+        ),
+        case(
+            "refused credentials keep the batch for the next flush, no retry",
+            2,
+            vec![fail(auth())],
+            1_000,
+            0,
+            0,
+            2,
+            &[0],
+        ),
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_backoff_refusals_and_deadlines() {
+    for case in cases() {
+        // Batches of 3.
+        let out = flush(docs(case.docs), 3, case.script, ms(case.deadline)).await;
+        let name = case.name;
+        assert_eq!(
+            (out.report.sent, out.report.refused, out.kept()),
+            (case.sent, case.refused, case.kept),
+            "{name}"
+        );
+        assert_eq!(out.call_times(), case.calls, "{name}");
+        assert_eq!(out.report.calls, case.calls.len(), "{name}");
+        assert_eq!(
+            metrics::get(&out.metrics.api_calls),
+            case.calls.len() as u64,
+            "{name}"
+        );
+        assert_eq!(
+            metrics::get(&out.metrics.sent),
+            out.report.sent as u64,
+            "{name}"
+        );
+        assert_eq!(
+            metrics::get(&out.metrics.unprocessed),
+            out.report.refused as u64,
+            "{name}"
+        );
+        // Everything is settled or kept, exactly once.
+        assert_eq!(
+            out.progress + out.kept(),
+            usize::try_from(case.docs).unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            out.backend.stored().len(),
+            out.report.sent,
+            "{name}: stored what it reports sent"
+        );
+        // No call outlives the deadline it was given.
+        assert!(
+            out.backend
+                .calls()
+                .iter()
+                .all(|c| c.deadline == out.start + ms(case.deadline)),
+            "{name}"
+        );
+        assert!(Instant::now() <= out.start + ms(case.deadline), "{name}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_metrics_observe_what_the_report_says() {
+    let out = flush(
+        docs(5),
+        50,
+        vec![Reply::Unprocessed(vec![(1, "InvalidTraceId", false)])],
+        ms(1_000),
+    )
+    .await;
+    assert_eq!((out.report.sent, out.report.refused), (4, 1));
+    assert_eq!(metrics::get(&out.metrics.sent), 4);
+    assert_eq!(metrics::get(&out.metrics.unprocessed), 1);
+    let out = flush(docs(2), 50, vec![fail(ExportError::Throttled)], ms(1_000)).await;
+    assert_eq!(metrics::get(&out.metrics.backend_4xx), 1);
+    assert_eq!(metrics::get(&out.metrics.sent), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn older_versions_of_a_re_sent_id_are_settled_as_superseded() {
+    let mut d = docs(3);
+    d.push(doc(2));
+    let out = flush(d, 50, vec![], ms(1_000)).await;
+    assert_eq!(out.report.superseded, 1);
+    assert_eq!(out.report.sent, 3);
+    assert_eq!(out.progress, 4);
+    assert_eq!(out.backend.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_tells_what_an_aborted_flush_had_settled() {
+    // Three batches: the first stored, the second never answered, the third stored.
+    let backend = Arc::new(MemoryBackend::new(50, [Reply::Store, Reply::Hang]));
+    let sender = Arc::new(Sender::with_jitter(
+        backend.clone(),
+        Arc::new(Metrics::default()),
+        no_jitter,
+    ));
+    let progress = Arc::new(Progress::default());
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let task = tokio::spawn({
+        let (sender, progress) = (sender.clone(), progress.clone());
+        async move { sender.flush(docs(120), deadline, &progress).await }
+    });
+    while backend.stored().len() < 70 {
+        tokio::time::sleep(ms(1)).await;
+    }
+    assert!(!task.is_finished());
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_eq!(progress.settled(), 70);
+}
+
+#[test]
+fn an_answer_splits_its_batch() {
+    use crate::export::backend::Unprocessed;
+    let unprocessed = |n: u64, retry: bool| Unprocessed {
+        id: SegmentId::from_u64(n).as_str().to_owned(),
+        code: String::new(),
+        message: String::new(),
+        retry,
+    };
+    let answer = |u: Vec<Unprocessed>| Answer { unprocessed: u };
+    let ids = |d: &[Document]| d.iter().map(|d| d.id).collect::<Vec<_>>();
+    // (answer, sent, refused, sent again)
+    let table = [
+        (answer(vec![]), 4, 0, vec![]),
+        (answer(vec![unprocessed(2, true)]), 3, 0, vec![2]),
+        (answer(vec![unprocessed(2, false)]), 3, 1, vec![]),
+        (
+            answer(vec![
+                unprocessed(1, true),
+                unprocessed(4, true),
+                unprocessed(3, false),
+            ]),
+            1,
+            1,
+            vec![1, 4],
+        ),
+        // More refusals than documents left: never more refused than there were.
+        (
+            answer((1..=6).map(|n| unprocessed(n, false)).collect()),
+            0,
+            4,
+            vec![],
+        ),
+    ];
+    for (answer, sent, refused, again) in table {
+        let s = split(docs(4), &answer);
+        assert_eq!((s.sent, s.refused), (sent, refused), "{answer:?}");
+        let again: Vec<SegmentId> = again.into_iter().map(SegmentId::from_u64).collect();
+        assert_eq!(ids(&s.again), again, "{answer:?}");
+    }
+}
+
+#[test]
+fn backoff_is_capped_and_jittered() {
+    assert_eq!(backoff(1, 0.0), Duration::ZERO);
+    assert_eq!(backoff(1, 1.0), RETRY_BASE_DELAY);
+    assert_eq!(backoff(2, 1.0), RETRY_BASE_DELAY * 2);
+    assert_eq!(backoff(30, 1.0), RETRY_MAX_DELAY);
+    assert_eq!(backoff(3, 0.5), RETRY_BASE_DELAY * 2);
+}

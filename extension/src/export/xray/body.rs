@@ -1,0 +1,45 @@
+//! The PutTraceSegments request body. Pure.
+
+use crate::ingest::protocol::Document;
+
+/// `{"TraceSegmentDocuments":["<document>", ...]}`: each document as a JSON string, written
+/// straight from the buffered bodies (one copy, the serialization).
+pub fn request_body(batch: &[&Document]) -> hyper::body::Bytes {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        #[serde(rename = "TraceSegmentDocuments")]
+        documents: Vec<&'a str>,
+    }
+    let body = Body {
+        documents: batch.iter().map(|d| &*d.body).collect(),
+    };
+    // Serializing strings into memory cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_body_carries_each_document_as_a_json_string() {
+        let dir = format!("{}/fixtures/datagrams", env!("CARGO_MANIFEST_DIR"));
+        let docs: Vec<Document> = ["python_child.bin", "node_child.bin"]
+            .iter()
+            .map(|f| {
+                crate::ingest::protocol::parse_datagram(
+                    &std::fs::read(format!("{dir}/{f}")).unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let refs: Vec<&Document> = docs.iter().collect();
+        let body: serde_json::Value = serde_json::from_slice(&request_body(&refs)).unwrap();
+        let sent = body["TraceSegmentDocuments"].as_array().unwrap();
+        assert_eq!(sent.len(), 2);
+        for (doc, sent) in docs.iter().zip(sent) {
+            assert_eq!(sent.as_str(), Some(&*doc.body));
+        }
+        assert_eq!(&request_body(&[])[..], br#"{"TraceSegmentDocuments":[]}"#);
+    }
+}

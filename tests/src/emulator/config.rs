@@ -181,6 +181,10 @@ impl FunctionSpec {
 
 /// The whole configuration (built by `EmulatorBuilder`).
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent modes of the environment (Telemetry API, Managed Instances, tenant isolation, local run)"
+)]
 pub struct EmulatorConfig {
     pub(crate) function: Option<FunctionSpec>,
     pub(crate) extensions: Vec<ExtensionSpec>,
@@ -197,6 +201,7 @@ pub struct EmulatorConfig {
     pub(crate) telemetry_supported: bool,
     pub(crate) managed_instances: bool,
     pub(crate) tenant_isolation: bool,
+    pub(crate) local_run: bool,
     pub(crate) max_concurrency: usize,
     pub(crate) xray_endpoint: Option<String>,
     pub(crate) output: ChildOutput,
@@ -223,6 +228,7 @@ impl Default for EmulatorConfig {
             telemetry_supported: true,
             managed_instances: false,
             tenant_isolation: false,
+            local_run: false,
             max_concurrency: MAX_CONCURRENCY_DEFAULT,
             xray_endpoint: None,
             output: ChildOutput::Capture,
@@ -330,6 +336,13 @@ fn common_env(
     });
     for (key, value) in pairs {
         env.insert(key.to_owned(), value);
+    }
+    if config.local_run {
+        // AWS's runtime interface emulator takes (and gives) the timeout in whole seconds.
+        env.insert(
+            "AWS_LAMBDA_FUNCTION_TIMEOUT".to_owned(),
+            config.function_timeout.as_secs().to_string(),
+        );
     }
     env
 }
@@ -442,6 +455,21 @@ mod tests {
             xray_endpoint: Some("http://127.0.0.1:4000".to_owned()),
             ..EmulatorConfig::default()
         }
+    }
+
+    #[test]
+    fn a_local_run_gives_the_timeout_in_whole_seconds() {
+        let spec = ExtensionSpec::new("/opt/extensions/xray");
+        let api = SocketAddr::from(([127, 0, 0, 1], 9001));
+        let env = extension_env(&config(), &spec, api, InitializationType::OnDemand, &host);
+        assert!(!env.contains_key("AWS_LAMBDA_FUNCTION_TIMEOUT"));
+        let local = EmulatorConfig {
+            local_run: true,
+            function_timeout: std::time::Duration::from_secs(3),
+            ..config()
+        };
+        let env = extension_env(&local, &spec, api, InitializationType::OnDemand, &host);
+        assert_eq!(env["AWS_LAMBDA_FUNCTION_TIMEOUT"], "3");
     }
 
     #[test]

@@ -522,7 +522,8 @@ impl Emulator {
                     "requestId": request_id,
                     "invokedFunctionArn": function_arn,
                 });
-                if let Some(header) = &invoke.trace {
+                // A local run's INVOKE never carries the trace.
+                if let Some(header) = invoke.trace.as_ref().filter(|_| !config.local_run) {
                     body["tracing"] = json!({"type": "X-Amzn-Trace-Id", "value": header});
                 }
                 let _ = ext.mailbox.sender.try_send(ExtensionEvent { body });
@@ -802,7 +803,11 @@ impl Emulator {
                 let body = json!({
                     "eventType": "SHUTDOWN",
                     "deadlineMs": deadline_ms,
-                    "shutdownReason": reason.as_str(),
+                    "shutdownReason": if self.shared.config.local_run {
+                        reason.as_local_str()
+                    } else {
+                        reason.as_str()
+                    },
                 });
                 if ext.mailbox.sender.try_send(ExtensionEvent { body }).is_ok() {
                     sent.insert(ext.name.clone());

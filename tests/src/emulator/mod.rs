@@ -481,6 +481,16 @@ impl ShutdownReason {
             Self::Failure => "failure",
         }
     }
+
+    /// The wire value in a local run: AWS's runtime interface emulator names them
+    /// `SandboxTerminated`, `Timeout` and `ReleaseFail`.
+    pub fn as_local_str(self) -> &'static str {
+        match self {
+            Self::Spindown => "SandboxTerminated",
+            Self::Timeout => "Timeout",
+            Self::Failure => "ReleaseFail",
+        }
+    }
 }
 
 /// How the runtime ended at a shutdown.
@@ -667,6 +677,19 @@ impl EmulatorBuilder {
         self
     }
 
+    /// A local run, as `sam local invoke` runs the function inside AWS's runtime interface
+    /// emulator (contracts §8 "Local runs"): the Telemetry API answers `202
+    /// Telemetry.NotSupported` (and the Logs API `202 Logs.NotSupported`, as always), INVOKE
+    /// events carry no `tracing` (the runtime still gets `Lambda-Runtime-Trace-Id` when the
+    /// caller sent a header), SHUTDOWN reasons are `SandboxTerminated`, `Timeout` and
+    /// `ReleaseFail`, the function timeout is whole seconds (rounded up) and the processes see
+    /// it as `AWS_LAMBDA_FUNCTION_TIMEOUT`. After a timeout the runtime is killed, the extensions
+    /// get SHUTDOWN, and the next invoke initialises again (same ports).
+    pub fn local_run(mut self, on: bool) -> Self {
+        self.config.local_run = on;
+        self
+    }
+
     /// `AWS_ENDPOINT_URL_XRAY` for the extensions.
     pub fn xray_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.config.xray_endpoint = Some(endpoint.into());
@@ -699,7 +722,12 @@ impl EmulatorBuilder {
     }
 
     /// Binds the API and returns the emulator; nothing runs until an init or invoke.
-    pub async fn start(self) -> Result<Emulator, EmulatorError> {
+    pub async fn start(mut self) -> Result<Emulator, EmulatorError> {
+        if self.config.local_run {
+            self.config.telemetry_supported = false;
+            let seconds = self.config.function_timeout.as_secs_f64().ceil().max(1.0);
+            self.config.function_timeout = Duration::from_secs_f64(seconds);
+        }
         let addr = self.config.listen;
         let listener = TcpListener::bind(addr)
             .await

@@ -90,6 +90,9 @@ pub struct Options {
     pub max_concurrency: usize,
     /// Tenant isolation (`EmulatorBuilder::tenant_isolation`): every invoke names its tenant.
     pub tenant_isolation: bool,
+    /// A local run inside AWS's runtime interface emulator, as `sam local invoke` does it
+    /// (`EmulatorBuilder::local_run`).
+    pub local_run: bool,
 }
 
 impl Options {
@@ -118,6 +121,7 @@ impl Default for Options {
             managed_instances: false,
             max_concurrency: xray_extension_tests::emulator::MAX_CONCURRENCY_DEFAULT,
             tenant_isolation: false,
+            local_run: false,
         }
     }
 }
@@ -198,6 +202,7 @@ impl Harness {
             .managed_instances(options.managed_instances)
             .max_concurrency(options.max_concurrency)
             .tenant_isolation(options.tenant_isolation)
+            .local_run(options.local_run)
             .xray_endpoint(options.xray_endpoint.unwrap_or_else(|| sink.endpoint()))
             .start()
             .await

@@ -1,7 +1,8 @@
 //! `make demo`: the extension end to end on a local Lambda, no AWS account.
 //!
 //! Starts the embedded X-Ray sink and the emulator with the real extension and the sample
-//! function, runs a cold start, warm invocations, an error and a shutdown, then prints every trace
+//! function, runs a cold start, warm invocations, an error and a shutdown, then two invocations
+//! of tenant `blue` of the same function with tenant isolation, then prints every trace
 //! the sink received as a tree (offsets and durations in milliseconds) and a summary line, and
 //! writes the same traces as a timeline to one self-contained HTML file (`XRAY_DEMO_HTML`, by
 //! default `demo-timeline.html` beside the binary), whose path it prints last.
@@ -13,7 +14,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use xray_extension_tests::emulator::{Emulator, ExtensionSpec, FunctionSpec, Invocation, Invoke};
+use xray_extension_tests::emulator::{
+    Emulator, ExtensionSpec, FunctionSpec, Invocation, Invoke, ShutdownReport,
+};
 use xray_extension_tests::extension_log::{self, EXTENSION};
 use xray_extension_tests::net;
 use xray_extension_tests::sink::{ReceivedDocument, ReceivedSpan, XraySink};
@@ -44,11 +47,15 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let sink = XraySink::start().await?;
-    let udp_port = net::free_udp_port()?;
-    let telemetry_port = net::free_tcp_port()?;
-    let mut lambda = Emulator::builder()
+/// The local Lambda with the real extension and the sample function; `tenant_isolation` for a
+/// function created with `TenantIsolationMode=PER_TENANT`.
+async fn start_lambda(
+    sink: &XraySink,
+    udp_port: u16,
+    telemetry_port: u16,
+    tenant_isolation: bool,
+) -> Result<Emulator, Box<dyn std::error::Error>> {
+    Ok(Emulator::builder()
         .extension(
             ExtensionSpec::new(sibling(EXTENSION)?)
                 .env(
@@ -64,9 +71,17 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         )
         .function_name("demo-orders")
         .function_timeout(Duration::from_secs(3))
+        .tenant_isolation(tenant_isolation)
         .xray_endpoint(sink.endpoint())
         .start()
-        .await?;
+        .await?)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let sink = XraySink::start().await?;
+    let udp_port = net::free_udp_port()?;
+    let telemetry_port = net::free_tcp_port()?;
+    let mut lambda = start_lambda(&sink, udp_port, telemetry_port, false).await?;
 
     println!(
         "local Lambda at {}, X-Ray sink at {}",
@@ -104,12 +119,27 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let report = lambda.shutdown().await?;
-    if let Some(ext) = report.extension(EXTENSION) {
-        println!(
-            "shutdown     extension exit {:?} in {} ms (deadline 2000 ms)",
-            ext.exit_code(),
-            ext.took.map_or(0, |d| d.as_millis())
-        );
+    print_shutdown(&report);
+    let mut counters = extension_log::counters(&lambda).unwrap_or_default();
+
+    // The same function with tenant isolation: each tenant's invocations run in environments of
+    // their own, and our subsegments carry its id (`annotation.TenantId = "blue"`).
+    let mut tenant_lambda = start_lambda(&sink, udp_port, telemetry_port, true).await?;
+    for (label, event) in [
+        ("tenant blue", json!({"subsegments": 1, "sleep_ms": 10})),
+        ("tenant blue", json!({"subsegments": 1})),
+    ] {
+        let trace = TraceHeader::sampled();
+        let inv = tenant_lambda
+            .invoke(Invoke::new(event).traced(trace.clone()).tenant("blue"))
+            .await?;
+        print_invocation(label, &inv);
+        function_ids.extend(sent_ids(&inv));
+        roots.push((label, trace.root));
+    }
+    print_shutdown(&tenant_lambda.shutdown().await?);
+    for (key, value) in extension_log::counters(&tenant_lambda).unwrap_or_default() {
+        *counters.entry(key).or_default() += value;
     }
     println!();
 
@@ -122,7 +152,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         print_tree(&docs, root);
         println!();
     }
-    let counters = extension_log::counters(&lambda).unwrap_or_default();
     let get = |k: &str| counters.get(k).copied().unwrap_or(0);
     println!(
         "summary: documents received {} (rejected {}), generated {}, sent {}, PutTraceSegments calls {}, distinct documents in X-Ray {}",
@@ -213,6 +242,16 @@ fn html_path() -> Result<PathBuf, Box<dyn std::error::Error>> {
         .parent()
         .ok_or("no parent directory")?
         .join("demo-timeline.html"))
+}
+
+fn print_shutdown(report: &ShutdownReport) {
+    if let Some(ext) = report.extension(EXTENSION) {
+        println!(
+            "shutdown     extension exit {:?} in {} ms (deadline 2000 ms)",
+            ext.exit_code(),
+            ext.took.map_or(0, |d| d.as_millis())
+        );
+    }
 }
 
 /// The ids of the documents the function reports it sent.

@@ -12,6 +12,8 @@ fixed timestamp so the same binary gives the same zip.
 Before packaging, the binary is checked to be an ELF executable for the right machine with no
 program interpreter (that is, statically linked): a dynamically linked binary would fail to
 start on runtimes whose libc differs, with nothing in the function's logs but an exit code.
+It is also checked to hold none of the test-only fault injection (the extension's cargo feature
+`fault-injection`, extension/src/fault.rs), which can make the extension's tasks panic on demand.
 """
 
 from __future__ import annotations
@@ -34,8 +36,24 @@ MACHINES = {"x86_64": 62, "arm64": 183}
 PT_INTERP = 3
 
 
+# What only a build with the `fault-injection` feature holds (extension/src/fault.rs): the
+# variable that arms it and the marker that sets it off.
+FAULT_INJECTION = (b"XRAY_EXTENSION_FAULT", b"xray-extension-fault-injection-panic")
+
+
 class PackageError(Exception):
     pass
+
+
+def check_no_fault_injection(path: str) -> None:
+    """Raises PackageError if `path` was built with the test-only `fault-injection` feature."""
+    with open(path, "rb") as f:
+        data = f.read()
+    for needle in FAULT_INJECTION:
+        if needle in data:
+            raise PackageError(
+                f"{path}: built with the test-only fault-injection feature (holds {needle.decode()!r})"
+            )
 
 
 def check_static_elf(path: str, arch: str) -> None:
@@ -72,6 +90,7 @@ def entry(name: str, mode: int) -> zipfile.ZipInfo:
 
 
 def make_zip(arch: str, binary: str, wrapper: str, out: str) -> None:
+    check_no_fault_injection(binary)
     check_static_elf(binary, arch)
     with open(wrapper, "rb") as f:
         wrapper_data = f.read()
@@ -122,7 +141,10 @@ def main() -> int:
     z.add_argument("--binary", required=True)
     z.add_argument("--wrapper", required=True)
     z.add_argument("--out", required=True)
-    c = sub.add_parser("check-binary", help="check that a binary is static ELF for an architecture")
+    c = sub.add_parser(
+        "check-binary",
+        help="check that a binary is static ELF for an architecture, without fault injection",
+    )
     c.add_argument("--arch", choices=sorted(MACHINES), required=True)
     c.add_argument("binary")
     r = sub.add_parser("report", help="print binary and zip sizes")
@@ -132,7 +154,9 @@ def main() -> int:
         if args.command == "zip":
             make_zip(args.arch, args.binary, args.wrapper, args.out)
         elif args.command == "check-binary":
+            check_no_fault_injection(args.binary)
             check_static_elf(args.binary, args.arch)
+            print(f"{args.binary}: static ELF for {args.arch}, no fault injection")
         else:
             report(args.rows)
     except (PackageError, OSError) as e:

@@ -4,20 +4,21 @@
 //! latest is kept: X-Ray keeps the last write, and one call should not race two versions.
 //! Pure: no I/O.
 
+use std::borrow::Borrow;
 use std::collections::HashSet;
 
 use crate::ingest::protocol::Document;
 use crate::trace::SegmentId;
 
-/// Splits `docs` (oldest first) into batches of at most `max` (at least 1), keeping order, after
-/// dropping older duplicates of the same id.
-pub fn batches(docs: Vec<Document>, max: usize) -> Vec<Vec<Document>> {
+/// Splits `docs` (oldest first; documents or what holds them) into batches of at most `max` (at
+/// least 1), keeping order, after dropping older duplicates of the same id.
+pub fn batches<T: Borrow<Document>>(docs: Vec<T>, max: usize) -> Vec<Vec<T>> {
     let max = max.max(1);
     let mut seen: HashSet<SegmentId> = HashSet::with_capacity(docs.len());
-    let mut latest_first: Vec<Document> = docs
+    let mut latest_first: Vec<T> = docs
         .into_iter()
         .rev()
-        .filter(|d| seen.insert(d.id))
+        .filter(|d| seen.insert(d.borrow().id))
         .collect();
     latest_first.reverse();
     let mut out = Vec::with_capacity(latest_first.len().div_ceil(max));

@@ -1,31 +1,59 @@
-//! The export buffer: documents waiting for PutTraceSegments, bounded in bytes.
+//! The export buffer: documents waiting for their send, bounded in bytes. One queue of
+//! [`Entry`]s: the document, since when it waits, and the budget's permits for its bytes.
 //!
-//! Documents handed to a flush stay accounted for until the flush settles, so a slow X-Ray call
-//! cannot let the buffer grow past its limit. What a flush could not send comes back to the
-//! front, oldest first. Pure: no I/O.
+//! Entries handed to a send stay accounted for until the send settles, so a slow call cannot
+//! let the buffer grow past its limit. What a send kept comes back to the front, oldest first,
+//! with its permits. Pure: no I/O.
 //!
-//! A document from a receiver comes with a [`Reservation`]: the hand-off budget's permits for
-//! its bytes, taken before the sender was told it was accepted. The buffer keeps it (and a
-//! flush keeps it until it settles), so the budget refuses new documents, and the OTLP/HTTP
-//! receiver answers 503, exactly while the buffer is full, and a document accepted once is
-//! never dropped here for space. Documents without one (our own) are bounded by the limit.
+//! A document from a receiver comes with a [`Permit`]: the hand-off budget's permits for its
+//! bytes, taken before the sender was told it was accepted. It travels with the document until
+//! the document is sent, refused or dropped (a send that keeps the document gives it back with
+//! it), so the budget refuses new documents, and the OTLP/HTTP receiver answers 503, exactly
+//! while the buffer is full, and a document accepted once is never dropped here for space.
+//! Documents without one (our own) are bounded by the limit.
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-/// Hand-off budget permits for a document's bytes, released when dropped.
-pub type Reservation = OwnedSemaphorePermit;
-
 use crate::ingest::protocol::Document;
+
+/// Hand-off budget permits for a document's bytes, released when dropped.
+pub type Permit = OwnedSemaphorePermit;
+
+/// One queued document.
+#[derive(Debug)]
+pub struct Entry {
+    document: Document,
+    since: Instant,
+    /// Held, never read: the bytes go back to the budget when the entry is dropped.
+    _permit: Option<Permit>,
+}
+
+impl Entry {
+    /// The document.
+    pub fn document(&self) -> &Document {
+        &self.document
+    }
+
+    /// Bytes it accounts for in the buffer.
+    pub fn weight(&self) -> usize {
+        self.document.weight()
+    }
+}
+
+impl Borrow<Document> for Entry {
+    fn borrow(&self) -> &Document {
+        &self.document
+    }
+}
 
 /// A bounded FIFO of documents.
 #[derive(Debug)]
 pub struct Buffer {
-    queue: VecDeque<Document>,
-    since: VecDeque<Instant>,
-    reservations: VecDeque<Option<Reservation>>,
+    queue: VecDeque<Entry>,
     queued_bytes: usize,
     in_flight_bytes: usize,
     limit_bytes: usize,
@@ -44,8 +72,6 @@ impl Buffer {
     pub fn new(limit_bytes: usize) -> Self {
         Self {
             queue: VecDeque::new(),
-            since: VecDeque::new(),
-            reservations: VecDeque::new(),
             queued_bytes: 0,
             in_flight_bytes: 0,
             limit_bytes,
@@ -53,59 +79,56 @@ impl Buffer {
     }
 
     /// Appends a document buffered at `now`, or refuses it when the limit would be exceeded.
-    pub fn push(&mut self, doc: Document, now: Instant) -> Result<(), BufferFull> {
-        let weight = doc.weight();
-        if self.queued_bytes + self.in_flight_bytes + weight > self.limit_bytes {
+    pub fn push(&mut self, document: Document, now: Instant) -> Result<(), BufferFull> {
+        if self.bytes() + document.weight() > self.limit_bytes {
             return Err(BufferFull {
                 limit_bytes: self.limit_bytes,
             });
         }
-        self.append(doc, now, None);
+        self.append(document, now, None);
         Ok(())
     }
 
-    /// Appends a document whose bytes `reservation` already holds: always taken (the budget
-    /// behind the reservations is as large as the limit, so together they stay bounded).
-    pub fn push_reserved(&mut self, doc: Document, reservation: Reservation, now: Instant) {
-        self.append(doc, now, Some(reservation));
+    /// Appends a document whose bytes `permit` already holds: always taken (the budget behind
+    /// the permits is as large as the limit, so together they stay bounded).
+    pub fn push_reserved(&mut self, document: Document, permit: Permit, now: Instant) {
+        self.append(document, now, Some(permit));
     }
 
-    fn append(&mut self, doc: Document, now: Instant, reservation: Option<Reservation>) {
-        self.queued_bytes += doc.weight();
-        self.queue.push_back(doc);
-        self.since.push_back(now);
-        self.reservations.push_back(reservation);
+    fn append(&mut self, document: Document, since: Instant, permit: Option<Permit>) {
+        self.queued_bytes += document.weight();
+        self.queue.push_back(Entry {
+            document,
+            since,
+            _permit: permit,
+        });
     }
 
-    /// Takes up to `max` queued documents, oldest first, for a flush, with their reservations.
-    /// They stay counted against the limit until [`Buffer::settle`]; the flush keeps the
-    /// reservations until then.
-    pub fn take(&mut self, max: usize) -> (Vec<Document>, Vec<Reservation>) {
+    /// Takes up to `max` queued entries, oldest first, for a send. Their bytes stay counted
+    /// against the limit until [`Buffer::settle`].
+    pub fn take(&mut self, max: usize) -> Vec<Entry> {
         let n = max.min(self.queue.len());
-        let docs: Vec<Document> = self.queue.drain(..n).collect();
-        self.since.drain(..n);
-        let reservations = self.reservations.drain(..n).flatten().collect();
-        let bytes: usize = docs.iter().map(Document::weight).sum();
+        let taken: Vec<Entry> = self.queue.drain(..n).collect();
+        let bytes = weight_of(&taken);
         self.queued_bytes -= bytes;
         self.in_flight_bytes += bytes;
-        (docs, reservations)
+        taken
     }
 
-    /// Ends a flush that took `taken_bytes`: `unsent` documents return to the front in order,
-    /// counted as buffered since `since` (when the flush took them).
-    pub fn settle(&mut self, taken_bytes: usize, unsent: Vec<Document>, since: Instant) {
+    /// Ends a send that took `taken_bytes`: the `kept` entries return to the front in order,
+    /// with their permits, counted as waiting since `since` (when the send took them).
+    pub fn settle(&mut self, taken_bytes: usize, kept: Vec<Entry>, since: Instant) {
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(taken_bytes);
-        for doc in unsent.into_iter().rev() {
-            self.queued_bytes += doc.weight();
-            self.queue.push_front(doc);
-            self.since.push_front(since);
-            self.reservations.push_front(None);
+        for mut entry in kept.into_iter().rev() {
+            self.queued_bytes += entry.weight();
+            entry.since = since;
+            self.queue.push_front(entry);
         }
     }
 
     /// When the oldest queued document was buffered.
     pub fn oldest(&self) -> Option<Instant> {
-        self.since.front().copied()
+        self.queue.front().map(|e| e.since)
     }
 
     /// Queued documents (not counting those in flight).
@@ -127,21 +150,20 @@ impl Buffer {
     pub fn clear(&mut self) -> usize {
         let n = self.queue.len();
         self.queue.clear();
-        self.since.clear();
-        self.reservations.clear();
         self.queued_bytes = 0;
         n
     }
 }
 
-/// Total weight of a set of documents, as [`Buffer::settle`] expects it.
-pub fn weight_of(docs: &[Document]) -> usize {
-    docs.iter().map(Document::weight).sum()
+/// Total weight of a set of entries, as [`Buffer::settle`] expects it.
+pub fn weight_of(entries: &[Entry]) -> usize {
+    entries.iter().map(Entry::weight).sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::budget::HandOffBudget;
     use crate::trace::{SegmentId, TraceId};
     use std::time::Duration;
 
@@ -165,7 +187,7 @@ mod tests {
             b.push(doc(3, 100), t),
             Err(BufferFull { limit_bytes: w * 3 })
         );
-        let (taken, _) = b.take(2);
+        let taken = b.take(2);
         assert_eq!(b.len(), 1);
         // In-flight documents still count: nothing new fits.
         assert!(b.push(doc(4, 100), t).is_err());
@@ -176,23 +198,51 @@ mod tests {
     }
 
     #[test]
-    fn unsent_documents_return_to_the_front_in_order() {
+    fn kept_entries_return_to_the_front_in_order() {
         let t = Instant::now();
         let mut b = Buffer::new(1 << 20);
         for n in 0..5 {
             b.push(doc(n, 10), t).unwrap();
         }
-        let (taken, _) = b.take(3);
+        let mut taken = b.take(3);
         let bytes = weight_of(&taken);
         b.push(doc(9, 10), t + Duration::from_secs(1)).unwrap();
-        b.settle(bytes, taken[1..].to_vec(), t);
-        assert_eq!(b.oldest(), Some(t));
-        let ids: Vec<String> = b.take(10).0.iter().map(|d| d.id.to_string()).collect();
+        let kept = taken.split_off(1);
+        b.settle(bytes, kept, t + Duration::from_secs(2));
+        // Waiting again since the send took them.
+        assert_eq!(b.oldest(), Some(t + Duration::from_secs(2)));
+        let ids: Vec<String> = b
+            .take(10)
+            .iter()
+            .map(|e| e.document().id.to_string())
+            .collect();
         let expect: Vec<String> = [1, 2, 3, 4, 9]
             .iter()
             .map(|n| SegmentId::from_u64(*n).to_string())
             .collect();
         assert_eq!(ids, expect);
+    }
+
+    #[test]
+    fn permits_travel_with_their_documents() {
+        let t = Instant::now();
+        let w = doc(0, 10).weight();
+        let budget = HandOffBudget::new(w * 2);
+        let mut b = Buffer::new(1 << 20);
+        for n in 0..2 {
+            let (d, permit) = budget.admit(doc(n, 10)).unwrap().into_parts();
+            b.push_reserved(d, permit, t);
+        }
+        let mut taken = b.take(2);
+        assert_eq!(budget.available(), 0);
+        // The first is sent (dropped with its permit), the second kept.
+        let kept = taken.split_off(1);
+        drop(taken);
+        assert_eq!(budget.available(), w);
+        b.settle(2 * w, kept, t);
+        assert_eq!(budget.available(), w);
+        assert_eq!(b.clear(), 1);
+        assert_eq!(budget.available(), 2 * w);
     }
 
     #[test]

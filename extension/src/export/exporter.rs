@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::backend::Backend;
-use super::buffer::{self, Buffer, Reservation};
+use super::buffer::{self, Buffer, Entry, Permit};
 use super::send::{FlushReport, Progress, Sender};
 
 use crate::ingest::protocol::Document;
@@ -25,16 +25,15 @@ pub const OWN_DOCUMENTS_RESERVE: usize = 256 * 1024;
 /// One log line per this interval for buffer overflows.
 pub const SPILL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// A send in flight. Its entries (and their permits) are the send's: a document gives its
+/// permit back once sent, refused or lost, and a kept one brings it back to the buffer.
 struct Flight {
-    handle: JoinHandle<FlushReport>,
+    handle: JoinHandle<FlushReport<Entry>>,
     bytes: usize,
     started: Instant,
     docs: usize,
     /// What it has settled so far, for when it ends without a report.
     progress: Arc<Progress>,
-    /// The hand-off reservations of its documents, released when it settles (what comes back
-    /// unsent is then bounded by the buffer's limit, like our own documents).
-    _reservations: Vec<Reservation>,
 }
 
 impl Flight {
@@ -90,10 +89,10 @@ impl Exporter {
         }
     }
 
-    /// Queues a document a receiver accepted: `reservation` holds its bytes, so it is never
-    /// dropped for space (the receiver refused what the budget could not reserve).
-    pub fn enqueue_reserved(&mut self, doc: Document, reservation: Reservation, now: Instant) {
-        self.buffer.push_reserved(doc, reservation, now);
+    /// Queues a document a receiver accepted: `permit` holds its bytes, so it is never dropped
+    /// for space (the receiver refused what the budget could not hold).
+    pub fn enqueue_reserved(&mut self, doc: Document, permit: Permit, now: Instant) {
+        self.buffer.push_reserved(doc, permit, now);
     }
 
     /// Whether a full batch, or half the buffer's bytes, is queued and no send is in flight.
@@ -123,26 +122,25 @@ impl Exporter {
         if self.flight.is_some() || self.buffer.is_empty() {
             return;
         }
-        let (docs, reservations) = self.buffer.take(usize::MAX);
-        let bytes = buffer::weight_of(&docs);
-        let count = docs.len();
+        let entries = self.buffer.take(usize::MAX);
+        let bytes = buffer::weight_of(&entries);
+        let count = entries.len();
         let sender = self.sender.clone();
         let progress = Arc::new(Progress::default());
         let settled = progress.clone();
         debug!(documents = count, "flush");
-        let handle = tokio::spawn(async move { sender.flush(docs, deadline, &settled).await });
+        let handle = tokio::spawn(async move { sender.flush(entries, deadline, &settled).await });
         self.flight = Some(Flight {
             handle,
             bytes,
             started: now,
             docs: count,
             progress,
-            _reservations: reservations,
         });
     }
 
     /// Waits for the send in flight to end (forever when there is none).
-    pub async fn finished(&mut self) -> Result<FlushReport, JoinError> {
+    pub async fn finished(&mut self) -> Result<FlushReport<Entry>, JoinError> {
         match self.flight.as_mut() {
             Some(f) => (&mut f.handle).await,
             None => std::future::pending().await,
@@ -151,7 +149,7 @@ impl Exporter {
 
     /// Takes the outcome of the send in flight: what was kept goes back to the buffer; if the
     /// send itself failed, its documents it had not settled are counted as lost.
-    pub fn settle(&mut self, report: Result<FlushReport, JoinError>) {
+    pub fn settle(&mut self, report: Result<FlushReport<Entry>, JoinError>) {
         let Some(flight) = self.flight.take() else {
             return;
         };
@@ -218,13 +216,6 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 
-    /// A send task that failed (here: aborted) without a report.
-    async fn failed_task() -> JoinError {
-        let failed = tokio::spawn(std::future::pending::<FlushReport>());
-        failed.abort();
-        failed.await.unwrap_err()
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_send_settles_into_the_buffer_what_it_kept() {
         let metrics = Arc::new(Metrics::default());
@@ -282,7 +273,7 @@ mod tests {
     async fn received_documents_keep_their_room_until_their_send_settles() {
         use crate::export::budget::HandOffBudget;
         let metrics = Arc::new(Metrics::default());
-        let (mut exporter, _backend) = exporter(vec![Reply::Hang], &metrics);
+        let (mut exporter, _backend) = exporter(vec![Reply::Panic], &metrics);
         let weight = doc(0).weight();
         let budget = HandOffBudget::new(weight * 3);
         let now = Instant::now();
@@ -296,9 +287,45 @@ mod tests {
         // ...and the send keeps holding it while in flight.
         exporter.start(now + Duration::from_secs(1), now);
         assert_eq!(budget.available(), 0);
-        exporter.settle(Err(failed_task().await));
+        // The send fails: its documents are lost, their room given back.
+        let report = exporter.finished().await;
+        assert!(report.as_ref().is_err_and(JoinError::is_panic));
+        exporter.settle(report);
+        assert_eq!(metrics::get(&metrics.send_failed), 3);
         assert_eq!(budget.available(), weight * 3);
         assert_eq!(metrics::get(&metrics.spilled), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kept_documents_keep_their_room_while_the_backend_fails() {
+        use crate::export::backend::ExportError;
+        use crate::export::budget::HandOffBudget;
+        let metrics = Arc::new(Metrics::default());
+        let timeouts = vec![Reply::Fail(ExportError::Timeout); 3];
+        let (mut exporter, backend) = exporter(timeouts, &metrics);
+        let weight = doc(0).weight();
+        let budget = HandOffBudget::new(weight * 3);
+        let now = Instant::now();
+        for n in 1..=3 {
+            let (d, permit) = budget.admit(doc(n)).unwrap().into_parts();
+            exporter.enqueue_reserved(d, permit, now);
+        }
+        exporter.start(now + Duration::from_secs(1), now);
+        let report = exporter.finished().await;
+        exporter.settle(report);
+        assert_eq!(backend.calls().len(), 3);
+        // Kept for the next flush point, they still hold their room: while the backend keeps
+        // failing, receivers cannot add to them (before, each failed send let the budget
+        // admit a whole buffer more, and the buffer grew without bound).
+        assert_eq!(exporter.view().queued, 3);
+        assert_eq!(budget.available(), 0);
+        assert!(budget.admit(doc(4)).is_err());
+        // Sent at last, they give it back.
+        exporter.start(now + Duration::from_secs(2), now);
+        let report = exporter.finished().await;
+        exporter.settle(report);
+        assert_eq!(backend.stored().len(), 3);
+        assert_eq!(budget.available(), weight * 3);
     }
 
     #[tokio::test(start_paused = true)]
@@ -327,15 +354,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failed_send_counts_its_unsettled_documents() {
         let metrics = Arc::new(Metrics::default());
-        let (mut exporter, backend) = exporter(vec![Reply::Store, Reply::Hang], &metrics);
+        let (mut exporter, backend) = exporter(vec![Reply::Store, Reply::Panic], &metrics);
         let now = Instant::now();
         for n in 1..=70 {
             exporter.enqueue(doc(n), now);
         }
         exporter.start(now + Duration::from_secs(1), now);
-        until_calls(&backend, 2).await;
-        // The send task dies before settling the rest.
-        exporter.settle(Err(failed_task().await));
+        // The send task dies after its first call was answered, before settling the rest.
+        let report = exporter.finished().await;
+        assert!(report.is_err());
+        assert_eq!(backend.stored().len(), 50);
+        exporter.settle(report);
         assert_eq!(metrics::get(&metrics.send_failed), 20);
         assert!(!exporter.in_flight());
         assert_eq!(exporter.view().queued, 0);

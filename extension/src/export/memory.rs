@@ -25,6 +25,8 @@ pub enum Reply {
     Late(Duration, Box<Reply>),
     /// Never answers.
     Hang,
+    /// Panics: the send task fails.
+    Panic,
 }
 
 /// One call as the backend saw it.
@@ -106,6 +108,7 @@ impl MemoryBackend {
             }
             Reply::Fail(e) => Err(e),
             Reply::Hang => std::future::pending().await,
+            Reply::Panic => panic!("the backend failed"),
             Reply::Late(..) => unreachable!("unwrapped above"),
         }
     }

@@ -4,6 +4,7 @@
 //! ([`Progress`]) so that a flush that never reports (aborted at the end of the shutdown, or
 //! failed) still says what it delivered. Metrics only observe.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -31,10 +32,10 @@ pub const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// One warning per this interval for refused credentials.
 pub const AUTH_LOG_INTERVAL: Duration = Duration::from_mins(1);
 
-/// What one flush did with its documents: every document is in exactly one of `sent`,
-/// `refused`, `superseded` or `kept`.
-#[derive(Debug, Default)]
-pub struct FlushReport {
+/// What one flush did with its documents (`T`: a document, or what holds it): every document is
+/// in exactly one of `sent`, `refused`, `superseded` or `kept`.
+#[derive(Debug)]
+pub struct FlushReport<T = Document> {
     /// Documents the backend stored.
     pub sent: usize,
     /// Documents the backend refused for their content, or in a batch it refused (logged,
@@ -45,12 +46,24 @@ pub struct FlushReport {
     pub superseded: usize,
     /// Documents not sent before the deadline, after the last attempt, or refused with the
     /// credentials: they go back to the buffer.
-    pub kept: Vec<Document>,
+    pub kept: Vec<T>,
     /// Calls made.
     pub calls: usize,
 }
 
-impl FlushReport {
+impl<T> Default for FlushReport<T> {
+    fn default() -> Self {
+        Self {
+            sent: 0,
+            refused: 0,
+            superseded: 0,
+            kept: Vec::new(),
+            calls: 0,
+        }
+    }
+}
+
+impl<T> FlushReport<T> {
     fn absorb(&mut self, other: Self) {
         self.sent += other.sent;
         self.refused += other.refused;
@@ -78,23 +91,23 @@ impl Progress {
 
 /// How one answer splits a batch. Pure.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Split {
+pub struct Split<T> {
     /// Stored.
     pub sent: usize,
     /// Refused for their content.
     pub refused: usize,
     /// To send again (the service asked to).
-    pub again: Vec<Document>,
+    pub again: Vec<T>,
 }
 
 /// Splits `pending` by the service's `answer`: documents named in an unprocessed entry that may
 /// be retried go again; as many of the rest as the answer refused are refused; the others were
 /// stored.
-pub fn split(pending: Vec<Document>, answer: &Answer) -> Split {
+pub fn split<T: Borrow<Document>>(pending: Vec<T>, answer: &Answer) -> Split<T> {
     let (retry, refused): (Vec<_>, Vec<_>) = answer.unprocessed.iter().partition(|u| u.retry);
-    let (again, done): (Vec<Document>, Vec<Document>) = pending
+    let (again, done): (Vec<T>, Vec<T>) = pending
         .into_iter()
-        .partition(|d| retry.iter().any(|u| u.id == d.id.as_str()));
+        .partition(|d| retry.iter().any(|u| u.id == d.borrow().id.as_str()));
     let refused = refused.len().min(done.len());
     Split {
         sent: done.len() - refused,
@@ -132,24 +145,28 @@ pub struct Sender {
 impl Sender {
     /// A sender through `backend`, counting into `metrics`.
     pub fn new(backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Self {
-        Self::with_jitter(backend, metrics, fastrand::f64)
+        Self {
+            backend,
+            metrics,
+            jitter: fastrand::f64,
+            logs: std::sync::Mutex::new(Logs {
+                rejections: LogLimiter::new(REJECTION_LOG_INTERVAL),
+                auth: LogLimiter::new(AUTH_LOG_INTERVAL),
+                access_denied_logged: false,
+            }),
+        }
     }
 
     /// The same with the backoff's random source given (tests pin it).
+    #[cfg(test)]
     pub fn with_jitter(
         backend: Arc<dyn Backend>,
         metrics: Arc<Metrics>,
         jitter: fn() -> f64,
     ) -> Self {
         Self {
-            backend,
-            metrics,
             jitter,
-            logs: std::sync::Mutex::new(Logs {
-                rejections: LogLimiter::new(REJECTION_LOG_INTERVAL),
-                auth: LogLimiter::new(AUTH_LOG_INTERVAL),
-                access_denied_logged: false,
-            }),
+            ..Self::new(backend, metrics)
         }
     }
 
@@ -160,12 +177,12 @@ impl Sender {
 
     /// Sends `docs` (oldest first) in batches of the backend's size, a few calls at a time,
     /// until `deadline`; `progress` grows as calls are answered.
-    pub async fn flush(
+    pub async fn flush<T: Borrow<Document> + Send>(
         &self,
-        docs: Vec<Document>,
+        docs: Vec<T>,
         deadline: Instant,
         progress: &Progress,
-    ) -> FlushReport {
+    ) -> FlushReport<T> {
         let total = docs.len();
         let batches = batcher::batches(docs, self.backend.max_batch());
         let superseded = total - batches.iter().map(Vec::len).sum::<usize>();
@@ -183,12 +200,12 @@ impl Sender {
         report
     }
 
-    async fn send_batch(
+    async fn send_batch<T: Borrow<Document> + Send>(
         &self,
-        batch: Vec<Document>,
+        batch: Vec<T>,
         deadline: Instant,
         progress: &Progress,
-    ) -> FlushReport {
+    ) -> FlushReport<T> {
         let mut report = FlushReport::default();
         let mut pending = batch;
         let mut attempt = 0;
@@ -197,7 +214,7 @@ impl Sender {
             report.calls += 1;
             metrics::add(&self.metrics.api_calls, 1);
             let outcome = {
-                let refs: Vec<&Document> = pending.iter().collect();
+                let refs: Vec<&Document> = pending.iter().map(Borrow::borrow).collect();
                 tokio::time::timeout_at(deadline, self.backend.put(&refs, deadline))
                     .await
                     .unwrap_or(Err(ExportError::Timeout))

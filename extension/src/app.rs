@@ -387,7 +387,7 @@ impl App {
             .trace_header
             .as_deref()
             .and_then(|h| TraceHeader::parse(h).ok());
-        #[allow(
+        #[expect(
             clippy::cast_precision_loss,
             reason = "epoch milliseconds fit f64's 53 bits"
         )]
@@ -424,7 +424,7 @@ impl App {
     fn on_ingested(&mut self, item: Ingested) {
         match item {
             Ingested::Document(admitted) => {
-                // The hand-off permit stays with the document until its send settles.
+                // The hand-off permit stays with the document until it is sent, refused or dropped.
                 let (doc, permit) = admitted.into_parts();
                 crate::fault::check(crate::fault::Site::Lifecycle, doc.body.as_bytes());
                 self.exporter.enqueue_reserved(doc, permit, Instant::now());

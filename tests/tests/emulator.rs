@@ -504,6 +504,64 @@ async fn telemetry_can_answer_not_supported_like_aws_emulator() {
     tokio::time::timeout(WAIT, probe).await.unwrap().unwrap();
 }
 
+/// The records carry what AWS's runtime core writes beside the documented fields (contracts §8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_carry_what_aws_runtime_core_writes() {
+    let mut lambda = with_empty_extension()
+        .function_timeout(Duration::from_secs(1))
+        .start()
+        .await
+        .unwrap();
+    let ok = lambda.invoke(Invoke::new(quiet_event())).await.unwrap();
+    let hung = lambda
+        .invoke(Invoke::new(json!({"hang": true, "subsegments": 0})))
+        .await
+        .unwrap();
+    assert!(hung.timed_out);
+    let log = lambda.telemetry_log();
+    let init = log
+        .iter()
+        .find(|e| e.event_type == "platform.initStart")
+        .unwrap();
+    assert_eq!(init.record["functionArn"], lambda.function_arn());
+    assert!(
+        init.record["runtimeArn"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:lambda:")
+    );
+    for inv in [&ok, &hung] {
+        let id = inv.request_id.as_str();
+        let at = |kind: &str| {
+            log.iter()
+                .position(|e| {
+                    e.event_type == kind
+                        && (e.record["requestId"] == id || e.record["InvokeID"] == id)
+                })
+                .unwrap_or_else(|| panic!("no {kind} for {id}"))
+        };
+        let done = &log[at("platform.runtimeDone")].record;
+        assert!(done["internalMetrics"].is_object(), "{done}");
+        assert_eq!(done["tenantId"], "", "no tenant isolation: {done}");
+        assert!(at("platform.end") > at("platform.runtimeDone"));
+    }
+    let fault = log
+        .iter()
+        .find(|e| e.event_type == "platform.fault")
+        .unwrap();
+    assert_eq!(
+        fault.record,
+        json!({"InvokeID": hung.request_id, "Status": "timeout", "ErrorType": "Sandbox.Timedout"})
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.event_type == "platform.fault")
+            .count(),
+        1,
+        "only the timed-out invocation faults"
+    );
+}
+
 /// `sam local invoke`: AWS's runtime interface emulator, answer by answer (contracts §8).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_run_answers_as_aws_runtime_interface_emulator() {

@@ -8,6 +8,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use common::{EXTENSION, Harness, Options, extension_log, named, venv};
 use serde_json::{Value, json};
@@ -108,6 +109,7 @@ async fn without_tenant_isolation_no_tenant_id_anywhere() {
         mut lambda, sink, ..
     } = Harness::start(Options {
         extension_env: json_logs(),
+        function_timeout: Duration::from_secs(1),
         ..Options::default()
     })
     .await;
@@ -125,6 +127,12 @@ async fn without_tenant_isolation_no_tenant_id_anywhere() {
         assert_eq!(inv.response_json().unwrap()["tenant_id"], Value::Null);
         roots.push(trace.root);
     }
+    // A timeout: AWS's runtime core adds platform.fault (Go's field names), which costs nothing.
+    let hung = lambda
+        .invoke(Invoke::new(json!({"subsegments": 0, "hang": true})).traced(TraceHeader::sampled()))
+        .await
+        .expect("invoke");
+    assert!(hung.timed_out);
     lambda.shutdown().await.expect("shutdown");
     // The records say "tenantId": "" (runtimeDone), as AWS's runtime core writes them.
     let dones: Vec<_> = lambda
@@ -132,7 +140,7 @@ async fn without_tenant_isolation_no_tenant_id_anywhere() {
         .into_iter()
         .filter(|e| e.event_type == "platform.runtimeDone")
         .collect();
-    assert_eq!(dones.len(), 2);
+    assert_eq!(dones.len(), 3);
     assert!(dones.iter().all(|e| e.record["tenantId"] == ""));
     let docs = sink.documents();
     for root in &roots {
@@ -147,8 +155,9 @@ async fn without_tenant_isolation_no_tenant_id_anywhere() {
     assert_eq!(
         counter(&log, "telemetry_fields_ignored"),
         Some(0),
-        "\"\" is no deviation"
+        "\"\" and platform.fault are no deviation"
     );
+    assert_eq!(counter(&log, "telemetry_invalid"), Some(0));
     assert!(
         log.iter().all(|l| !l.contains("tenantId")),
         "{:#?}",

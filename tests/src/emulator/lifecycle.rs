@@ -691,7 +691,14 @@ impl Emulator {
                     tenant_id: progress.tenant_id.as_deref(),
                 },
             );
-            shared.update(|s| shared.emit(s, now, "platform.runtimeDone", record));
+            shared.update(|s| {
+                shared.emit(s, now, "platform.runtimeDone", record);
+                shared.emit(s, now, "platform.end", records::end(&progress.request_id));
+            });
+        }
+        if !finished {
+            let fault = records::fault(&progress.request_id, status.as_str(), error_type);
+            shared.update(|s| shared.emit(s, now, "platform.fault", fault));
         }
         let last_next = progress.next_after.values().max().copied();
         let frozen_at = if finished {

@@ -21,6 +21,9 @@ pub(crate) fn init_start(
     let mut record = restore_start(config, instance_id);
     record["initializationType"] = json!(init_type.as_str());
     record["phase"] = json!(phase);
+    // Beside the documented fields, as AWS's runtime core writes them.
+    record["runtimeArn"] = json!(config.runtime_version_arn());
+    record["functionArn"] = json!(config.function_arn());
     record
 }
 
@@ -140,6 +143,8 @@ pub(crate) fn runtime_done(clock: &Clock, done: &RuntimeDone<'_>) -> Value {
         "metrics".into(),
         json!({"durationMs": millis_f64(duration), "producedBytes": done.produced_bytes}),
     );
+    // AWS's runtime core writes an object here; its contents are not documented.
+    record.insert("internalMetrics".into(), json!({}));
     if let Some(response) = done.response {
         let span = |name: &str, from: Instant, to: Instant| span(clock, name, from, to);
         record.insert(
@@ -152,6 +157,17 @@ pub(crate) fn runtime_done(clock: &Clock, done: &RuntimeDone<'_>) -> Value {
         );
     }
     Value::Object(record)
+}
+
+/// `platform.end`, which AWS's runtime core writes after an invocation's runtimeDone.
+pub(crate) fn end(request_id: &str) -> Value {
+    json!({"requestId": request_id})
+}
+
+/// `platform.fault`, which AWS's runtime core writes when an invocation times out or fails, with
+/// the field names Go gives its struct.
+pub(crate) fn fault(request_id: &str, status: &str, error_type: Option<&str>) -> Value {
+    json!({"InvokeID": request_id, "Status": status, "ErrorType": error_type})
 }
 
 /// A named span of a record: `from` → `to`.

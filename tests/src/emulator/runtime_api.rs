@@ -195,6 +195,12 @@ fn runtime_called_next(shared: &Shared, s: &mut State, now: Instant) {
     shared
         .telemetry
         .emit(generation, now, "platform.runtimeDone", record);
+    shared.telemetry.emit(
+        generation,
+        now,
+        "platform.end",
+        records::end(&inv.request_id),
+    );
 }
 
 /// Records the runtime's answer when `request_id` is the invocation in flight, handed to the

@@ -24,6 +24,8 @@ pub const SCHEMA_VERSIONS: [&str; 3] = ["2022-07-01", "2022-12-13", "2025-01-29"
 pub const TELEMETRY_TYPES: [&str; 3] = ["platform", "function", "extension"];
 /// The only destination host Lambda accepts.
 pub const SANDBOX_HOST: &str = "sandbox.localdomain";
+/// The destination hosts AWS's runtime core accepts on Lambda Managed Instances.
+pub const MANAGED_INSTANCES_HOSTS: [&str; 2] = [SANDBOX_HOST, "sandbox"];
 /// `buffering.timeoutMs` range and default.
 pub const TIMEOUT_MS_RANGE: (u64, u64) = (25, 30_000);
 /// See [`TIMEOUT_MS_RANGE`].
@@ -84,6 +86,12 @@ impl Subscription {
 
 /// Validates a `PUT /2022-07-01/telemetry` body; the error is the `ValidationError` message.
 pub fn parse_subscription(body: &[u8]) -> Result<Subscription, String> {
+    parse_subscription_for(body, &[SANDBOX_HOST])
+}
+
+/// [`parse_subscription`] with the destination hosts accepted (Lambda Managed Instances also
+/// take `sandbox`).
+pub fn parse_subscription_for(body: &[u8], hosts: &[&str]) -> Result<Subscription, String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
     let schema_version = value
@@ -133,9 +141,9 @@ pub fn parse_subscription(body: &[u8]) -> Result<Subscription, String> {
     if uri.scheme_str() != Some("http") {
         return Err(format!("destination.URI {uri_text:?} must use http"));
     }
-    if uri.host() != Some(SANDBOX_HOST) {
+    if !uri.host().is_some_and(|h| hosts.contains(&h)) {
         return Err(format!(
-            "destination.URI host must be {SANDBOX_HOST}, not {:?}",
+            "destination.URI host must be one of {hosts:?}, not {:?}",
             uri.host().unwrap_or("")
         ));
     }
@@ -549,7 +557,12 @@ pub(crate) fn subscribe(shared: &Shared, req: &Request) -> Response {
         Ok(found) => found,
         Err(response) => return *response,
     };
-    let subscription = match parse_subscription(&req.body) {
+    let hosts: &[&str] = if shared.config.managed_instances {
+        &MANAGED_INSTANCES_HOSTS
+    } else {
+        &[SANDBOX_HOST]
+    };
+    let subscription = match parse_subscription_for(&req.body, hosts) {
         Ok(subscription) => subscription,
         Err(message) => return api_error(StatusCode::BAD_REQUEST, "ValidationError", &message),
     };
@@ -643,5 +656,18 @@ mod tests {
             *body.pointer_mut(pointer).unwrap() = bad.clone();
             assert!(parse(&body).is_err(), "{pointer} = {bad} was accepted");
         }
+    }
+
+    #[test]
+    fn managed_instances_also_take_the_host_sandbox() {
+        let mut body = valid();
+        body["destination"]["URI"] = json!("http://sandbox:4243/telemetry");
+        let text = body.to_string();
+        assert!(parse_subscription(text.as_bytes()).is_err());
+        let sub = parse_subscription_for(text.as_bytes(), &MANAGED_INSTANCES_HOSTS).unwrap();
+        assert_eq!(sub.port, 4243);
+        body["destination"]["URI"] = json!("http://localhost:4243/telemetry");
+        let text = body.to_string();
+        assert!(parse_subscription_for(text.as_bytes(), &MANAGED_INSTANCES_HOSTS).is_err());
     }
 }

@@ -4,7 +4,7 @@
 //! for the log line, never searched.
 
 use aws_sdk_xray::config::http::HttpResponse;
-use aws_sdk_xray::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_xray::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_xray::operation::put_trace_segments::PutTraceSegmentsError;
 use aws_smithy_runtime_api::client::dns::ResolveDnsError;
 
@@ -38,7 +38,7 @@ pub const THROTTLING_CODES: [&str; 3] = [
 
 /// What one failed PutTraceSegments call means for its batch.
 pub fn classify(err: &SdkError<PutTraceSegmentsError, HttpResponse>) -> ExportError {
-    let text = || DisplayErrorContext(err).to_string();
+    let text = || chain(err);
     match err {
         SdkError::TimeoutError(_) => ExportError::Timeout,
         SdkError::DispatchFailure(failure) => {
@@ -73,6 +73,15 @@ pub fn classify(err: &SdkError<PutTraceSegmentsError, HttpResponse>) -> ExportEr
         SdkError::ResponseError(e) => by_status(e.raw().status().as_u16(), "", text()),
         _ => ExportError::Other(text()),
     }
+}
+
+/// The error and its sources, `: `-separated, for the log line (the SDK's `DisplayErrorContext`
+/// appends a debug dump of the whole error too).
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let texts: Vec<String> = std::iter::successors(Some(err), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
+    texts.join(": ")
 }
 
 /// Whether `E` is somewhere in `err`'s chain of sources (itself included).
@@ -206,7 +215,10 @@ mod tests {
         let refused = classify(&SdkError::dispatch_failure(ConnectorError::io(Box::new(
             io(),
         ))));
-        assert!(matches!(refused, ExportError::Refused(_)), "{refused:?}");
+        assert_eq!(
+            refused,
+            ExportError::Refused("dispatch failure: io error: connection refused".into())
+        );
         let other = classify(&SdkError::dispatch_failure(ConnectorError::other(
             Box::new(io()),
             None,

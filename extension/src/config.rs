@@ -393,13 +393,19 @@ fn enrichment(
     if let Some(v) = get(vars::ENRICH_ANNOTATIONS) {
         let (set, unknown) = annotations::BuiltinSet::parse(&v);
         settings.builtins = set;
-        for name in unknown {
-            warnings.push(warning(
-                vars::ENRICH_ANNOTATIONS,
-                &name,
-                "all, none, or a list of ColdStart, FunctionName, FunctionVersion, InitType, ProactiveInit, OutOfMemory, SuppressedInit",
-                "ignored",
-            ));
+        if !unknown.is_empty() {
+            let keys: Vec<&str> = annotations::Builtin::ALL
+                .map(annotations::Builtin::key)
+                .into();
+            let accepted = format!("all, none, or a list of {}", keys.join(", "));
+            for name in unknown {
+                warnings.push(warning(
+                    vars::ENRICH_ANNOTATIONS,
+                    &name,
+                    &accepted,
+                    "ignored",
+                ));
+            }
         }
     }
     if let Some(v) = get(vars::ANNOTATIONS) {
@@ -686,6 +692,10 @@ mod tests {
                 (vars::ANNOTATIONS, "bad key=1")
             ]
         );
+        // The warning names every built-in one could have meant.
+        for b in annotations::Builtin::ALL {
+            assert!(warnings[0].accepted.contains(b.key()), "{}", b.key());
+        }
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub const MANAGED_INSTANCES_INIT_TYPE: &str = "lambda-managed-instances";
 pub const MAX_CONCURRENCY_DEFAULT: usize = 4;
 /// The only Telemetry API schema Lambda Managed Instances accepts (contracts §8).
 pub const MANAGED_INSTANCES_SCHEMA: &str = "2025-01-29";
+/// The user AWS's runtime core runs the runtime and extensions as on Lambda Managed Instances.
+pub const MANAGED_INSTANCES_UID: u32 = 993;
+/// The group it runs them in.
+pub const MANAGED_INSTANCES_GID: u32 = 990;
 
 /// Host variables every child inherits (everything else is cleared).
 const HOST_ENV_ALWAYS: [&str; 3] = ["PATH", "HOME", "LANG"];
@@ -202,6 +206,7 @@ pub struct EmulatorConfig {
     pub(crate) managed_instances: bool,
     pub(crate) tenant_isolation: bool,
     pub(crate) local_run: bool,
+    pub(crate) run_as: Option<(u32, u32)>,
     pub(crate) max_concurrency: usize,
     pub(crate) xray_endpoint: Option<String>,
     pub(crate) output: ChildOutput,
@@ -229,6 +234,7 @@ impl Default for EmulatorConfig {
             managed_instances: false,
             tenant_isolation: false,
             local_run: false,
+            run_as: None,
             max_concurrency: MAX_CONCURRENCY_DEFAULT,
             xray_endpoint: None,
             output: ChildOutput::Capture,

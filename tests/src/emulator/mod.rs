@@ -71,10 +71,11 @@ mod telemetry;
 pub use config::{
     ChildOutput, DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, DUMMY_SESSION_TOKEN, EmulatorConfig,
     ExtensionSpec, FUNCTION_TIMEOUT_DEFAULT, FunctionSpec, INIT_TIMEOUT_DEFAULT,
-    InitializationType, MANAGED_INSTANCES_INIT_TYPE, MANAGED_INSTANCES_SCHEMA,
-    MAX_CONCURRENCY_DEFAULT, MAX_EXTENSIONS, MAX_RESPONSE_BYTES, MAX_STREAMED_RESPONSE_BYTES,
-    MEMORY_MB_DEFAULT, RUNTIME_SHUTDOWN_GRACE_DEFAULT, SHUTDOWN_TIMEOUT_DEFAULT,
-    SNAPSHOT_AGE_DEFAULT, hidden_from_extensions,
+    InitializationType, MANAGED_INSTANCES_GID, MANAGED_INSTANCES_INIT_TYPE,
+    MANAGED_INSTANCES_SCHEMA, MANAGED_INSTANCES_UID, MAX_CONCURRENCY_DEFAULT, MAX_EXTENSIONS,
+    MAX_RESPONSE_BYTES, MAX_STREAMED_RESPONSE_BYTES, MEMORY_MB_DEFAULT,
+    RUNTIME_SHUTDOWN_GRACE_DEFAULT, SHUTDOWN_TIMEOUT_DEFAULT, SNAPSHOT_AGE_DEFAULT,
+    hidden_from_extensions,
 };
 pub use lifecycle::StaleInit;
 pub use state::{ApiErrorReport, EventDeviation};
@@ -687,6 +688,15 @@ impl EmulatorBuilder {
     /// get SHUTDOWN, and the next invoke initialises again (same ports).
     pub fn local_run(mut self, on: bool) -> Self {
         self.config.local_run = on;
+        self
+    }
+
+    /// Runs the runtime and the extensions as user `uid`, group `gid`, as AWS's runtime core does
+    /// on Lambda Managed Instances ([`MANAGED_INSTANCES_UID`], [`MANAGED_INSTANCES_GID`]). Only a
+    /// root emulator can: otherwise starting them fails (`EmulatorError::Spawn`, permission
+    /// denied).
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
+        self.config.run_as = Some((uid, gid));
         self
     }
 

@@ -83,6 +83,9 @@ pub(crate) fn spawn(
         .envs(env)
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    if let Some((uid, gid)) = shared.config.run_as {
+        cmd.uid(uid).gid(gid);
+    }
     let output = shared.config.output.clone();
     if output == ChildOutput::Inherit {
         cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());

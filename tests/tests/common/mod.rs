@@ -93,6 +93,8 @@ pub struct Options {
     /// A local run inside AWS's runtime interface emulator, as `sam local invoke` does it
     /// (`EmulatorBuilder::local_run`).
     pub local_run: bool,
+    /// The user and group the runtime and extensions run as (`EmulatorBuilder::run_as`).
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl Options {
@@ -122,6 +124,7 @@ impl Default for Options {
             max_concurrency: xray_extension_tests::emulator::MAX_CONCURRENCY_DEFAULT,
             tenant_isolation: false,
             local_run: false,
+            run_as: None,
         }
     }
 }
@@ -193,7 +196,11 @@ impl Harness {
             "XRAY_EXTENSION_ADDRESS_FILE",
             address_file.to_string_lossy(),
         );
-        let lambda = Emulator::builder()
+        let mut builder = Emulator::builder();
+        if let Some((uid, gid)) = options.run_as {
+            builder = builder.run_as(uid, gid);
+        }
+        let lambda = builder
             .extension(extension)
             .function(function)
             .function_name("orders")

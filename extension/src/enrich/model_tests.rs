@@ -512,3 +512,59 @@ fn managed_instances_shutdown_reports_what_is_still_running() {
     assert!(steps[2][0].get("fault").is_none(), "{}", steps[2][0]);
     assert!(close(&steps[2][0]["end_time"], T0 + 1.202));
 }
+
+/// Lambda Managed Instances' reports as AWS's runtime core writes them for an invocation that
+/// timed out or whose runtime exited: only `durationMs`, no spans, `errorType` set.
+#[test]
+fn managed_instances_reports_of_a_timeout_and_an_exit_fault_their_runtime() {
+    let (h1, h2) = (header(ROOT, PARENT), header(ROOT, "1efbd19962d95b06"));
+    let start = |t: f64, id: &str, h: &str| {
+        rec(
+            t,
+            "start",
+            json!({"requestId": id, "version": "$LATEST", "tracing": tracing(h)}),
+        )
+    };
+    let report = |t: f64, id: &str, status: &str, error_type: &str, ms: f64| {
+        rec(
+            t,
+            "report",
+            json!({"requestId": id, "status": status, "errorType": error_type,
+                   "metrics": {"durationMs": ms}}),
+        )
+    };
+    let steps = run(
+        env("lambda-managed-instances"),
+        vec![Step::Telemetry(vec![
+            start(T0 + 1.0, "timed-out", &h1),
+            start(T0 + 1.5, "exited", &h2),
+            report(T0 + 1.6, "exited", "error", "Runtime.ExitError", 12.5),
+            report(
+                T0 + 4.1,
+                "timed-out",
+                "timeout",
+                "Sandbox.Timedout",
+                3000.125,
+            ),
+        ])],
+    );
+    assert_eq!(names(&steps[0]), ["Runtime", "Runtime"]);
+    let exited = &steps[0][0];
+    assert_eq!(exited["fault"], true);
+    assert_eq!(
+        exited["cause"]["exceptions"][0]["type"],
+        "Runtime.ExitError"
+    );
+    assert!(close(&exited["end_time"], T0 + 1.5125));
+    let timed_out = &steps[0][1];
+    assert_eq!(timed_out["fault"], true);
+    assert_eq!(
+        timed_out["cause"]["exceptions"][0]["type"],
+        "Sandbox.Timedout"
+    );
+    assert!(close(&timed_out["end_time"], T0 + 4.000_125));
+    for d in &steps[0] {
+        assert_eq!(d["annotations"]["InitType"], "lambda-managed-instances");
+        assert!(d.get("subsegments").is_none(), "no spans, no children: {d}");
+    }
+}

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 CARGO ?= cargo
 
-.PHONY: all build demo test test-unit lint fmt clippy layer bench fuzz clean venv node-deps browser
+.PHONY: all build demo test test-unit lint fmt clippy layer bench soak fuzz clean venv node-deps browser
 
 all: build
 
@@ -84,9 +84,19 @@ fuzz-ci: fuzz-tools
 ## bench: release binaries (ours and the empty-extension baseline), the criterion micro-benchmarks,
 ## then every performance figure through the emulator, printed as one table with the machine it
 ## ran on and written to tests/bench/RESULTS.md. One row, fast: make bench BENCH_ARGS="--only init"
-## (sections: init, post-runtime, load, size, micro, scale; --quick for fewer repetitions).
+## (sections: init, post-runtime, load, otel, memory, size, micro, scale; --quick for fewer repetitions).
 ## scale-model: the simulation of many environments against one account quota, alone.
 BENCH_ARGS ?=
+
+## soak: a long life of the layer's static musl binary through the emulator: 10,000 invocations
+## back to back (10 subsegments each), then SHUTDOWN; fails when a document is lost or RSS grows
+## more than 1 MiB from the 1,000th invocation to the last (tests/src/bin/soak.rs).
+.PHONY: soak
+
+soak:
+	$(MAKE) -C layer binary-x86_64
+	$(CARGO) build -p xray-extension-tests --bin soak --bin sample-function
+	$(CARGO) run --quiet -p xray-extension-tests --bin soak
 
 .PHONY: bench-build bench-micro scale-model
 

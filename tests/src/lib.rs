@@ -11,8 +11,9 @@
 //! - [`http`]: the small HTTP/1 server and client both are built on, usable by tests for fakes.
 //!
 //! Binaries: `sample-function` (a real `lambda_runtime` function that emits subsegments over the
-//! X-Ray daemon protocol), `empty-extension` (the smallest external extension, a baseline) and
-//! `xray-sink` (the sink as a standalone server).
+//! X-Ray daemon protocol), `empty-extension` (the smallest external extension, a baseline),
+//! `xray-sink` (the sink as a standalone server), `bench` (`make bench`) and `soak` (`make soak`:
+//! ten thousand invocations, every document delivered, RSS flat).
 
 pub mod bench;
 pub mod clock;

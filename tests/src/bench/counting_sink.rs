@@ -37,6 +37,10 @@ pub struct Counts {
     /// Distinct generator documents, and spans of `T1S` documents (ids whose top 32 bits are
     /// the run's tag).
     pub tagged: HashSet<u64>,
+    /// Distinct ids of every segment document (not `T1S`), when the sink records them
+    /// ([`CountingSink::start_recording_ids`]): what a soak checks its function's documents
+    /// against.
+    pub ids: HashSet<u64>,
 }
 
 /// The running endpoint.
@@ -45,7 +49,18 @@ pub struct CountingSink {
     counts: Arc<Mutex<Counts>>,
 }
 
-fn handle(counts: &Mutex<Counts>, tag: u64, request: &Request) -> crate::http::Response {
+/// A segment document's `id`, wherever it is among the keys.
+#[derive(Deserialize)]
+struct DocumentId<'a> {
+    id: &'a str,
+}
+
+fn handle(
+    counts: &Mutex<Counts>,
+    tag: u64,
+    record_ids: bool,
+    request: &Request,
+) -> crate::http::Response {
     if request.path != "/TraceSegments" {
         return json_response(StatusCode::OK, &json!({}));
     }
@@ -66,9 +81,20 @@ fn handle(counts: &Mutex<Counts>, tag: u64, request: &Request) -> crate::http::R
         .filter_map(|d| d.strip_prefix("T1S"))
         .flat_map(|b64| otlp_span_ids(b64, tag))
         .collect();
+    let all: Vec<u64> = if record_ids {
+        body.documents
+            .iter()
+            .filter(|d| !d.starts_with("T1"))
+            .filter_map(|d| serde_json::from_str::<DocumentId<'_>>(d).ok())
+            .filter_map(|d| u64::from_str_radix(d.id, 16).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut c = counts.lock().unwrap_or_else(PoisonError::into_inner);
     c.tagged.extend(ids);
     c.tagged.extend(spans);
+    c.ids.extend(all);
     c.calls.push((request.received_at, body.documents.len()));
     drop(c);
     json_response(StatusCode::OK, &json!({"UnprocessedTraceSegments": []}))
@@ -95,6 +121,16 @@ fn otlp_span_ids(b64: &str, tag: u64) -> Vec<u64> {
 impl CountingSink {
     /// Starts on `127.0.0.1:0`, counting generator documents tagged `tag`.
     pub async fn start(tag: u64) -> std::io::Result<Self> {
+        Self::start_with(tag, false).await
+    }
+
+    /// The same, also recording the id of every segment document in [`Counts::ids`] (a JSON
+    /// parse per document: kept out of the load runs, where the sink's CPU matters).
+    pub async fn start_recording_ids(tag: u64) -> std::io::Result<Self> {
+        Self::start_with(tag, true).await
+    }
+
+    async fn start_with(tag: u64, record_ids: bool) -> std::io::Result<Self> {
         let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
         let counts = Arc::new(Mutex::new(Counts::default()));
         let shared = Arc::clone(&counts);
@@ -102,7 +138,7 @@ impl CountingSink {
             listener,
             BODY_LIMIT,
             Arc::new(move |request| {
-                let response = handle(&shared, tag, &request);
+                let response = handle(&shared, tag, record_ids, &request);
                 Box::pin(async move { response })
             }),
         )?;

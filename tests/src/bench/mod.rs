@@ -17,12 +17,14 @@ pub mod counting_sink;
 pub mod docs;
 pub mod init;
 pub mod load;
+pub mod memory;
 pub mod micro;
 pub mod otel;
 pub mod post_runtime;
 pub mod procfs;
 pub mod report;
 pub mod size;
+pub mod soak;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -125,6 +127,8 @@ pub struct EnvSpec {
     pub xray_endpoint: String,
     /// The function timeout.
     pub function_timeout: Duration,
+    /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (the emulator's default, 128, when `None`).
+    pub memory_mb: Option<u32>,
 }
 
 /// A started emulator and the UDP port the extension listens on.
@@ -144,6 +148,7 @@ impl EnvSpec {
             function: function.to_path_buf(),
             xray_endpoint: xray_endpoint.to_owned(),
             function_timeout: Duration::from_secs(3),
+            memory_mb: None,
         }
     }
 
@@ -151,6 +156,13 @@ impl EnvSpec {
     #[must_use]
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.extension_env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The function's memory size in MB.
+    #[must_use]
+    pub fn memory_mb(mut self, mb: u32) -> Self {
+        self.memory_mb = Some(mb);
         self
     }
 
@@ -167,7 +179,11 @@ impl EnvSpec {
         for (k, v) in &self.extension_env {
             extension = extension.env(k, v);
         }
-        let lambda = Emulator::builder()
+        let mut builder = Emulator::builder();
+        if let Some(mb) = self.memory_mb {
+            builder = builder.memory_mb(mb);
+        }
+        let lambda = builder
             .extension(extension)
             .function(
                 FunctionSpec::command([&self.function])

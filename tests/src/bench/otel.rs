@@ -80,7 +80,7 @@ fn attribute(key: &str, value: &str) -> KeyValue {
 
 /// A serialized request of `count` spans, ids `tag << 32 | first..`, each an SDK-shaped client
 /// span (HTTP and AWS attributes) under `parent` in the trace `trace_id`.
-fn request(trace_id: &[u8], parent: &[u8], tag: u64, first: u64, count: u64) -> Vec<u8> {
+pub(super) fn request(trace_id: &[u8], parent: &[u8], tag: u64, first: u64, count: u64) -> Vec<u8> {
     let now = u64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -132,13 +132,13 @@ fn request(trace_id: &[u8], parent: &[u8], tag: u64, first: u64, count: u64) -> 
 
 /// Where the generated spans go.
 #[derive(Debug, Clone)]
-struct Trace {
-    id: Vec<u8>,
-    parent: Vec<u8>,
+pub(super) struct Trace {
+    pub(super) id: Vec<u8>,
+    pub(super) parent: Vec<u8>,
 }
 
 impl Trace {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let header = TraceHeader::sampled();
         let hex = header.root.replacen("1-", "", 1).replace('-', "");
         let bytes = |h: &str| {

@@ -3,7 +3,7 @@
 //! printed as one table (and, for a full run, written to `tests/bench/RESULTS.md`).
 //!
 //! ```text
-//! bench [--only init,post-runtime,load,otel,size,micro,scale] [--quick] [--out FILE]
+//! bench [--only init,post-runtime,load,otel,memory,size,micro,scale] [--quick] [--out FILE]
 //!       [--init-rounds N] [--post-rounds N] [--invokes N] [--load-runs N] [--load-seconds S]
 //! ```
 //!
@@ -19,16 +19,17 @@ use anyhow::Context as _;
 use xray_extension_tests::bench::report::{
     Machine, Row, load_average, render_markdown, render_text,
 };
-use xray_extension_tests::bench::{Binaries, init, load, micro, otel, post_runtime, size};
+use xray_extension_tests::bench::{Binaries, init, load, memory, micro, otel, post_runtime, size};
 use xray_extension_tests::clock::iso8601_millis;
 use xray_extension_tests::scale_model;
 use xray_extension_tests::sink::XraySink;
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "init",
     "post-runtime",
     "load",
     "otel",
+    "memory",
     "size",
     "micro",
     "scale",
@@ -59,7 +60,7 @@ impl Default for Options {
     }
 }
 
-const USAGE: &str = "bench [--only init,post-runtime,load,otel,size,micro,scale] [--quick] [--out FILE] \
+const USAGE: &str = "bench [--only init,post-runtime,load,otel,memory,size,micro,scale] [--quick] [--out FILE] \
 [--init-rounds N] [--post-rounds N] [--invokes N] [--load-runs N] [--load-seconds S]";
 
 fn value<T: std::str::FromStr>(flag: &str, v: Option<String>) -> anyhow::Result<T> {
@@ -125,6 +126,9 @@ fn wants(o: &Options, section: &str) -> bool {
 fn deployed<'a>(shipped: Option<&'a Binaries>, bins: &'a Binaries) -> (&'a Binaries, &'static str) {
     match shipped {
         Some(s) => (s, "the layer's static musl binary"),
+        None if std::env::var_os("XRAY_EXTENSION_BIN").is_some() => {
+            (bins, "the extension named by XRAY_EXTENSION_BIN")
+        }
         None => (
             bins,
             "the glibc release binary (no current musl build: `make layer`)",
@@ -213,6 +217,18 @@ async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
             .await?
             .into_iter()
             .map(|row| row.note(format!("extension: {which}"))),
+        );
+    }
+    if wants(o, "memory") {
+        eprintln!(
+            "bench: memory, a soak of {} invocations, then {} hostile OTLP/HTTP connections for {} s per kind",
+            xray_extension_tests::bench::soak::INVOCATIONS,
+            memory::CONNECTIONS,
+            o.load_seconds
+        );
+        let (memory_bins, which) = deployed(shipped.as_ref(), bins);
+        rows.extend(
+            memory::measure(memory_bins, which, Duration::from_secs_f64(o.load_seconds)).await?,
         );
     }
     if wants(o, "size") {

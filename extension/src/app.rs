@@ -431,6 +431,11 @@ impl App {
                 self.relieve_pressure();
             }
             Ingested::Drained => self.feed(Input::Drained),
+            Ingested::RoomWanted => {
+                if !self.exporter.in_flight() && self.exporter.view().queued > 0 {
+                    self.feed(Input::Pressure);
+                }
+            }
         }
     }
 

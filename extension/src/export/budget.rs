@@ -151,21 +151,26 @@ impl Reservation {
         }
     }
 
-    /// `doc` with permits for its bytes, taken from the budget now (on top of what this
-    /// reservation holds): the document keeps them until its send settles.
+    /// The whole budget, in bytes.
+    pub fn capacity(&self) -> usize {
+        self.budget.capacity
+    }
+
+    /// `doc` with permits for its bytes, moved out of this reservation (grown first by what it
+    /// lacks): the document keeps them until its send settles, after this work is done.
     pub fn admit(&mut self, doc: Document) -> Result<Admitted, (Document, BudgetError)> {
         let weight = doc.weight();
-        if let Err(e) = self.try_grow(weight) {
+        if let Err(e) = self.try_grow(weight.saturating_sub(self.bytes())) {
             return Err((doc, e));
         }
-        match self.permit.as_mut().and_then(|held| held.split(weight)) {
-            Some(permit) => {
-                if self.permit.as_ref().is_some_and(|p| p.num_permits() == 0) {
-                    self.permit = None;
-                }
-                Ok(Admitted { doc, permit })
-            }
-            // Cannot happen: the permits were just taken.
+        let permit = if self.bytes() == weight {
+            self.permit.take()
+        } else {
+            self.permit.as_mut().and_then(|held| held.split(weight))
+        };
+        match permit {
+            Some(permit) => Ok(Admitted { doc, permit }),
+            // Cannot happen: it holds at least `weight` now.
             None => Err((doc, BudgetError::NoRoom)),
         }
     }
@@ -211,18 +216,22 @@ mod tests {
         work.release(200);
         assert_eq!((work.bytes(), budget.available()), (400, 600));
         other.try_grow(400).unwrap();
-        // A document built under a reservation takes its own permits, which outlive the work.
+        // A document built under a reservation takes its permits from it; they outlive the work.
         let d = doc(1, 50);
         let weight = d.weight();
         let admitted = work.admit(d).unwrap();
-        assert_eq!(work.bytes(), 400);
-        assert_eq!(budget.available(), 200 - weight);
+        assert_eq!(work.bytes(), 400 - weight);
+        assert_eq!(budget.available(), 200);
         drop(work);
         drop(other);
         assert_eq!(budget.available(), 1_000 - weight);
         drop(admitted);
         assert_eq!(budget.available(), 1_000);
+        // An empty reservation grows by what a document needs.
         let mut again = budget.reservation();
+        let admitted = again.admit(doc(2, 50)).unwrap();
+        assert_eq!((again.bytes(), budget.available()), (0, 1_000 - weight));
+        drop(admitted);
         again.try_grow(10).unwrap();
         again.release(50);
         assert_eq!((again.bytes(), budget.available()), (0, 1_000));

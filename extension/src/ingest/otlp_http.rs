@@ -4,25 +4,28 @@
 //! documents of at most 64 KB ([`otlp::to_documents`]), handed to the lifecycle loop like
 //! datagrams. Answers follow the OTLP specification: 200 with an `ExportTraceServiceResponse` in
 //! the request's encoding (`partial_success` counts spans too large for any document), 400 for a
-//! body that does not decode (not retried), 503 with `Retry-After` while the ingest queue is full
-//! (retried). Bodies, decompressed sizes, connections and every stage's time are bounded. The
-//! socket is bound by the caller and passed in.
+//! body that does not decode (not retried), 503 with `Retry-After` while the buffer is full
+//! (retried). Bodies, decompressed sizes, connections and every stage's time are bounded.
+//!
+//! Every byte a request holds comes out of the buffer's budget, reserved before it is read or
+//! allocated: the body (its `Content-Length` up front), and in [`decode`] the inflated body, the
+//! decoded form and the documents. Decoding runs on a blocking thread, at most [`MAX_DECODES`] at
+//! once and each under [`DECODE_TIMEOUT`], never on the lifecycle loop's thread. The socket is
+//! bound by the caller and passed in.
 
-use std::io::Read as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::otlp::{self, OtlpError, Sampling, Split, json, wire};
-use super::protocol::Document;
+use super::otlp::{OtlpError, Split, wire};
 use super::udp::Ingested;
-use crate::export::budget::HandOffBudget;
+use crate::export::budget::{Admitted, BudgetError, HandOffBudget, Reservation};
 use crate::metrics::{self, LogLimiter, Metrics};
 use crate::serve;
 
@@ -46,6 +49,10 @@ pub const ROOM_WAIT: Duration = Duration::from_millis(250);
 /// How often a waiting request looks for room. It looks rather than queues: a queue of
 /// waiting requests would take every freed byte before the UDP reader, which never waits.
 pub const ROOM_POLL: Duration = Duration::from_millis(5);
+/// Requests decoded at once, each on a decode thread of ours with its memory reserved.
+pub const MAX_DECODES: usize = 2;
+/// Longest a request's decoding may take; past it the request gets 503 (the client retries).
+pub const DECODE_TIMEOUT: Duration = Duration::from_secs(2);
 /// One log line per this interval for refused requests and spans.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -88,9 +95,18 @@ pub enum ReceiverError {
     /// A `Content-Encoding` other than `gzip` or `identity`.
     #[error("unsupported content encoding")]
     UnsupportedEncoding,
-    /// The body is larger than we read, before or after decompression.
-    #[error("body larger than {MAX_BODY_BYTES} bytes, or {MAX_DECODED_BYTES} decompressed")]
+    /// The body is larger than we read, before or after decompression, or it needs more
+    /// memory than the whole buffer.
+    #[error(
+        "body larger than {MAX_BODY_BYTES} bytes, {MAX_DECODED_BYTES} decompressed, or the buffer"
+    )]
     TooLarge,
+    /// The buffer has no room for it now.
+    #[error("buffer full; retry")]
+    Busy,
+    /// Its decoding took longer than [`DECODE_TIMEOUT`].
+    #[error("not decoded in time; retry")]
+    Timeout,
     /// The gzip stream is corrupt or truncated.
     #[error("body is not valid gzip")]
     Gzip,
@@ -106,50 +122,53 @@ impl ReceiverError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Busy | Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Gzip | Self::Decode(_) => StatusCode::BAD_REQUEST,
         }
     }
 }
 
-/// Decodes one export request into documents. Pure.
+/// Whether a `Content-Encoding` is gzip (else none); other codings are refused.
+pub fn is_gzip(content_encoding: Option<&str>) -> Result<bool, ReceiverError> {
+    match content_encoding.map(str::trim) {
+        None | Some("") => Ok(false),
+        Some(e) if e.eq_ignore_ascii_case("identity") => Ok(false),
+        Some(e) if e.eq_ignore_ascii_case("gzip") => Ok(true),
+        Some(_) => Err(ReceiverError::UnsupportedEncoding),
+    }
+}
+
+/// Decodes one export request into documents with a budget of its own as large as the largest
+/// body inflated, and no deadline: what [`decode::decode`] does for the receiver.
 pub fn decode_export(
     encoding: Encoding,
     content_encoding: Option<&str>,
     body: &[u8],
 ) -> Result<Split, ReceiverError> {
-    let inflated;
-    let body = match content_encoding.map(str::trim) {
-        None | Some("") => body,
-        Some(e) if e.eq_ignore_ascii_case("identity") => body,
-        Some(e) if e.eq_ignore_ascii_case("gzip") => {
-            inflated = gunzip(body)?;
-            &inflated
-        }
-        Some(_) => return Err(ReceiverError::UnsupportedEncoding),
-    };
-    let converted;
-    let protobuf = match encoding {
-        Encoding::Protobuf => body,
-        Encoding::Json => {
-            converted = json::to_protobuf(body)?;
-            &converted
-        }
-    };
-    let request = otlp::parse_request(protobuf)?;
-    Ok(otlp::to_documents(&request, Sampling::Sampled))
-}
-
-fn gunzip(body: &[u8]) -> Result<Vec<u8>, ReceiverError> {
-    let mut out = Vec::new();
-    let limit = u64::try_from(MAX_DECODED_BYTES + 1).unwrap_or(u64::MAX);
-    flate2::read::MultiGzDecoder::new(body)
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|_| ReceiverError::Gzip)?;
-    if out.len() > MAX_DECODED_BYTES {
-        return Err(ReceiverError::TooLarge);
-    }
-    Ok(out)
+    let gzip = is_gzip(content_encoding)?;
+    let budget = HandOffBudget::new(8 * MAX_DECODED_BYTES);
+    let mut reservation = budget.reservation();
+    reservation
+        .try_grow(body.len())
+        .map_err(|_| ReceiverError::TooLarge)?;
+    let far = Instant::now() + Duration::from_hours(1);
+    let decoded = decode::decode(decode::Job {
+        encoding,
+        gzip,
+        body: body.to_vec(),
+        reservation,
+        room_deadline: far,
+        deadline: far,
+        wake: mpsc::channel(1).0,
+    })?;
+    Ok(Split {
+        documents: decoded
+            .documents
+            .into_iter()
+            .map(|a| a.into_parts().0)
+            .collect(),
+        rejected_spans: decoded.rejected_spans,
+    })
 }
 
 /// An `ExportTraceServiceResponse`: empty, or with `partial_success` when spans were rejected.
@@ -193,6 +212,8 @@ pub fn status_body(encoding: Encoding, code: u32, message: &str) -> Vec<u8> {
 struct Shared {
     docs: mpsc::Sender<Ingested>,
     budget: HandOffBudget,
+    /// The decode threads ([`MAX_DECODES`]), started by the first request.
+    workers: std::sync::OnceLock<Option<decode::Workers>>,
     metrics: Arc<Metrics>,
     refused: Mutex<LogLimiter>,
 }
@@ -208,6 +229,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         docs,
         budget,
+        workers: std::sync::OnceLock::new(),
         metrics,
         refused: Mutex::new(LogLimiter::new(LOG_INTERVAL)),
     });
@@ -246,28 +268,17 @@ impl Shared {
         }
     }
 
-    /// Hands every document over, or none: looks for room in the buffer and the queue every
-    /// [`ROOM_POLL`] for up to [`ROOM_WAIT`], then `false` when they have none for them all.
-    async fn hand_over(&self, documents: Vec<Document>) -> bool {
-        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
-        let bytes = documents.iter().map(Document::weight).sum();
-        if !self.budget.could_admit(bytes) {
-            return false;
-        }
-        let mut documents = documents;
+    /// Hands every document over, or none: looks for room in the queue every [`ROOM_POLL`]
+    /// until `deadline` (at least once), then `false` when it has none for them all. The
+    /// documents already hold their bytes in the budget.
+    async fn hand_over(&self, documents: Vec<Admitted>, deadline: tokio::time::Instant) -> bool {
         loop {
             if let Ok(slots) = self.docs.try_reserve_many(documents.len()) {
-                match self.budget.admit_all(documents) {
-                    Ok(admitted) => {
-                        metrics::add(&self.metrics.received, admitted.len() as u64);
-                        for (slot, a) in slots.zip(admitted) {
-                            slot.send(Ingested::Document(a));
-                        }
-                        return true;
-                    }
-                    // The reserved slots go back as `slots` drops.
-                    Err(back) => documents = back,
+                metrics::add(&self.metrics.received, documents.len() as u64);
+                for (slot, a) in slots.zip(documents) {
+                    slot.send(Ingested::Document(a));
                 }
+                return true;
             }
             if tokio::time::Instant::now() + ROOM_POLL > deadline {
                 return false;
@@ -275,6 +286,106 @@ impl Shared {
             tokio::time::sleep(ROOM_POLL).await;
         }
     }
+}
+
+impl Shared {
+    /// Runs `job` on a decode thread, waiting for an idle one until `room_deadline`.
+    async fn decode(
+        &self,
+        job: decode::Job,
+        room_deadline: tokio::time::Instant,
+    ) -> decode::Outcome {
+        let Some(workers) = self
+            .workers
+            .get_or_init(|| decode::Workers::start(MAX_DECODES))
+        else {
+            return Err(ReceiverError::Busy);
+        };
+        let mut job = job;
+        loop {
+            match workers.try_run(job) {
+                Ok(outcome) => return outcome.await.unwrap_or(Err(ReceiverError::Timeout)),
+                Err(back) => job = back,
+            }
+            if tokio::time::Instant::now() + ROOM_POLL > room_deadline {
+                return Err(ReceiverError::Busy);
+            }
+            tokio::time::sleep(ROOM_POLL).await;
+        }
+    }
+}
+
+/// Takes `bytes` more into `reservation`, looking for room every [`ROOM_POLL`] until `deadline`.
+async fn grow(
+    reservation: &mut Reservation,
+    bytes: usize,
+    deadline: tokio::time::Instant,
+    wake: &mpsc::Sender<Ingested>,
+) -> Result<(), ReceiverError> {
+    let mut asked = false;
+    loop {
+        match reservation.try_grow(bytes) {
+            Ok(()) => return Ok(()),
+            Err(BudgetError::TooLarge) => return Err(ReceiverError::TooLarge),
+            Err(BudgetError::NoRoom) if tokio::time::Instant::now() + ROOM_POLL <= deadline => {
+                if !asked {
+                    // Best effort: a full queue is busy enough.
+                    let _ = wake.try_send(Ingested::RoomWanted);
+                    asked = true;
+                }
+                tokio::time::sleep(ROOM_POLL).await;
+            }
+            Err(BudgetError::NoRoom) => return Err(ReceiverError::Busy),
+        }
+    }
+}
+
+/// Why a body was not read.
+enum Unread {
+    Refused(ReceiverError),
+    Broken,
+}
+
+/// Reads the body into a buffer whose bytes `reservation` holds before they are read: the whole
+/// `Content-Length` up front, else as the body grows; never past [`MAX_BODY_BYTES`].
+async fn read_body(
+    mut body: Incoming,
+    length: Option<usize>,
+    reservation: &mut Reservation,
+    room_deadline: tokio::time::Instant,
+    wake: &mpsc::Sender<Ingested>,
+) -> Result<Vec<u8>, Unread> {
+    let mut out = Vec::new();
+    if let Some(length) = length {
+        if length > MAX_BODY_BYTES {
+            return Err(Unread::Refused(ReceiverError::TooLarge));
+        }
+        grow(reservation, length, room_deadline, wake)
+            .await
+            .map_err(Unread::Refused)?;
+        out.reserve_exact(length);
+    }
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| Unread::Broken)?.into_data() else {
+            continue;
+        };
+        let needed = out.len() + data.len();
+        if needed > MAX_BODY_BYTES {
+            return Err(Unread::Refused(ReceiverError::TooLarge));
+        }
+        if needed > out.capacity() {
+            // The old buffer is held until its contents move into the new one.
+            let old = out.capacity();
+            let target = (old * 2).clamp(needed.max(16 * 1024), MAX_BODY_BYTES);
+            grow(reservation, target, room_deadline, wake)
+                .await
+                .map_err(Unread::Refused)?;
+            out.reserve_exact(target - out.len());
+            reservation.release(old);
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(out)
 }
 
 async fn handle(
@@ -307,19 +418,36 @@ async fn handle(
         let e = ReceiverError::UnsupportedMediaType;
         return Ok(refuse(e.status(), Encoding::Json, &e.to_string()));
     };
-    let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
-    let body = match tokio::time::timeout(BODY_TIMEOUT, body).await {
-        Ok(Ok(body)) => body.to_bytes(),
-        Ok(Err(e)) => {
-            let status = if e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                StatusCode::PAYLOAD_TOO_LARGE
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            return Ok(refuse(status, encoding, "body not read"));
+    let gzip = match is_gzip(content_encoding.as_deref()) {
+        Ok(gzip) => gzip,
+        Err(e) => return Ok(refuse(e.status(), encoding, &e.to_string())),
+    };
+    let refused = |e: ReceiverError| {
+        let mut res = refuse(e.status(), encoding, &e.to_string());
+        if e.status() == StatusCode::SERVICE_UNAVAILABLE {
+            metrics::add(&shared.metrics.otlp_busy, 1);
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        } else {
+            metrics::add(&shared.metrics.rejected, 1);
+        }
+        res
+    };
+    let room_deadline = tokio::time::Instant::now() + ROOM_WAIT;
+    let length = header(CONTENT_LENGTH).and_then(|v| v.trim().parse::<usize>().ok());
+    let mut reservation = shared.budget.reservation();
+    let read = read_body(
+        req.into_body(),
+        length,
+        &mut reservation,
+        room_deadline,
+        &shared.docs,
+    );
+    let body = match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(Unread::Refused(e))) => return Ok(refused(e)),
+        Ok(Err(Unread::Broken)) => {
+            return Ok(refuse(StatusCode::BAD_REQUEST, encoding, "body not read"));
         }
         Err(_) => {
             return Ok(refuse(
@@ -330,47 +458,61 @@ async fn handle(
         }
     };
     crate::fault::check(crate::fault::Site::OtlpReceiver, &body);
-    let split = match decode_export(encoding, content_encoding.as_deref(), &body) {
-        Ok(split) => split,
-        Err(e) => {
-            metrics::add(&shared.metrics.rejected, 1);
-            return Ok(refuse(e.status(), encoding, &e.to_string()));
-        }
-    };
-    debug!(
-        encoding = ?encoding,
-        gzip = content_encoding.is_some_and(|e| e.eq_ignore_ascii_case("gzip")),
-        documents = split.documents.len(),
-        rejected_spans = split.rejected_spans,
-        "OTLP request"
-    );
-    if split.rejected_spans > 0 {
-        metrics::add(
-            &shared.metrics.otlp_spans_rejected,
-            split.rejected_spans as u64,
-        );
-        shared.log_refused(
-            StatusCode::OK,
-            "span larger than one X-Ray document dropped",
-        );
-    }
-    if !shared.hand_over(split.documents).await {
-        metrics::add(&shared.metrics.otlp_busy, 1);
-        let mut res = refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            encoding,
-            "buffer full; retry",
-        );
-        res.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-        return Ok(res);
-    }
-    Ok(respond(
-        StatusCode::OK,
+    let job = decode::Job {
         encoding,
-        success_body(encoding, split.rejected_spans),
-    ))
+        gzip,
+        body,
+        reservation,
+        room_deadline: room_deadline.into_std(),
+        deadline: Instant::now() + DECODE_TIMEOUT,
+        wake: shared.docs.clone(),
+    };
+    match shared.export(job, room_deadline).await {
+        Ok(rejected_spans) => Ok(respond(
+            StatusCode::OK,
+            encoding,
+            success_body(encoding, rejected_spans),
+        )),
+        Err(e) => Ok(refused(e)),
+    }
 }
+
+impl Shared {
+    /// Decodes `job` and hands its documents over; the spans left out.
+    async fn export(
+        &self,
+        job: decode::Job,
+        room_deadline: tokio::time::Instant,
+    ) -> Result<usize, ReceiverError> {
+        let (encoding, gzip) = (job.encoding, job.gzip);
+        let decoded = self.decode(job, room_deadline).await?;
+        debug!(
+            encoding = ?encoding,
+            gzip,
+            documents = decoded.documents.len(),
+            rejected_spans = decoded.rejected_spans,
+            "OTLP request"
+        );
+        if decoded.rejected_spans > 0 {
+            metrics::add(
+                &self.metrics.otlp_spans_rejected,
+                decoded.rejected_spans as u64,
+            );
+            self.log_refused(
+                StatusCode::OK,
+                "span larger than one X-Ray document dropped",
+            );
+        }
+        let rejected_spans = decoded.rejected_spans;
+        if self.hand_over(decoded.documents, room_deadline).await {
+            Ok(rejected_spans)
+        } else {
+            Err(ReceiverError::Busy)
+        }
+    }
+}
+
+pub mod decode;
 
 #[cfg(test)]
 mod tests;

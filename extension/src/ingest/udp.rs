@@ -43,6 +43,10 @@ pub enum Ingested {
     Document(Admitted),
     /// Everything received before the drain request has been handed over.
     Drained,
+    /// A receiver waits for room in the budget: what is queued should be sent now, where the
+    /// flush points allow (the budget also holds requests being read and decoded, which the
+    /// buffer's own fill does not show).
+    RoomWanted,
 }
 
 /// The bound socket: the async side for waiting, and a second handle on the same socket for

@@ -18,8 +18,11 @@ use super::{MAX_NESTING_DEPTH, OtlpError, wire};
 
 /// Grants the output the memory it grows into.
 pub trait Room {
-    /// Whether the output may take `additional` more bytes of capacity.
+    /// Whether the output may take `additional` more bytes.
     fn grow(&mut self, additional: usize) -> bool;
+
+    /// Gives back `bytes` granted before.
+    fn release(&mut self, _bytes: usize) {}
 }
 
 /// Room without limit, for callers that bound their input otherwise.
@@ -93,16 +96,24 @@ impl Encoder<'_> {
         if needed <= capacity {
             return Ok(());
         }
-        let target = needed.max(capacity.saturating_mul(2)).max(256);
-        let granted = if self.room.grow(target - capacity) {
-            target
-        } else if self.room.grow(needed - capacity) {
-            needed
-        } else {
-            return Err(self.fail(OtlpError::NoRoom));
-        };
-        self.out.reserve_exact(granted - self.out.len());
-        Ok(())
+        // Twice the capacity, else a quarter more, else what this write needs (rounded up to
+        // a page): few reallocations, and none per write near the room's end. The new buffer
+        // is granted whole, since the old one is held until the contents move; then the old
+        // one is given back.
+        let steps = [
+            capacity.saturating_mul(2),
+            capacity.saturating_add(capacity / 4),
+            needed.next_multiple_of(4096),
+        ];
+        for target in steps {
+            let target = target.max(needed).max(256);
+            if self.room.grow(target) {
+                self.out.reserve_exact(target - self.out.len());
+                self.room.release(capacity);
+                return Ok(());
+            }
+        }
+        Err(self.fail(OtlpError::NoRoom))
     }
 
     /// Opens a nested message field: its key and a one-byte length to patch. Returns where its

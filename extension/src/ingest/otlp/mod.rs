@@ -370,28 +370,74 @@ pub struct Split {
 /// document as fit, each under a copy of its own resource and scope. A span that cannot fit
 /// alone is left out and counted.
 pub fn to_documents(request: &Request<'_>, sampling: Sampling) -> Split {
-    let mut split = Split::default();
+    let mut documents = Vec::new();
+    let rejected = each_document(request, sampling, |doc| {
+        documents.push(doc);
+        Ok::<(), std::convert::Infallible>(())
+    });
+    Split {
+        documents,
+        rejected_spans: rejected.unwrap_or_else(|never| match never {}),
+    }
+}
+
+/// [`to_documents`], handing each document to `take` as soon as it is built (so the caller can
+/// account for its bytes, and stop, before the next one is built). The spans left out, or the
+/// first error of `take`.
+pub fn each_document<E>(
+    request: &Request<'_>,
+    sampling: Sampling,
+    mut take: impl FnMut(Document) -> Result<(), E>,
+) -> Result<usize, E> {
+    let mut rejected = 0;
     let mut packer = Packer::default();
     for (ri, rs) in request.resource_spans.iter().enumerate() {
         for (si, ss) in rs.scope_spans.iter().enumerate() {
             for span in &ss.spans {
                 let alone = Packer::default().size_with(request, (ri, si), span.bytes.len());
                 if alone > MAX_REQUEST_BYTES_PER_DOCUMENT {
-                    split.rejected_spans += 1;
+                    rejected += 1;
                     continue;
                 }
                 if packer.size_with(request, (ri, si), span.bytes.len())
                     > MAX_REQUEST_BYTES_PER_DOCUMENT
                 {
                     let full = std::mem::take(&mut packer);
-                    split.documents.extend(full.finish(request, sampling));
+                    if let Some(doc) = full.finish(request, sampling) {
+                        take(doc)?;
+                    }
                 }
                 packer.push(request, (ri, si), span);
             }
         }
     }
-    split.documents.extend(packer.finish(request, sampling));
-    split
+    if let Some(doc) = packer.finish(request, sampling) {
+        take(doc)?;
+    }
+    Ok(rejected)
+}
+
+/// Bytes [`parse_request`] allocates for `bytes` at most: its lists of resource spans, scope
+/// spans and spans (twice over, for the lists' growth), counted without allocating. Malformed
+/// bytes are counted up to the fault (the parse then refuses them).
+pub fn parse_cost(bytes: &[u8]) -> usize {
+    fn len_fields(message: &[u8], number: u32) -> impl Iterator<Item = &[u8]> {
+        Fields::new(message)
+            .map_while(Result::ok)
+            .filter(move |f| f.number == number && f.wire_type == WireType::Len)
+            .map(|f| f.value)
+    }
+    let (mut resources, mut scopes, mut spans) = (0_usize, 0_usize, 0_usize);
+    for rs in len_fields(bytes, 1) {
+        resources += 1;
+        for ss in len_fields(rs, 2) {
+            scopes += 1;
+            spans += len_fields(ss, 2).count();
+        }
+    }
+    2 * (resources * std::mem::size_of::<ResourceSpans<'_>>()
+        + scopes * std::mem::size_of::<ScopeSpans<'_>>()
+        + spans * std::mem::size_of::<Span<'_>>())
 }
 
 fn optional_len_size(number: u32, value: Option<&[u8]>) -> usize {

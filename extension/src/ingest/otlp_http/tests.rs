@@ -1,4 +1,5 @@
 use std::io::Write as _;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -251,4 +252,118 @@ async fn idle_local_connections_at_the_limit_never_keep_an_export_out() {
     assert!(answered.0.starts_with("HTTP/1.1 200"), "{}", answered.0);
     assert!(matches!(rx.recv().await, Some(Ingested::Document(_))));
     drop(idle);
+}
+
+/// A decode job for `body` under `budget`, its body's bytes reserved, with `wait` for room and
+/// `time` in all.
+fn job(
+    budget: &HandOffBudget,
+    encoding: Encoding,
+    gzip: bool,
+    body: Vec<u8>,
+    wait: Duration,
+    time: Duration,
+) -> decode::Job {
+    let mut reservation = budget.reservation();
+    reservation.try_grow(body.capacity()).unwrap();
+    decode::Job {
+        encoding,
+        gzip,
+        body,
+        reservation,
+        room_deadline: Instant::now() + wait,
+        deadline: Instant::now() + time,
+        wake: mpsc::channel(1).0,
+    }
+}
+
+#[test]
+fn a_decode_holds_only_its_documents_once_done() {
+    let budget = HandOffBudget::new(1024 * 1024);
+    let second = Duration::from_secs(1);
+    for (encoding, gzip, body) in [
+        (Encoding::Protobuf, false, request(&[10, 2_000])),
+        (Encoding::Protobuf, true, gzip(&request(&[10, 2_000]))),
+        (Encoding::Json, true, gzip(JSON.as_bytes())),
+        (Encoding::Json, false, JSON.as_bytes().to_vec()),
+    ] {
+        let decoded = decode::decode(job(&budget, encoding, gzip, body, second, second)).unwrap();
+        let held: usize = decoded.documents.iter().map(|a| a.doc().weight()).sum();
+        assert!(held > 0);
+        assert_eq!(
+            budget.available(),
+            budget.capacity() - held,
+            "{encoding:?} {gzip}"
+        );
+        drop(decoded);
+        assert_eq!(budget.available(), budget.capacity());
+    }
+}
+
+#[test]
+fn a_decode_stops_at_the_budget_at_its_deadline_and_at_an_announced_size() {
+    let second = Duration::from_secs(1);
+    // A body that inflates past the whole budget: 413, and nothing held afterwards.
+    let budget = HandOffBudget::new(256 * 1024);
+    let big = request(&[40_000; 4]);
+    for (encoding, gzip, body) in [
+        (Encoding::Protobuf, true, gzip(&big)),
+        (Encoding::Protobuf, false, big.clone()),
+    ] {
+        let e = decode::decode(job(&budget, encoding, gzip, body, second, second)).unwrap_err();
+        assert_eq!(e, ReceiverError::TooLarge, "{gzip}");
+        assert_eq!(budget.available(), budget.capacity());
+    }
+    // JSON whose output outgrows the budget.
+    let mut values = String::from(
+        r#"{"resourceSpans":[{"resource":{"attributes":[{"value":{"arrayValue":{"values":["#,
+    );
+    values.push_str(&"{},".repeat(200_000));
+    values.push_str("{}]}}}]}}]}");
+    let e = decode::decode(job(
+        &budget,
+        Encoding::Json,
+        true,
+        gzip(values.as_bytes()),
+        second,
+        second,
+    ))
+    .unwrap_err();
+    assert_eq!(e, ReceiverError::TooLarge);
+    assert_eq!(budget.available(), budget.capacity());
+    // A gzip trailer announcing more than the limit is refused before inflating.
+    let mut liar = gzip(&request(&[10]));
+    let n = liar.len();
+    liar[n - 4..].copy_from_slice(&u32::try_from(MAX_DECODED_BYTES + 1).unwrap().to_le_bytes());
+    let e =
+        decode::decode(job(&budget, Encoding::Protobuf, true, liar, second, second)).unwrap_err();
+    assert_eq!(e, ReceiverError::TooLarge);
+    // Room taken by others: it waits until its room deadline, then 503.
+    let mut others = budget.reservation();
+    others.try_grow(budget.capacity() - 40_000).unwrap();
+    let started = Instant::now();
+    let e = decode::decode(job(
+        &budget,
+        Encoding::Protobuf,
+        false,
+        request(&[30_000]),
+        Duration::from_millis(50),
+        second,
+    ))
+    .unwrap_err();
+    assert_eq!(e, ReceiverError::Busy);
+    assert!(started.elapsed() >= Duration::from_millis(45));
+    drop(others);
+    // Out of time: 503 too.
+    let e = decode::decode(job(
+        &budget,
+        Encoding::Json,
+        true,
+        gzip(values.as_bytes()),
+        second,
+        Duration::ZERO,
+    ))
+    .unwrap_err();
+    assert_eq!(e, ReceiverError::Timeout);
+    assert_eq!(budget.available(), budget.capacity());
 }

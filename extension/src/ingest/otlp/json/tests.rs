@@ -496,6 +496,7 @@ fn the_existing_variants_decode_as_before() {
 #[derive(Default)]
 struct Granted {
     total: usize,
+    peak: usize,
     limit: usize,
 }
 
@@ -505,7 +506,12 @@ impl Room for Granted {
             return false;
         }
         self.total += additional;
+        self.peak = self.peak.max(self.total);
         true
+    }
+
+    fn release(&mut self, bytes: usize) {
+        self.total -= bytes;
     }
 }
 
@@ -520,7 +526,7 @@ fn memory_follows_the_output_not_the_number_of_values() {
         ..Granted::default()
     };
     assert_eq!(decode_slice(ignored.as_bytes(), &mut room), Ok(Vec::new()));
-    assert_eq!(room.total, 0);
+    assert_eq!(room.peak, 0);
     // Millions of empty values that are written: the output, at most twice over.
     let mut values = String::from(
         r#"{"resourceSpans":[{"resource":{"attributes":[{"value":{"arrayValue":{"values":["#,

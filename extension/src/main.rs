@@ -88,7 +88,7 @@ fn extension_name() -> String {
         .unwrap_or_else(|| DEFAULT_EXTENSION_NAME.to_owned())
 }
 
-#[allow(
+#[expect(
     clippy::too_many_lines,
     reason = "the wiring in its order (bind, register, spawn, subscribe, run) reads best in one place"
 )]

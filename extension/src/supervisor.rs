@@ -48,6 +48,8 @@ pub enum Task {
     TelemetryListener,
     /// The periodic EMF metrics lines.
     MetricsTimer,
+    /// A send to X-Ray (owned by the exporter, which settles it).
+    Send,
 }
 
 /// How a task is started again after it failed.
@@ -86,6 +88,7 @@ impl Task {
             Self::OtlpReceiver => "otlp_receiver",
             Self::TelemetryListener => "telemetry_listener",
             Self::MetricsTimer => "metrics_timer",
+            Self::Send => "send",
         }
     }
 
@@ -98,7 +101,7 @@ impl Task {
             | Self::OtlpReceiver
             | Self::TelemetryListener
             | Self::MetricsTimer => Some(RECEIVER_BACKOFF),
-            Self::Lifecycle => None,
+            Self::Lifecycle | Self::Send => None,
         }
     }
 
@@ -120,7 +123,7 @@ impl Task {
         match self {
             Self::EventLoop => "the function waits for our next /event/next until then",
             Self::Sigterm => "SIGTERM is not handled until then",
-            Self::Lifecycle => "",
+            Self::Lifecycle | Self::Send => "",
             Self::UdpReader => {
                 "datagrams wait in the socket until then (the kernel drops them once it is full)"
             }
@@ -146,6 +149,7 @@ impl Task {
                 "no more telemetry: no enrichment, and invocations are no longer held (sent in the background)"
             }
             Self::MetricsTimer => "no periodic metrics line (the one at SHUTDOWN is still written)",
+            Self::Send => "its documents X-Ray had not taken are lost (send_failed)",
         }
     }
 }
@@ -265,6 +269,12 @@ pub fn install_panic_hook() {
             recorded.push((task, panic));
         }));
     });
+}
+
+/// `future` as (part of) `task`: its panics are recorded for that task's line. For a task
+/// owned elsewhere than in the supervisor (a send, owned by the exporter).
+pub fn scope<F: Future>(task: Task, future: F) -> impl Future<Output = F::Output> {
+    CURRENT.scope(task, future)
 }
 
 /// `future`, as part of the supervised task it is created in (a receiver's connection): its

@@ -17,6 +17,7 @@ use super::send::{FlushReport, Progress, Sender};
 use crate::ingest::protocol::Document;
 use crate::lifecycle::ExportView;
 use crate::metrics::{self, LogLimiter, Metrics};
+use crate::supervisor::{self, Ending, Task};
 
 /// Room past the limit for documents without a reservation (our own subsegments, a few small
 /// ones per invocation, and what a send gave back), so that receivers filling the buffer to its
@@ -129,7 +130,9 @@ impl Exporter {
         let progress = Arc::new(Progress::default());
         let settled = progress.clone();
         debug!(documents = count, "flush");
-        let handle = tokio::spawn(async move { sender.flush(entries, deadline, &settled).await });
+        let handle = tokio::spawn(supervisor::scope(Task::Send, async move {
+            sender.flush(entries, deadline, &settled).await
+        }));
         self.flight = Some(Flight {
             handle,
             bytes,
@@ -168,8 +171,25 @@ impl Exporter {
             }
             Err(e) => {
                 let lost = flight.unsettled();
-                warn!(error = %e, documents = lost, "send failed; its documents are lost");
                 metrics::add(&self.metrics.send_failed, lost);
+                match e.try_into_panic() {
+                    Ok(payload) => {
+                        let panic = supervisor::Panic::of(Task::Send, payload.as_ref());
+                        let effect = format!(
+                            "{lost} documents X-Ray had not taken are lost (send_failed); the next flush point sends what is buffered"
+                        );
+                        supervisor::log_ending(
+                            &self.metrics,
+                            Task::Send,
+                            &Ending::Panicked(panic),
+                            "settled as failed",
+                            &effect,
+                        );
+                    }
+                    Err(e) => {
+                        warn!(error = %e, documents = lost, "send failed; its documents are lost");
+                    }
+                }
                 self.buffer.settle(flight.bytes, Vec::new(), flight.started);
             }
         }
@@ -368,5 +388,24 @@ mod tests {
         assert_eq!(metrics::get(&metrics.send_failed), 20);
         assert!(!exporter.in_flight());
         assert_eq!(exporter.view().queued, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_that_panics_is_a_task_failure_and_its_documents_are_counted() {
+        crate::supervisor::install_panic_hook();
+        let metrics = Arc::new(Metrics::default());
+        let (mut exporter, backend) = exporter(vec![Reply::Store, Reply::Panic], &metrics);
+        let now = Instant::now();
+        for n in 1..=70 {
+            exporter.enqueue(doc(n), now);
+        }
+        exporter.start(now + Duration::from_secs(1), now);
+        let report = exporter.finished().await;
+        assert!(report.as_ref().is_err_and(JoinError::is_panic));
+        assert_eq!(backend.calls().len(), 2);
+        exporter.settle(report);
+        assert_eq!(metrics::get(&metrics.send_failed), 20);
+        assert_eq!(metrics::get(&metrics.task_failures), 1);
+        assert!(!exporter.in_flight());
     }
 }

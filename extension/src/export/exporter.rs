@@ -19,15 +19,16 @@ use crate::lifecycle::ExportView;
 use crate::metrics::{self, LogLimiter, Metrics};
 use crate::supervisor::{self, Ending, Task};
 
-/// Room past the limit for documents without a reservation (our own subsegments, a few small
-/// ones per invocation, and what a send gave back), so that receivers filling the buffer to its
-/// limit never crowd them out. Documents with one are bounded by the hand-off budget.
+/// Room past the limit for documents without a permit (our own subsegments, a few small ones
+/// per invocation), so that receivers filling the buffer to its limit never crowd them out.
+/// Documents with one are bounded by the hand-off budget, also while a send keeps them.
 pub const OWN_DOCUMENTS_RESERVE: usize = 256 * 1024;
 /// One log line per this interval for buffer overflows.
 pub const SPILL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A send in flight. Its entries (and their permits) are the send's: a document gives its
-/// permit back once sent, refused or lost, and a kept one brings it back to the buffer.
+/// permit back once sent, refused, superseded or lost, and a kept one brings it back to the
+/// buffer.
 struct Flight {
     handle: JoinHandle<FlushReport<Entry>>,
     bytes: usize,

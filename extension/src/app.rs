@@ -507,6 +507,60 @@ mod tests {
         })
     }
 
+    /// The loop, flushing at each invocation's end, as if subscribed to telemetry; its
+    /// lifecycle and telemetry senders.
+    fn start_loop() -> (mpsc::Sender<LifecycleEvent>, mpsc::Sender<Vec<Event>>) {
+        let (config, _) = Config::from_lookup(|k| {
+            (k == crate::config::vars::FLUSH_STRATEGY).then(|| "end".to_owned())
+        });
+        let (lifecycle_tx, lifecycle) = mpsc::channel(1);
+        let (documents_tx, documents) = mpsc::channel(1);
+        let (telemetry_tx, telemetry) = mpsc::channel(1);
+        // No UDP reader: a flush point skips the drain.
+        let (drain, _) = mpsc::channel(1);
+        tokio::spawn(async move {
+            let _documents_tx = documents_tx;
+            run(
+                Setup {
+                    config,
+                    telemetry: Telemetry::Subscribed,
+                    metrics: Arc::default(),
+                    client: ClientCell::default(),
+                    enricher: None,
+                },
+                Inputs {
+                    lifecycle,
+                    documents,
+                    telemetry,
+                    drain,
+                },
+            )
+            .await;
+        });
+        (lifecycle_tx, telemetry_tx)
+    }
+
+    #[tokio::test]
+    async fn once_the_telemetry_listener_is_gone_no_invocation_waits_for_its_runtime_done() {
+        let (lifecycle, telemetry) = start_loop();
+        let deadline_ms = u64::try_from(epoch_now().as_millis()).unwrap() + 60_000;
+        let invoke = NextEvent::Invoke(crate::lambda::events::Invoke {
+            request_id: "r-1".into(),
+            deadline_ms: Some(deadline_ms),
+            trace_header: None,
+        });
+        let held = tokio::spawn(async move { forward(&lifecycle, invoke).await });
+        // Held for its runtimeDone (a minute away from its deadline).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!held.is_finished());
+        // The listener is closed for good: no runtimeDone can come.
+        drop(telemetry);
+        tokio::time::timeout(Duration::from_secs(1), held)
+            .await
+            .expect("still held for a runtimeDone that cannot come")
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn forward_waits_for_the_loop_to_release_the_event() {
         let (tx, mut rx) = mpsc::channel(1);

@@ -34,19 +34,30 @@ impl Site {
     }
 }
 
+/// How the extension writes its lines (`AWS_LAMBDA_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
 /// An extension armed to panic at `site`, flushing at the end of each invocation, its
 /// OTLP/HTTP receiver on a free port (returned), initialised.
-async fn armed(site: Site) -> (Harness, u16) {
+async fn armed(site: Site, format: Format) -> (Harness, u16) {
     let otlp_port = xray_extension_tests::net::free_tcp_port().expect("tcp port");
+    let mut extension_env: Vec<(String, String)> = vec![
+        ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
+        (fault::VARIABLE.into(), site.as_str().into()),
+        (
+            "XRAY_EXTENSION_OTLP_ADDRESS".into(),
+            format!("127.0.0.1:{otlp_port}"),
+        ),
+    ];
+    if format == Format::Json {
+        extension_env.push(("AWS_LAMBDA_LOG_FORMAT".into(), "JSON".into()));
+    }
     let mut harness = Harness::start(Options {
-        extension_env: vec![
-            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
-            (fault::VARIABLE.into(), site.as_str().into()),
-            (
-                "XRAY_EXTENSION_OTLP_ADDRESS".into(),
-                format!("127.0.0.1:{otlp_port}"),
-            ),
-        ],
+        extension_env,
         ..Options::default()
     })
     .await;
@@ -145,8 +156,8 @@ fn marker() -> &'static str {
 
 /// The scenario for `site`: documents before, the panic, documents right after it (while a
 /// receiver is down) and later ones; then the checks.
-async fn a_panic_degrades_the_extension_never_the_function(site: Site) {
-    let (harness, otlp_port) = armed(site).await;
+async fn a_panic_degrades_the_extension_never_the_function(site: Site, format: Format) {
+    let (harness, otlp_port) = armed(site, format).await;
     let Harness {
         mut lambda,
         sink,
@@ -206,40 +217,86 @@ async fn a_panic_degrades_the_extension_never_the_function(site: Site) {
         "{site:?}: spans not delivered: {missing:?}"
     );
 
-    let log = extension_log(&lambda);
+    the_panic_gave_one_error_line(&lambda, site, format);
+}
+
+/// Exactly one error line (the panic's, in `format`, with the counters), no Rust panic message,
+/// and `task_failures` 1 in the counters at SHUTDOWN.
+fn the_panic_gave_one_error_line(lambda: &Emulator, site: Site, format: Format) {
+    let log = extension_log(lambda);
     let errors: Vec<&String> = log.iter().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(errors.len(), 1, "{site:?}: {errors:#?}");
     let line = errors[0];
-    for needle in [
-        "task stopped",
-        "panicked",
-        "fault injected into",
-        "fault.rs",
-        "received=",
-    ] {
-        assert!(line.contains(needle), "{needle:?} not in {line}");
+    match format {
+        Format::Text => {
+            for needle in [
+                "task stopped",
+                "panicked",
+                "fault injected into",
+                "fault.rs",
+                "received=",
+            ] {
+                assert!(line.contains(needle), "{needle:?} not in {line}");
+            }
+        }
+        Format::Json => {
+            let json = line.find('{').expect("a JSON line");
+            let v: serde_json::Value =
+                serde_json::from_str(&line[json..]).expect("one JSON object");
+            assert_eq!(v["level"], "ERROR", "{v}");
+            assert_eq!(v["message"], "task stopped", "{v}");
+            assert_eq!(v["task"], site.as_str(), "{v}");
+            assert_eq!(v["ended"], "panicked", "{v}");
+            assert!(
+                v["location"]
+                    .as_str()
+                    .is_some_and(|l| l.contains("fault.rs")),
+                "{v}"
+            );
+            assert!(v["received"].is_u64(), "{v}");
+        }
     }
     assert!(
         !log.iter()
             .any(|l| l.contains("thread '") && l.contains("panicked at")),
         "Rust's default panic message was printed too:\n{log:#?}"
     );
-    let c = counters(&lambda).expect("counters logged at shutdown");
-    assert_eq!(c["task_failures"], 1);
-    assert_eq!(c["dropped_at_shutdown"], 0);
+    let (task_failures, dropped) = match format {
+        Format::Text => {
+            let c = counters(lambda).expect("counters logged at shutdown");
+            (c["task_failures"], c["dropped_at_shutdown"])
+        }
+        Format::Json => {
+            let line = log
+                .iter()
+                .rfind(|l| l.contains(r#""message":"counters""#))
+                .expect("counters logged at shutdown");
+            let v: serde_json::Value =
+                serde_json::from_str(&line[line.find('{').expect("JSON")..]).expect("JSON");
+            let n = |k: &str| v[k].as_u64().expect("a count");
+            (n("task_failures"), n("dropped_at_shutdown"))
+        }
+    };
+    assert_eq!(task_failures, 1);
+    assert_eq!(dropped, 0);
 }
 
 #[tokio::test]
 async fn a_panic_in_the_lifecycle_loop_keeps_the_buffer_and_releases_every_invocation() {
-    a_panic_degrades_the_extension_never_the_function(Site::Lifecycle).await;
+    a_panic_degrades_the_extension_never_the_function(Site::Lifecycle, Format::Text).await;
 }
 
 #[tokio::test]
 async fn a_panic_in_the_udp_reader_restarts_it_on_the_same_socket() {
-    a_panic_degrades_the_extension_never_the_function(Site::UdpReader).await;
+    a_panic_degrades_the_extension_never_the_function(Site::UdpReader, Format::Text).await;
 }
 
 #[tokio::test]
 async fn a_panic_in_the_otlp_receiver_restarts_it_on_the_same_socket() {
-    a_panic_degrades_the_extension_never_the_function(Site::OtlpReceiver).await;
+    a_panic_degrades_the_extension_never_the_function(Site::OtlpReceiver, Format::Text).await;
+}
+
+#[tokio::test]
+async fn in_json_logs_the_panic_is_one_json_line_with_structured_fields() {
+    a_panic_degrades_the_extension_never_the_function(Site::UdpReader, Format::Json).await;
 }

@@ -42,6 +42,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 pub struct Answer {
     /// Documents of the batch it did not take; every other document was stored.
     pub unprocessed: Vec<Unprocessed>,
+    /// Spans the service said it rejected without naming their documents (the OTLP
+    /// endpoint's `partial_success`): counted, not sent again.
+    pub rejected_spans: u64,
 }
 
 /// A document the service did not take in an otherwise successful call.

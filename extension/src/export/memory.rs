@@ -104,7 +104,10 @@ impl MemoryBackend {
                         None => stored.push(id),
                     }
                 }
-                Ok(Answer { unprocessed })
+                Ok(Answer {
+                    unprocessed,
+                    ..Answer::default()
+                })
             }
             Reply::Fail(e) => Err(e),
             Reply::Hang => std::future::pending().await,

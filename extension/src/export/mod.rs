@@ -8,6 +8,7 @@ pub mod buffer;
 pub mod exporter;
 #[cfg(test)]
 pub mod memory;
+pub mod otlp;
 pub mod policy;
 pub mod send;
 pub mod xray;

@@ -350,7 +350,10 @@ fn an_answer_splits_its_batch() {
         message: String::new(),
         retry,
     };
-    let answer = |u: Vec<Unprocessed>| Answer { unprocessed: u };
+    let answer = |u: Vec<Unprocessed>| Answer {
+        unprocessed: u,
+        ..Answer::default()
+    };
     let ids = |d: &[Document]| d.iter().map(|d| d.id).collect::<Vec<_>>();
     // (answer, sent, refused, sent again)
     let table = [

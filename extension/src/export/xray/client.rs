@@ -74,34 +74,9 @@ impl ServiceSettings {
 /// Names are resolved by the SDK's own resolver (the system's, on a blocking thread, as the
 /// default connector does) so that a failed lookup reaches us as its typed error.
 pub fn from_env(roots: TlsRoots) -> aws_sdk_xray::Client {
-    use aws_config::environment::EnvironmentVariableCredentialsProvider;
-    use aws_config::meta::credentials::CredentialsProviderChain;
-    use aws_config::provider_config::ProviderConfig;
-    use aws_smithy_http_client::tls;
-    use aws_smithy_runtime::client::dns::TokioDnsResolver;
-    let trust = match roots {
-        TlsRoots::Amazon => tls::TrustStore::empty().with_pem_certificate(AMAZON_ROOTS_PEM),
-        TlsRoots::System => tls::TrustStore::empty().with_native_roots(true),
-    };
-    let context = tls::TlsContext::builder().with_trust_store(trust).build();
-    let builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(
-        tls::rustls_provider::CryptoMode::Ring,
-    ));
-    let builder = match context {
-        Ok(context) => builder.tls_context(context),
-        Err(_) => builder,
-    };
-    let http = builder.build_with_resolver(TokioDnsResolver::new());
+    let http = http_client(roots);
     let settings = ServiceSettings::from_lookup(|k| std::env::var(k).ok());
-    let container = aws_config::ecs::EcsCredentialsProvider::builder()
-        .configure(&ProviderConfig::empty().with_http_client(http.clone()))
-        .connect_timeout(CONNECT_TIMEOUT)
-        .build();
-    let credentials = CredentialsProviderChain::first_try(
-        "Environment",
-        EnvironmentVariableCredentialsProvider::new(),
-    )
-    .or_else("Container", container);
+    let credentials = credentials(http.clone());
     let mut config = aws_sdk_xray::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .http_client(http)
@@ -119,6 +94,54 @@ pub fn from_env(roots: TlsRoots) -> aws_sdk_xray::Client {
         config = config.endpoint_url(url);
     }
     aws_sdk_xray::Client::from_conf(config.build())
+}
+
+/// The TLS stack every call to AWS uses (rustls + ring), trusting `roots`.
+pub fn tls_context(roots: TlsRoots) -> Option<aws_smithy_http_client::tls::TlsContext> {
+    use aws_smithy_http_client::tls;
+    let trust = match roots {
+        TlsRoots::Amazon => tls::TrustStore::empty().with_pem_certificate(AMAZON_ROOTS_PEM),
+        TlsRoots::System => tls::TrustStore::empty().with_native_roots(true),
+    };
+    tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .ok()
+}
+
+/// The SDK's HTTP client on that TLS stack, resolving names with the system's resolver (on a
+/// blocking thread, as the default connector does) so that a failed lookup reaches us as its
+/// typed error.
+pub fn http_client(roots: TlsRoots) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    use aws_smithy_runtime::client::dns::TokioDnsResolver;
+    let builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(
+        tls::rustls_provider::CryptoMode::Ring,
+    ));
+    let builder = match tls_context(roots) {
+        Some(context) => builder.tls_context(context),
+        None => builder,
+    };
+    builder.build_with_resolver(TokioDnsResolver::new())
+}
+
+/// The function's credentials: the environment's, else the container credentials endpoint's
+/// (SnapStart, Lambda Managed Instances), fetched through `http`.
+pub fn credentials(
+    http: aws_smithy_runtime_api::client::http::SharedHttpClient,
+) -> aws_config::meta::credentials::CredentialsProviderChain {
+    use aws_config::environment::EnvironmentVariableCredentialsProvider;
+    use aws_config::meta::credentials::CredentialsProviderChain;
+    use aws_config::provider_config::ProviderConfig;
+    let container = aws_config::ecs::EcsCredentialsProvider::builder()
+        .configure(&ProviderConfig::empty().with_http_client(http))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build();
+    CredentialsProviderChain::first_try(
+        "Environment",
+        EnvironmentVariableCredentialsProvider::new(),
+    )
+    .or_else("Container", container)
 }
 
 #[cfg(test)]

@@ -77,7 +77,10 @@ impl XrayBackend {
                 }
             })
             .collect();
-        Ok(Answer { unprocessed })
+        Ok(Answer {
+            unprocessed,
+            ..Answer::default()
+        })
     }
 }
 

@@ -24,9 +24,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, SpanDestination};
 use crate::enrich::{self, Enricher};
 use crate::export::exporter::Exporter;
+use crate::export::otlp::OtlpBackend;
 use crate::export::policy::Strategy;
 pub use crate::export::xray::ClientCell;
 use crate::export::xray::XrayBackend;
@@ -155,9 +156,10 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         settings,
         shutdown_deadline: None,
         panics: 0,
-        exporter: Exporter::new(
+        exporter: Exporter::routed(
             config.buffer_bytes,
             Arc::new(XrayBackend::new(client, config.tls_roots)),
+            span_backend(&config),
             metrics.clone(),
         ),
         enricher,
@@ -199,6 +201,15 @@ pub async fn run(setup: Setup, inputs: Inputs) {
             () = sleep_until_opt(wake_at) => app.step(|app| app.feed(Input::Wake)),
             _ = idle_tick.tick(), if idle => app.step(|app| app.feed(Input::Tick)),
         }
+    }
+}
+
+/// The backend sampled OpenTelemetry spans go to instead of PutTraceSegments: the OTLP
+/// endpoint when `XRAY_EXTENSION_SPAN_DESTINATION=otlp`.
+fn span_backend(config: &Config) -> Option<Arc<dyn crate::export::backend::Backend>> {
+    match config.span_destination {
+        SpanDestination::Segments => None,
+        SpanDestination::Otlp => Some(Arc::new(OtlpBackend::new(config.tls_roots))),
     }
 }
 

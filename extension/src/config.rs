@@ -71,6 +71,8 @@ pub mod vars {
     pub const MAX_AGE_MS: &str = "XRAY_EXTENSION_MAX_AGE_MS";
     /// `amazon` (compiled-in Amazon Trust Services roots) or `system`.
     pub const TLS_ROOTS: &str = "XRAY_EXTENSION_TLS_ROOTS";
+    /// Where sampled OpenTelemetry spans go: `segments` or `otlp`.
+    pub const SPAN_DESTINATION: &str = "XRAY_EXTENSION_SPAN_DESTINATION";
     /// Turn our own subsegments on or off.
     pub const ENRICH: &str = "XRAY_EXTENSION_ENRICH";
     /// Which built-in annotations to add.
@@ -86,6 +88,16 @@ pub mod vars {
     pub const METRICS_NAMESPACE: &str = "XRAY_EXTENSION_METRICS_NAMESPACE";
     /// Minutes of wall time between periodic EMF metrics lines.
     pub const METRICS_INTERVAL_MINUTES: &str = "XRAY_EXTENSION_METRICS_INTERVAL_MINUTES";
+}
+
+/// Where sampled OpenTelemetry spans go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SpanDestination {
+    /// As `T1S` documents in PutTraceSegments, with everything else: works on every account.
+    #[default]
+    Segments,
+    /// Whole, to X-Ray's OTLP endpoint (`/v1/traces`): needs Transaction Search.
+    Otlp,
 }
 
 /// Log verbosity.
@@ -160,6 +172,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Which certificates the X-Ray client trusts.
     pub tls_roots: TlsRoots,
+    /// Where sampled OpenTelemetry spans go.
+    pub span_destination: SpanDestination,
     /// Our own subsegments: `None` when turned off.
     pub enrich: Option<enrich::Settings>,
     /// The EMF metrics lines: `None` when turned off.
@@ -180,6 +194,7 @@ impl Default for Config {
             shutdown_margin: DEFAULT_SHUTDOWN_MARGIN,
             policy: PolicyConfig::default(),
             tls_roots: TlsRoots::Amazon,
+            span_destination: SpanDestination::Segments,
             enrich: Some(enrich::Settings::default()),
             metrics: Some(emf::Settings::default()),
         }
@@ -294,6 +309,18 @@ impl Config {
         } else if get("AWS_REGION").is_some_and(|r| r.starts_with("cn-")) {
             // China regions' endpoints are not certain to chain to Amazon's roots.
             config.tls_roots = TlsRoots::System;
+        }
+        if let Some(v) = get(vars::SPAN_DESTINATION) {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "segments" => config.span_destination = SpanDestination::Segments,
+                "otlp" => config.span_destination = SpanDestination::Otlp,
+                _ => warnings.push(warning(
+                    vars::SPAN_DESTINATION,
+                    &v,
+                    "segments or otlp",
+                    "segments",
+                )),
+            }
         }
         config.enrich = enrichment(&get, &mut warnings);
         config.metrics = metrics_lines(&get, &mut warnings);
@@ -589,8 +616,10 @@ mod tests {
             (vars::FLUSH_STRATEGY, "Background"),
             (vars::FLUSH_INTERVAL_MS, "2500"),
             (vars::MAX_AGE_MS, "10000"),
+            (vars::SPAN_DESTINATION, " OTLP "),
         ]);
         assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.span_destination, SpanDestination::Otlp);
         assert_eq!(config.udp_address.port(), 2999);
         assert_eq!(config.telemetry_port, 4300);
         assert_eq!(config.log_level, LogLevel::Debug);
@@ -613,6 +642,7 @@ mod tests {
             (vars::SHUTDOWN_MARGIN_MS, "999999"),
             (vars::FLUSH_STRATEGY, "sometimes"),
             (vars::FLUSH_INTERVAL_MS, "5"),
+            (vars::SPAN_DESTINATION, "xray"),
         ]);
         assert_eq!(config, Config::default());
         let named: Vec<&str> = warnings.iter().map(|w| w.variable).collect();
@@ -626,7 +656,8 @@ mod tests {
                 vars::FLUSH_TIMEOUT_MS,
                 vars::SHUTDOWN_MARGIN_MS,
                 vars::FLUSH_STRATEGY,
-                vars::FLUSH_INTERVAL_MS
+                vars::FLUSH_INTERVAL_MS,
+                vars::SPAN_DESTINATION,
             ]
         );
         assert!(warnings[4].to_string().contains("10-30000 milliseconds"));

@@ -60,11 +60,27 @@ impl Exporter {
     /// An exporter with a buffer of `limit_bytes` (queued plus in flight), sending through
     /// `backend`.
     pub fn new(limit_bytes: usize, backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Self {
+        Self::routed(limit_bytes, backend, None, metrics)
+    }
+
+    /// The same, sending sampled OpenTelemetry spans through `spans` when given (the OTLP
+    /// endpoint), in the same flushes.
+    pub fn routed(
+        limit_bytes: usize,
+        backend: Arc<dyn Backend>,
+        spans: Option<Arc<dyn Backend>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let sender = Sender::new(backend, metrics.clone());
+        let sender = match spans {
+            Some(spans) => sender.with_spans(spans),
+            None => sender,
+        };
         Self {
             buffer: Buffer::new(limit_bytes.saturating_add(OWN_DOCUMENTS_RESERVE)),
             limit_bytes,
             flight: None,
-            sender: Arc::new(Sender::new(backend, metrics.clone())),
+            sender: Arc::new(sender),
             metrics,
             spills: LogLimiter::new(SPILL_LOG_INTERVAL),
             warming: false,
@@ -74,7 +90,7 @@ impl Exporter {
     /// Starts preparing the backend's client (reading the AWS configuration) in the background.
     pub fn warm(&mut self) {
         if !std::mem::replace(&mut self.warming, true) {
-            self.sender.backend().warm();
+            self.sender.backends().for_each(Backend::warm);
         }
     }
 

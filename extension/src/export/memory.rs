@@ -19,6 +19,8 @@ pub enum Reply {
     /// Stores all but the documents at these positions of the batch, each answered with the
     /// code, retryable or not.
     Unprocessed(Vec<(usize, &'static str, bool)>),
+    /// Stores every document, saying it rejected this many spans (`partial_success`).
+    RejectSpans(u64),
     /// Fails the call.
     Fail(ExportError),
     /// The reply after a delay.
@@ -106,6 +108,16 @@ impl MemoryBackend {
                 }
                 Ok(Answer {
                     unprocessed,
+                    ..Answer::default()
+                })
+            }
+            Reply::RejectSpans(spans) => {
+                self.stored
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(ids);
+                Ok(Answer {
+                    rejected_spans: spans,
                     ..Answer::default()
                 })
             }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::backend::{Answer, Backend, ExportError};
-use super::batcher;
+use super::{batcher, otlp};
 use crate::ingest::protocol::Document;
 use crate::metrics::{self, LogLimiter, Metrics};
 
@@ -132,10 +132,22 @@ struct Logs {
     access_denied_logged: bool,
 }
 
-/// Sends flushes through one backend; shared by every flush of the exporter.
+/// Which backend a batch goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// The documents' (PutTraceSegments).
+    Documents,
+    /// The sampled spans' (the OTLP endpoint).
+    Spans,
+}
+
+/// Sends flushes through one backend (and sampled OpenTelemetry spans through a second one,
+/// when given); shared by every flush of the exporter.
 #[derive(Debug)]
 pub struct Sender {
     backend: Arc<dyn Backend>,
+    /// Where sampled OpenTelemetry spans (`T1S` documents) go instead, when set.
+    spans: Option<Arc<dyn Backend>>,
     metrics: Arc<Metrics>,
     /// Uniform in `[0, 1)`: the backoff's jitter.
     jitter: fn() -> f64,
@@ -147,6 +159,7 @@ impl Sender {
     pub fn new(backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Self {
         Self {
             backend,
+            spans: None,
             metrics,
             jitter: fastrand::f64,
             logs: std::sync::Mutex::new(Logs {
@@ -170,9 +183,59 @@ impl Sender {
         }
     }
 
+    /// The same, sending sampled OpenTelemetry spans through `spans`.
+    #[must_use]
+    pub fn with_spans(self, spans: Arc<dyn Backend>) -> Self {
+        Self {
+            spans: Some(spans),
+            ..self
+        }
+    }
+
     /// The backend.
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
+    }
+
+    /// Every backend: the documents' and, when set, the spans'.
+    pub fn backends(&self) -> impl Iterator<Item = &dyn Backend> {
+        std::iter::once(&*self.backend).chain(self.spans.as_deref())
+    }
+
+    /// The calls of one flush: each backend's batches, after dropping older versions of a
+    /// document (`superseded`, returned with them).
+    fn calls<T: Borrow<Document>>(&self, docs: Vec<T>) -> (Vec<(Route, Vec<T>)>, usize) {
+        let total = docs.len();
+        let (spans, docs): (Vec<T>, Vec<T>) = match &self.spans {
+            Some(_) => docs
+                .into_iter()
+                .partition(|d| otlp::request::is_sampled_spans(d.borrow())),
+            None => (Vec::new(), docs),
+        };
+        let mut calls: Vec<(Route, Vec<T>)> = batcher::batches(docs, self.backend.max_batch())
+            .into_iter()
+            .map(|b| (Route::Documents, b))
+            .collect();
+        if self.spans.is_some() {
+            let weighed = batcher::batches(spans, usize::MAX)
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    let w = otlp::request::weigh(d.borrow()).unwrap_or(otlp::request::Weight {
+                        bytes: d.borrow().body.len(),
+                        spans: 1,
+                    });
+                    (d, w)
+                })
+                .collect();
+            calls.extend(
+                otlp::request::batches(weighed)
+                    .into_iter()
+                    .map(|b| (Route::Spans, b)),
+            );
+        }
+        let superseded = total - calls.iter().map(|(_, b)| b.len()).sum::<usize>();
+        (calls, superseded)
     }
 
     /// Sends `docs` (oldest first) in batches of the backend's size, a few calls at a time,
@@ -183,16 +246,14 @@ impl Sender {
         deadline: Instant,
         progress: &Progress,
     ) -> FlushReport<T> {
-        let total = docs.len();
-        let batches = batcher::batches(docs, self.backend.max_batch());
-        let superseded = total - batches.iter().map(Vec::len).sum::<usize>();
+        let (calls, superseded) = self.calls(docs);
         progress.add(superseded);
         let mut report = FlushReport {
             superseded,
             ..FlushReport::default()
         };
-        let mut results = futures_util::stream::iter(batches)
-            .map(|batch| self.send_batch(batch, deadline, progress))
+        let mut results = futures_util::stream::iter(calls)
+            .map(|(route, batch)| self.send_batch(route, batch, deadline, progress))
             .buffer_unordered(MAX_CONCURRENT_CALLS);
         while let Some(r) = results.next().await {
             report.absorb(r);
@@ -200,12 +261,22 @@ impl Sender {
         report
     }
 
+    /// The backend of a route.
+    fn route(&self, route: Route) -> &dyn Backend {
+        match (route, &self.spans) {
+            (Route::Spans, Some(spans)) => &**spans,
+            _ => &*self.backend,
+        }
+    }
+
     async fn send_batch<T: Borrow<Document> + Send>(
         &self,
+        route: Route,
         batch: Vec<T>,
         deadline: Instant,
         progress: &Progress,
     ) -> FlushReport<T> {
+        let backend = self.route(route);
         let mut report = FlushReport::default();
         let mut pending = batch;
         let mut attempt = 0;
@@ -215,7 +286,7 @@ impl Sender {
             metrics::add(&self.metrics.api_calls, 1);
             let outcome = {
                 let refs: Vec<&Document> = pending.iter().map(Borrow::borrow).collect();
-                tokio::time::timeout_at(deadline, self.backend.put(&refs, deadline))
+                tokio::time::timeout_at(deadline, backend.put(&refs, deadline))
                     .await
                     .unwrap_or(Err(ExportError::Timeout))
             };
@@ -223,7 +294,11 @@ impl Sender {
                 Ok(answer) => {
                     if let Some(first) = answer.unprocessed.iter().find(|u| !u.retry) {
                         let refused = answer.unprocessed.iter().filter(|u| !u.retry).count();
-                        self.rejected(first, refused);
+                        self.rejected(backend, first, refused);
+                    }
+                    if answer.rejected_spans > 0 {
+                        metrics::add(&self.metrics.otlp_spans_rejected, answer.rejected_spans);
+                        self.spans_rejected(backend, answer.rejected_spans);
                     }
                     let Split {
                         sent,
@@ -240,7 +315,7 @@ impl Sender {
                     }
                     debug!(
                         documents = again.len(),
-                        backend = self.backend.name(),
+                        backend = backend.name(),
                         "asked to retry documents"
                     );
                     pending = again;
@@ -249,12 +324,12 @@ impl Sender {
                 Err(e) => {
                     self.count(&e);
                     if !e.is_retryable() && e.keeps_documents() {
-                        self.auth_failed(&e);
+                        self.auth_failed(backend, &e);
                         report.kept = pending;
                         return report;
                     }
                     if !e.is_retryable() {
-                        warn!(error = %e, documents = pending.len(), backend = self.backend.name(), "X-Ray refused the batch; dropped");
+                        warn!(error = %e, documents = pending.len(), backend = backend.name(), "X-Ray refused the batch; dropped");
                         metrics::add(&self.metrics.unprocessed, pending.len() as u64);
                         report.refused += pending.len();
                         progress.add(pending.len());
@@ -292,29 +367,52 @@ impl Sender {
     /// Logs documents the backend refused in one call, at most one line per
     /// [`REJECTION_LOG_INTERVAL`]: the first one's id and error, how many, how many lines were
     /// suppressed.
-    fn rejected(&self, first: &super::backend::Unprocessed, documents: usize) {
+    fn rejected(
+        &self,
+        backend: &dyn Backend,
+        first: &super::backend::Unprocessed,
+        documents: usize,
+    ) {
         let allowed = self
             .logs
             .lock()
             .ok()
             .and_then(|mut l| l.rejections.allow(std::time::Instant::now()));
         if let Some(suppressed) = allowed {
-            warn!(id = %first.id, code = %first.code, message = %first.message, documents, suppressed, backend = self.backend.name(), "X-Ray rejected documents; dropped");
+            warn!(id = %first.id, code = %first.code, message = %first.message, documents, suppressed, backend = backend.name(), "X-Ray rejected documents; dropped");
+        }
+    }
+
+    /// Logs spans the OTLP endpoint rejected in an accepted call (`partial_success`), on the
+    /// same rate limit as refused documents.
+    fn spans_rejected(&self, backend: &dyn Backend, spans: u64) {
+        let allowed = self
+            .logs
+            .lock()
+            .ok()
+            .and_then(|mut l| l.rejections.allow(std::time::Instant::now()));
+        if let Some(suppressed) = allowed {
+            warn!(
+                spans,
+                suppressed,
+                backend = backend.name(),
+                "X-Ray rejected spans; dropped"
+            );
         }
     }
 
     /// Logs a refused call: once at error level naming the IAM action when access is denied,
     /// otherwise a rate-limited warning. The documents are kept either way.
-    fn auth_failed(&self, e: &ExportError) {
+    fn auth_failed(&self, backend: &dyn Backend, e: &ExportError) {
         let Ok(mut logs) = self.logs.lock() else {
             return;
         };
         if e.is_access_denied() {
             if !std::mem::replace(&mut logs.access_denied_logged, true) {
-                error!(error = %e, "X-Ray refused {}: the function's role needs the IAM permission xray:PutTraceSegments (documents are kept for the next flush)", self.backend.name());
+                error!(error = %e, "X-Ray refused {}: the function's role needs the IAM permission xray:PutTraceSegments (documents are kept for the next flush)", backend.name());
             }
         } else if let Some(suppressed) = logs.auth.allow(std::time::Instant::now()) {
-            warn!(error = %e, suppressed, backend = self.backend.name(), "X-Ray refused the credentials; documents are kept for the next flush");
+            warn!(error = %e, suppressed, backend = backend.name(), "X-Ray refused the credentials; documents are kept for the next flush");
         }
     }
 }

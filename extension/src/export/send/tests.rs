@@ -394,3 +394,97 @@ fn backoff_is_capped_and_jittered() {
     assert_eq!(backoff(30, 1.0), RETRY_MAX_DELAY);
     assert_eq!(backoff(3, 0.5), RETRY_BASE_DELAY * 2);
 }
+
+/// A `T1S` (or `T1U`) document of one span `n`, with a name of `name_len` bytes.
+fn span_doc(prefix: &str, n: u64, name_len: usize) -> Document {
+    use crate::ingest::otlp::wire::{put_fixed64, put_len};
+    let mut span = Vec::new();
+    put_len(&mut span, 1, &[0x57; 16]);
+    put_len(&mut span, 2, &n.to_be_bytes());
+    put_len(&mut span, 5, "n".repeat(name_len).as_bytes());
+    put_fixed64(&mut span, 7, 1);
+    put_fixed64(&mut span, 8, 2);
+    let mut ss = Vec::new();
+    put_len(&mut ss, 2, &span);
+    let mut rs = Vec::new();
+    put_len(&mut rs, 2, &ss);
+    let mut request = Vec::new();
+    put_len(&mut request, 1, &rs);
+    let body = format!(
+        "{prefix}{}",
+        base64_simd::STANDARD.encode_to_string(&request)
+    );
+    crate::ingest::otlp::parse_document(body.as_bytes()).unwrap()
+}
+
+struct Routed {
+    report: FlushReport,
+    documents: Arc<MemoryBackend>,
+    spans: Arc<MemoryBackend>,
+    metrics: Arc<Metrics>,
+}
+
+async fn flush_routed(docs: Vec<Document>, spans_script: Vec<Reply>) -> Routed {
+    let documents = Arc::new(MemoryBackend::new(50, []));
+    let spans = Arc::new(MemoryBackend::new(
+        otlp::request::MAX_SPANS_PER_REQUEST,
+        spans_script,
+    ));
+    let metrics = Arc::new(Metrics::default());
+    let sender = Sender::with_jitter(documents.clone(), metrics.clone(), no_jitter)
+        .with_spans(spans.clone());
+    let start = Instant::now();
+    let report = sender
+        .flush(docs, start + ms(1000), &Progress::default())
+        .await;
+    Routed {
+        report,
+        documents,
+        spans,
+        metrics,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sampled_spans_go_to_the_span_backend_and_the_rest_to_put_trace_segments() {
+    let docs = vec![
+        doc(1),
+        span_doc("T1S", 2, 10),
+        span_doc("T1U", 3, 10),
+        span_doc("T1S", 4, 10),
+        doc(5),
+    ];
+    let id = SegmentId::from_u64;
+    // Without a span backend, everything goes to PutTraceSegments, as before.
+    let out = flush(docs.clone(), 50, vec![], ms(1000)).await;
+    assert_eq!(out.backend.stored(), [1, 2, 3, 4, 5].map(id));
+    // With one, only the sampled spans leave PutTraceSegments.
+    let out = flush_routed(docs, vec![]).await;
+    assert_eq!(out.documents.stored(), [1, 3, 5].map(id));
+    assert_eq!(out.spans.stored(), [2, 4].map(id));
+    assert_eq!(out.spans.calls().len(), 1);
+    assert_eq!(out.report.sent, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn span_requests_stay_within_the_endpoints_limits() {
+    // 30 documents of one 190,000-byte span: at most 26 fit 5,000,000 bytes.
+    let docs: Vec<Document> = (1..=30).map(|n| span_doc("T1S", n, 190_000)).collect();
+    let out = flush_routed(docs, vec![]).await;
+    let sizes: Vec<usize> = out.spans.calls().iter().map(|c| c.ids.len()).collect();
+    assert_eq!(sizes, [26, 4]);
+    assert_eq!(out.spans.stored().len(), 30);
+}
+
+#[tokio::test(start_paused = true)]
+async fn span_calls_retry_like_documents_and_count_rejected_spans() {
+    let docs: Vec<Document> = (1..=3).map(|n| span_doc("T1S", n, 10)).collect();
+    let busy = fail(ExportError::Server5xx { status: 503 });
+    let out = flush_routed(docs, vec![busy.clone(), busy, Reply::RejectSpans(2)]).await;
+    // Two 503s, then stored: nothing lost; the spans the answer rejected are counted.
+    assert_eq!(out.spans.calls().len(), 3);
+    assert_eq!(out.spans.stored().len(), 3);
+    assert_eq!(out.report.kept.len(), 0);
+    assert_eq!(metrics::get(&out.metrics.otlp_spans_rejected), 2);
+    assert!(out.documents.calls().is_empty());
+}

@@ -14,7 +14,7 @@ use serde_json::json;
 use xray_extension::fault;
 use xray_extension_tests::emulator::{Emulator, InvocationStatus, Invoke};
 use xray_extension_tests::sink::otlp as pb;
-use xray_extension_tests::trace::{TraceHeader, new_segment_id};
+use xray_extension_tests::trace::{TraceHeader, new_segment_id, new_uuid};
 
 /// Where the fault is injected: the value of `XRAY_EXTENSION_FAULT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,6 +294,64 @@ async fn a_panic_in_the_udp_reader_restarts_it_on_the_same_socket() {
 #[tokio::test]
 async fn a_panic_in_the_otlp_receiver_restarts_it_on_the_same_socket() {
     a_panic_degrades_the_extension_never_the_function(Site::OtlpReceiver, Format::Text).await;
+}
+
+#[tokio::test]
+async fn a_panic_in_the_lifecycle_loop_during_a_held_invocation_releases_it() {
+    let (harness, _) = armed(Site::Lifecycle, Format::Text).await;
+    let Harness {
+        mut lambda,
+        sink,
+        udp_port,
+    } = harness;
+    let observer = lambda.observer();
+    let request_id = new_uuid();
+    let held = Invoke::new(json!({"subsegments": 2, "sleep_ms": 300}))
+        .traced(TraceHeader::sampled())
+        .request_id(request_id.clone());
+    // The marker arrives while the function runs: the INVOKE is held for its runtimeDone.
+    let during = async {
+        observer
+            .wait_for_telemetry("platform.start", WAIT, |log| {
+                log.iter().any(|e| {
+                    e.event_type == "platform.start" && e.record["requestId"] == json!(request_id)
+                })
+            })
+            .await
+            .expect("the invocation started");
+        send_datagrams(udp_port, &[marker()]).await;
+        observer
+            .wait_for_output(EXTENSION, "task stopped", WAIT)
+            .await
+            .expect("the panic's error line");
+        std::time::Instant::now()
+    };
+    let (inv, panicked_at) = tokio::join!(lambda.invoke(held), during);
+    let inv = inv.expect("invoke");
+    assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
+    assert!(
+        panicked_at < inv.response_at.expect("response"),
+        "the panic came while the function ran"
+    );
+    assert!(!inv.timed_out && inv.failure.is_none(), "{inv:?}");
+    let post = inv.post_runtime.expect("post-runtime duration");
+    assert!(
+        post < common::flush_timeout(),
+        "post-runtime {post:?}, flush timeout {:?}",
+        common::flush_timeout()
+    );
+    let mut expected = sent_ids(&inv);
+    expected.extend(invoke(&mut lambda).await);
+    let report = lambda.shutdown().await.expect("shutdown");
+    let ext = report.extension(EXTENSION).expect("extension exit");
+    assert_eq!(ext.exit_code(), Some(0));
+    let docs = sink.documents();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|id| !docs.iter().any(|d| &&d.id == id))
+        .collect();
+    assert!(missing.is_empty(), "not delivered: {missing:?}");
+    the_panic_gave_one_error_line(&lambda, Site::Lifecycle, Format::Text);
 }
 
 #[tokio::test]

@@ -384,26 +384,97 @@ const READ_TYPES: [&str; 9] = [
 
 /// Decodes a Telemetry API POST body record by record. `received` (when the body reached us)
 /// stands in for a record's `time` that is missing or unreadable.
+///
+/// The array is read element by element (no list of every element first), at most
+/// [`MAX_RECORDS_PER_DELIVERY`] are decoded and none holding more than [`MAX_RECORD_VALUES`]
+/// JSON values (the rest count as invalid): what a delivery costs is bounded by those, not by how
+/// many values a local process packs into a body.
 pub fn decode(body: &[u8], received: EpochSeconds) -> Decoded {
+    use serde::Deserializer as _;
     let mut out = Decoded::default();
-    let Ok(elements) = serde_json::from_slice::<Vec<&RawValue>>(body) else {
-        out.invalid = 1;
-        return out;
-    };
-    for element in elements {
-        let mut fields = Fields::default();
-        match decode_one(element.get(), received, &mut fields) {
-            Some(event) => {
-                if matches!(event.record, Record::Other(_)) {
-                    out.skipped += 1;
-                }
-                out.fields_ignored += fields.ignored;
-                out.events.push(event);
-            }
-            None => out.invalid += 1,
-        }
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let read = json
+        .deserialize_seq(Elements {
+            out: &mut out,
+            received,
+        })
+        .and_then(|()| json.end());
+    if read.is_err() {
+        return Decoded {
+            invalid: 1,
+            ..Decoded::default()
+        };
     }
     out
+}
+
+/// Most records decoded from one delivery: Lambda sends at most `maxItems` (10,000 at most).
+pub const MAX_RECORDS_PER_DELIVERY: usize = 10_000;
+/// Most JSON values in one record decoded (its fields become a tree of values): Lambda's hold
+/// fewer than a hundred (a `runtimeDone` with its spans). Long strings are one value each.
+pub const MAX_RECORD_VALUES: usize = 4_096;
+
+/// Whether the JSON `raw` holds at most `max` values (counted by their separators outside
+/// strings, without reading it).
+fn values_at_most(raw: &str, max: usize) -> bool {
+    let (mut in_string, mut escaped, mut values) = (false, false, 0_usize);
+    for b in raw.bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b',' | b'[' | b'{') {
+            values += 1;
+            if values > max {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// The delivery's array, decoded element by element as it is read.
+struct Elements<'o> {
+    out: &'o mut Decoded,
+    received: EpochSeconds,
+}
+
+impl<'de> serde::de::Visitor<'de> for Elements<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "an array of telemetry records")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut read = 0_usize;
+        while let Some(element) = seq.next_element::<&'de RawValue>()? {
+            read += 1;
+            if read > MAX_RECORDS_PER_DELIVERY || !values_at_most(element.get(), MAX_RECORD_VALUES)
+            {
+                self.out.invalid += 1;
+                continue;
+            }
+            let mut fields = Fields::default();
+            match decode_one(element.get(), self.received, &mut fields) {
+                Some(event) => {
+                    if matches!(event.record, Record::Other(_)) {
+                        self.out.skipped += 1;
+                    }
+                    self.out.fields_ignored += fields.ignored;
+                    self.out.events.push(event);
+                }
+                None => self.out.invalid += 1,
+            }
+        }
+        Ok(())
+    }
 }
 
 fn decode_one(element: &str, received: EpochSeconds, f: &mut Fields) -> Option<Event> {

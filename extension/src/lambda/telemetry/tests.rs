@@ -143,6 +143,42 @@ fn one_bad_or_unknown_record_does_not_reject_the_batch() {
 }
 
 #[test]
+fn a_delivery_costs_what_lambda_could_send_whatever_it_holds() {
+    // More records than Lambda's largest maxItems: the excess counts as invalid.
+    let one =
+        r#"{"time":"2022-10-12T00:00:15.064Z","type":"platform.someFutureEvent","record":{}}"#;
+    let many = format!("[{}]", vec![one; 10_001].join(","));
+    let d = decode(many.as_bytes(), RECEIVED);
+    assert_eq!((d.events.len(), d.invalid), (10_000, 1));
+    // A record of far more values than Lambda's is not read (its fields would be a tree of
+    // them); a long string is one value.
+    let mut huge = String::from(
+        r#"[{"time":"2022-10-12T00:00:15.064Z","type":"platform.start","record":{"requestId":"r-1","x":["#,
+    );
+    huge.push_str(&"0,".repeat(40_000));
+    huge.push_str(r#"0]}},{"time":"2022-10-12T00:00:15.064Z","type":"platform.start","record":{"requestId":"r-2","s":"[,{"#);
+    huge.push_str(&"[,{\\\"".repeat(40_000));
+    huge.push_str(r#""}}]"#);
+    let d = decode(huge.as_bytes(), RECEIVED);
+    assert_eq!(d.invalid, 1, "{d:?}");
+    assert!(
+        matches!(&d.events[..], [e] if matches!(&e.record, Record::Start(s) if s.request_id == "r-2")),
+        "{d:?}"
+    );
+    // Millions of values: counted, never collected first.
+    let mut zeros = String::from("[");
+    zeros.push_str(&"0,".repeat(1_000_000));
+    zeros.push_str("0]");
+    let d = decode(zeros.as_bytes(), RECEIVED);
+    assert_eq!((d.events.len(), d.invalid), (0, 1_000_001));
+    // Still one invalid element for a body that is not an array, or is cut short.
+    assert_eq!(
+        decode(&many.as_bytes()[..many.len() - 1], RECEIVED).invalid,
+        1
+    );
+}
+
+#[test]
 fn a_body_that_is_not_an_array_is_one_invalid_element() {
     assert_eq!(decode(b"{}", RECEIVED).invalid, 1);
     assert_eq!(decode(b"garbage", RECEIVED).invalid, 1);

@@ -10,6 +10,7 @@ use crate::enrich::{self, annotations};
 use crate::export::policy::{self, PolicyConfig, Strategy};
 use crate::export::xray::TlsRoots;
 use crate::logging::LogFormat;
+pub use crate::logging::LogLevel;
 use crate::metrics::emf;
 
 /// Where the X-Ray SDKs send segment documents (the daemon's well-known address).
@@ -100,53 +101,6 @@ pub enum SpanDestination {
     Otlp,
 }
 
-/// Log verbosity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    /// Errors only.
-    Error,
-    /// Warnings and errors.
-    Warn,
-    /// Lifecycle milestones, counters at shutdown.
-    Info,
-    /// Per-flush detail.
-    Debug,
-    /// Everything, including document contents.
-    Trace,
-}
-
-impl LogLevel {
-    fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "error" => Some(Self::Error),
-            "warn" | "warning" => Some(Self::Warn),
-            "info" => Some(Self::Info),
-            "debug" => Some(Self::Debug),
-            "trace" => Some(Self::Trace),
-            _ => None,
-        }
-    }
-
-    /// Lambda's `AWS_LAMBDA_LOG_LEVEL` values (`TRACE` … `ERROR`, `FATAL`), any case.
-    fn parse_lambda(s: &str) -> Option<Self> {
-        if s.trim().eq_ignore_ascii_case("fatal") {
-            return Some(Self::Error);
-        }
-        Self::parse(s)
-    }
-
-    /// The matching `tracing` level.
-    pub fn as_tracing(self) -> tracing::Level {
-        match self {
-            Self::Error => tracing::Level::ERROR,
-            Self::Warn => tracing::Level::WARN,
-            Self::Info => tracing::Level::INFO,
-            Self::Debug => tracing::Level::DEBUG,
-            Self::Trace => tracing::Level::TRACE,
-        }
-    }
-}
-
 /// The extension's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -218,10 +172,6 @@ pub struct ConfigWarning {
 impl Config {
     /// Builds the configuration from a variable lookup (`std::env::var` in production, a map in
     /// tests). Returns the configuration and one warning per rejected value.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "one short block per variable, in the README table's order"
-    )]
     pub fn from_lookup<F>(lookup: F) -> (Self, Vec<ConfigWarning>)
     where
         F: Fn(&str) -> Option<String>,

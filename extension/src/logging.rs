@@ -19,8 +19,6 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::config::LogLevel;
-
 /// Our own events' target.
 pub const OUR_TARGET: &str = "xray_extension";
 /// Targets kept at `warn` even at `trace`: they print what signs a request.
@@ -31,6 +29,54 @@ const ACCESS_KEY_PREFIXES: &[&str] = &["AKIA", "ASIA", "ABIA", "ACCA"];
 const ACCESS_KEY_REST: usize = 16;
 /// What replaces those characters.
 const MASK: &str = "****************";
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Lifecycle milestones, counters at shutdown.
+    Info,
+    /// Per-flush detail.
+    Debug,
+    /// Everything, including document contents.
+    Trace,
+}
+
+impl LogLevel {
+    /// `error` … `trace` (`warning` too), any case.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "error" => Some(Self::Error),
+            "warn" | "warning" => Some(Self::Warn),
+            "info" => Some(Self::Info),
+            "debug" => Some(Self::Debug),
+            "trace" => Some(Self::Trace),
+            _ => None,
+        }
+    }
+
+    /// Lambda's `AWS_LAMBDA_LOG_LEVEL` values (`TRACE` … `ERROR`, `FATAL`), any case.
+    pub fn parse_lambda(s: &str) -> Option<Self> {
+        if s.trim().eq_ignore_ascii_case("fatal") {
+            return Some(Self::Error);
+        }
+        Self::parse(s)
+    }
+
+    /// The matching `tracing` level.
+    pub fn as_tracing(self) -> tracing::Level {
+        match self {
+            Self::Error => tracing::Level::ERROR,
+            Self::Warn => tracing::Level::WARN,
+            Self::Info => tracing::Level::INFO,
+            Self::Debug => tracing::Level::DEBUG,
+            Self::Trace => tracing::Level::TRACE,
+        }
+    }
+}
 
 /// `AWS_LAMBDA_LOG_FORMAT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -97,7 +97,7 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
         .context("AWS_LAMBDA_RUNTIME_API is not set: not running inside Lambda")?;
     let api = LambdaApi::new(&runtime_api)?;
 
-    // Bind first: a failure is reported to Lambda once we have an identifier.
+    // Bind first, register second: a port we cannot bind is logged below and degrades us.
     let udp_socket = udp::bind(config.udp_address);
     publish_udp_address(&config, udp_socket.as_ref().ok());
     let telemetry_addr = SocketAddr::from(([0, 0, 0, 0], config.telemetry_port));

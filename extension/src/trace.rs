@@ -186,7 +186,7 @@ fn os_random_u64() -> u64 {
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    #[allow(
+    #[expect(
         clippy::cast_possible_truncation,
         reason = "the low bits of the nanoseconds are the varying ones"
     )]

@@ -143,11 +143,6 @@ impl Enricher {
         }
     }
 
-    /// Records when we became ready (the end of our own init).
-    pub fn extension_ready(&mut self, at: EpochSeconds) {
-        self.env.extension_ready = Some(at);
-    }
-
     /// Documents of ours refused for their size so far.
     pub fn refused(&self) -> u64 {
         self.refused

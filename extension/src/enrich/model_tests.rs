@@ -21,7 +21,7 @@ fn header(root: &str, parent: &str) -> String {
 }
 
 fn iso(t: f64) -> String {
-    #[allow(
+    #[expect(
         clippy::cast_possible_truncation,
         reason = "test times are whole microseconds since the epoch"
     )]
@@ -33,7 +33,7 @@ fn iso(t: f64) -> String {
 }
 
 /// One Telemetry API element.
-#[allow(
+#[expect(
     clippy::needless_pass_by_value,
     reason = "callers pass a json! temporary"
 )]

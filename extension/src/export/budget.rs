@@ -75,6 +75,7 @@ impl HandOffBudget {
     }
 
     /// Bytes free now.
+    #[cfg(test)]
     pub fn available(&self) -> usize {
         self.permits.available_permits()
     }

@@ -11,11 +11,11 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+// The document type lives below both parsers; its old path stays valid.
+pub use super::document::{Document, MAX_DOCUMENT_BYTES};
 use super::otlp::{self, OtlpError, Sampling};
 use crate::trace::{SegmentId, TraceId};
 
-/// Largest document X-Ray accepts (64 KB).
-pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 /// Deepest nesting of arrays and objects we accept. serde_json skips unknown fields without a
 /// depth limit, so we bound it ourselves; X-Ray documents are shallow.
 pub const MAX_NESTING_DEPTH: usize = 64;
@@ -91,25 +91,6 @@ impl ProtocolError {
             Self::InvalidField { .. } => "invalid_field",
             Self::Otlp { reason } => reason.kind(),
         }
-    }
-}
-
-/// A validated document, ready to export: a segment document (JSON) or an OTLP document
-/// (`T1S`/`T1U`, whose `id` and `trace_id` are its first span's).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Document {
-    /// The document exactly as received (X-Ray takes it as a string).
-    pub body: Box<str>,
-    /// Its `id`: re-sending a document with the same id overwrites it in X-Ray.
-    pub id: SegmentId,
-    /// Its trace.
-    pub trace_id: TraceId,
-}
-
-impl Document {
-    /// Bytes this document accounts for in the export buffer.
-    pub fn weight(&self) -> usize {
-        self.body.len() + std::mem::size_of::<Self>()
     }
 }
 
@@ -192,14 +173,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
             fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
                 Ok(Scalar::Str(Cow::Owned(v.to_owned())))
             }
-            #[allow(
+            #[expect(
                 clippy::cast_precision_loss,
                 reason = "timestamps fit f64 exactly enough"
             )]
             fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
                 Ok(Scalar::Num(v as f64))
             }
-            #[allow(
+            #[expect(
                 clippy::cast_precision_loss,
                 reason = "timestamps fit f64 exactly enough"
             )]

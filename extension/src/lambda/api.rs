@@ -32,7 +32,7 @@ pub const TELEMETRY_BUFFER_TIMEOUT_MS: u32 = 25;
 pub const TELEMETRY_BUFFER_MAX_ITEMS: u32 = 1_000;
 /// Telemetry buffering: bytes per delivery.
 pub const TELEMETRY_BUFFER_MAX_BYTES: u32 = 262_144;
-/// Deadline for the subscription and error-report calls.
+/// Deadline for the registration and subscription calls.
 pub const API_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a failed `/event/next` before calling it again.
 pub const EVENT_RETRY_DELAY: Duration = Duration::from_millis(100);

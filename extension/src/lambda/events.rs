@@ -145,7 +145,7 @@ fn deadline_ms(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64().or_else(|| {
             n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| {
-                #[allow(
+                #[expect(
                     clippy::cast_possible_truncation,
                     clippy::cast_sign_loss,
                     reason = "finite, non-negative, and epoch milliseconds fit u64"

@@ -28,7 +28,7 @@ impl EpochSeconds {
         if micros <= 0 {
             return None;
         }
-        #[allow(
+        #[expect(
             clippy::cast_precision_loss,
             reason = "epoch microseconds fit f64's 53 bits"
         )]

@@ -271,8 +271,8 @@ impl FlushPoints {
             Input::Shutdown {
                 deadline,
                 awaiting_report,
-            } => self.on_shutdown(deadline, awaiting_report, now, export, &mut actions),
-            Input::RuntimeDone(key) => self.on_runtime_done(key, now, export, &mut actions),
+            } => self.on_shutdown(deadline, awaiting_report, now, &mut actions),
+            Input::RuntimeDone(key) => self.on_runtime_done(key, now, &mut actions),
             Input::ReportArrived => {
                 if matches!(
                     self.point,
@@ -448,7 +448,6 @@ impl FlushPoints {
         deadline: Instant,
         awaiting_report: bool,
         now: Instant,
-        export: ExportView,
         actions: &mut Vec<Action>,
     ) {
         match self.point {
@@ -472,16 +471,9 @@ impl FlushPoints {
         if !awaiting_report {
             self.begin_drain(now, actions);
         }
-        let _ = export;
     }
 
-    fn on_runtime_done(
-        &mut self,
-        key: InvokeKey,
-        now: Instant,
-        export: ExportView,
-        actions: &mut Vec<Action>,
-    ) {
+    fn on_runtime_done(&mut self, key: InvokeKey, now: Instant, actions: &mut Vec<Action>) {
         if self.degraded {
             self.degraded = false;
             actions.push(Action::GuardCleared);
@@ -498,7 +490,6 @@ impl FlushPoints {
                 self.begin_drain(now, actions);
             }
             // Else a second copy for the invocation under way: nothing to do.
-            let _ = export;
             return;
         }
         if let Some(i) = self.finished.iter().position(|k| *k == key) {

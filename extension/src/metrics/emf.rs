@@ -199,7 +199,7 @@ impl Interval {
     }
 }
 
-#[allow(
+#[expect(
     clippy::cast_precision_loss,
     reason = "microsecond totals stay far below 2^53"
 )]

@@ -15,7 +15,7 @@ pub mod wire;
 use schema::{Kind, Schema};
 use wire::{Fields, WireType};
 
-use super::protocol::{Document, MAX_DOCUMENT_BYTES};
+use super::document::{Document, MAX_DOCUMENT_BYTES};
 use crate::trace::{SegmentId, TraceId};
 
 /// Deepest message nesting accepted (`AnyValue` can nest arrays and maps without end).

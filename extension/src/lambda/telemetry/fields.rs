@@ -47,7 +47,7 @@ impl Fields {
         self.field(m, key, |v| {
             v.as_u64().or_else(|| {
                 let x = v.as_f64()?;
-                #[allow(
+                #[expect(
                     clippy::cast_possible_truncation,
                     clippy::cast_sign_loss,
                     reason = "checked: integral, non-negative and below 2^53"

@@ -50,6 +50,10 @@ impl Borrow<Document> for Entry {
     }
 }
 
+/// Room (in entries) the queue keeps once a send has taken a burst: what ordinary traffic
+/// needs (a few batches), so it never reallocates, while the room a burst grew is given back.
+pub const RETAINED_ENTRIES: usize = 256;
+
 /// A bounded FIFO of documents.
 #[derive(Debug)]
 pub struct Buffer {
@@ -112,6 +116,11 @@ impl Buffer {
         let bytes = weight_of(&taken);
         self.queued_bytes -= bytes;
         self.in_flight_bytes += bytes;
+        // The room a burst grew is memory no budget counts once its documents are gone: give
+        // it back when what is left is small (a cheap move), keep what ordinary traffic needs.
+        if self.queue.capacity() > RETAINED_ENTRIES && self.queue.len() <= RETAINED_ENTRIES / 2 {
+            self.queue.shrink_to(RETAINED_ENTRIES);
+        }
         taken
     }
 
@@ -139,6 +148,11 @@ impl Buffer {
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// Entries the queue has room for without reallocating.
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
     }
 
     /// Bytes queued plus in flight.
@@ -243,6 +257,34 @@ mod tests {
         assert_eq!(budget.available(), w);
         assert_eq!(b.clear(), 1);
         assert_eq!(budget.available(), 2 * w);
+    }
+
+    #[test]
+    fn a_burst_leaves_no_capacity_behind_once_sent() {
+        let t = Instant::now();
+        let mut b = Buffer::new(usize::MAX);
+        for round in 0..3_u64 {
+            for n in 0..20_000 {
+                b.push(doc(round * 100_000 + n, 10), t).unwrap();
+            }
+            // A send takes everything, then settles keeping a few.
+            let taken = b.take(usize::MAX);
+            assert!(b.is_empty());
+            let kept: Vec<Entry> = taken.into_iter().take(3).collect();
+            b.settle(0, kept, t);
+            assert_eq!(b.len(), 3);
+            assert!(
+                b.capacity() <= RETAINED_ENTRIES,
+                "{} entries of room kept after the burst",
+                b.capacity()
+            );
+        }
+        // Steady traffic below the retained room never reallocates.
+        let room = b.capacity();
+        for n in 0..RETAINED_ENTRIES as u64 - 3 {
+            b.push(doc(900_000 + n, 10), t).unwrap();
+        }
+        assert_eq!(b.capacity(), room);
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct Plan {
     pub sample_every: u64,
     /// Extra variables for the extension.
     pub extension_env: Vec<(String, String)>,
+    /// Invocations with one subsegment each after the others (a quiet spell after a burst),
+    /// sampled once at the end.
+    pub quiet_after: u64,
     /// The executable whose memory is read: the extension, or what its launcher script starts
     /// (a profiler's).
     pub process: PathBuf,
@@ -62,6 +65,7 @@ impl Plan {
             subsegments: SUBSEGMENTS,
             sample_every: SAMPLE_EVERY,
             extension_env: Vec::new(),
+            quiet_after: 0,
             process: extension.to_path_buf(),
         }
     }
@@ -174,14 +178,20 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(u64, Memory)) -> anyhow::
         procfs::child_running(&plan.process).context("cannot find the extension's process")?;
     tokio::time::sleep(SETTLE).await;
     let idle = procfs::memory(pid).context("cannot read the extension's memory")?;
-    let event = json!({"subsegments": plan.subsegments});
     let mut sent: Vec<u64> = Vec::new();
     let mut samples = Vec::new();
     let started = Instant::now();
-    for n in 1..=plan.invocations {
+    let last = plan.invocations + plan.quiet_after;
+    for n in 1..=last {
+        let subsegments = if n <= plan.invocations {
+            plan.subsegments
+        } else {
+            1
+        };
+        let event = json!({ "subsegments": subsegments });
         let invocation = env
             .lambda
-            .invoke(Invoke::new(event.clone()).traced(TraceHeader::sampled()))
+            .invoke(Invoke::new(event).traced(TraceHeader::sampled()))
             .await
             .with_context(|| format!("invocation {n}"))?;
         let answer = invocation
@@ -191,17 +201,33 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(u64, Memory)) -> anyhow::
             .as_array()
             .with_context(|| format!("invocation {n}: no sent_ids in {answer}"))?;
         anyhow::ensure!(
-            ids.len() as u64 == plan.subsegments,
-            "invocation {n}: the function sent {} documents, not {}",
+            ids.len() as u64 == subsegments,
+            "invocation {n}: the function sent {} documents, not {subsegments}",
             ids.len(),
-            plan.subsegments
         );
         sent.extend(
             ids.iter()
                 .filter_map(|v| u64::from_str_radix(v.as_str()?, 16).ok()),
         );
-        if n % plan.sample_every == 0 || n == plan.invocations {
-            let m = procfs::memory(pid).context("cannot read the extension's memory")?;
+        if (n <= plan.invocations && n % plan.sample_every == 0)
+            || n == plan.invocations
+            || n == last
+        {
+            let Some(m) = procfs::memory(pid) else {
+                let tail: Vec<String> = env
+                    .lambda
+                    .output(super::EXTENSION)
+                    .into_iter()
+                    .rev()
+                    .take(5)
+                    .collect();
+                anyhow::bail!(
+                    "the extension is gone after invocation {n} ({:?}, timed out {}, failure {:?}); its last lines: {tail:?}",
+                    invocation.status,
+                    invocation.timed_out,
+                    invocation.failure
+                );
+            };
             progress(n, m);
             samples.push((n, m));
         }

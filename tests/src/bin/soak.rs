@@ -3,7 +3,7 @@
 //! extension's RSS must not grow by more than 1 MiB from the 1,000th invocation to the last.
 //!
 //! ```text
-//! soak [--invocations N] [--subsegments N] [--sample-every N] [--env KEY=VALUE ...]
+//! soak [--invocations N] [--subsegments N] [--sample-every N] [--quiet-after N] [--env KEY=VALUE ...]
 //!      [--process EXE]   (the executable whose memory is read, when XRAY_EXTENSION_BIN is a
 //!                        launcher script, e.g. a profiler's)
 //! ```
@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use xray_extension_tests::bench::soak::{self, Plan};
 use xray_extension_tests::bench::{EXTENSION, MUSL_RELEASE_DIR, SAMPLE_FUNCTION};
 
-const USAGE: &str = "soak [--invocations N] [--subsegments N] [--sample-every N] [--env KEY=VALUE for the extension] [--process EXE whose memory is read]";
+const USAGE: &str = "soak [--invocations N] [--subsegments N] [--sample-every N] [--quiet-after N] [--env KEY=VALUE for the extension] [--process EXE whose memory is read]";
 
 fn value(flag: &str, v: Option<String>) -> anyhow::Result<u64> {
     let v = v.with_context(|| format!("{flag} needs a value"))?;
@@ -49,6 +49,7 @@ fn plan() -> anyhow::Result<Option<Plan>> {
             "--invocations" => plan.invocations = value(&arg, args.next())?,
             "--subsegments" => plan.subsegments = value(&arg, args.next())?,
             "--sample-every" => plan.sample_every = value(&arg, args.next())?,
+            "--quiet-after" => plan.quiet_after = value(&arg, args.next())?,
             "--process" => {
                 plan.process = PathBuf::from(args.next().context("--process needs a path")?);
             }

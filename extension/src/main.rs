@@ -14,9 +14,9 @@ use xray_extension::export::policy::Strategy;
 use xray_extension::fault;
 use xray_extension::ingest::{otlp_http, udp};
 use xray_extension::lambda::api::{ApiError, EVENT_RETRY_DELAY, LambdaApi, Telemetry};
-use xray_extension::lambda::events::{EventSet, NextEvent, Shutdown};
+use xray_extension::lambda::events::{EventSet, NextEvent, Shutdown, ShutdownReason};
 use xray_extension::lambda::listener;
-use xray_extension::lambda::telemetry::EpochSeconds;
+use xray_extension::lambda::telemetry::{EpochSeconds, InitializationType};
 use xray_extension::logging;
 use xray_extension::metrics::{LogLimiter, Metrics, emf};
 use xray_extension::supervisor::{self, Supervisor, Task};
@@ -27,8 +27,6 @@ const DOCUMENT_CHANNEL_CAPACITY: usize = 1_024;
 const TELEMETRY_CHANNEL_CAPACITY: usize = 64;
 /// Our name when the executable's cannot be read (Lambda starts `/opt/extensions/<name>`).
 const DEFAULT_EXTENSION_NAME: &str = "xray-extension";
-/// The shutdown reason we pass on when SIGTERM stands in for SHUTDOWN.
-const SIGTERM_REASON: &str = "sigterm";
 /// One log line per this interval for failed or undecodable `/event/next` answers.
 const EVENT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -72,7 +70,8 @@ fn environment(started: EpochSeconds) -> Environment {
         function_name: var("AWS_LAMBDA_FUNCTION_NAME"),
         function_version: var("AWS_LAMBDA_FUNCTION_VERSION"),
         memory_size_mb: var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse().ok()),
-        initialization_type: var("AWS_LAMBDA_INITIALIZATION_TYPE"),
+        initialization_type: var("AWS_LAMBDA_INITIALIZATION_TYPE")
+            .map(|v| InitializationType::parse(&v)),
         extension_started: Some(started),
         extension_ready: None,
     }
@@ -255,7 +254,7 @@ async fn on_sigterm(lifecycle: &mpsc::Sender<LifecycleEvent>) {
     info!("SIGTERM received: shutting down");
     let shutdown = Shutdown {
         deadline_ms: None,
-        reason: SIGTERM_REASON.to_owned(),
+        reason: ShutdownReason::Sigterm,
     };
     app::forward(lifecycle, NextEvent::Shutdown(shutdown)).await;
 }

@@ -5,7 +5,8 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, Throughput};
 use serde_json::Value;
 use xray_extension::enrich::{Enricher, Environment, Invoke, Settings};
-use xray_extension::lambda::telemetry::{self, EpochSeconds, Event};
+use xray_extension::lambda::events::ShutdownReason;
+use xray_extension::lambda::telemetry::{self, EpochSeconds, Event, InitializationType};
 use xray_extension::trace::{IdSource, TraceHeader};
 
 use crate::docs;
@@ -17,7 +18,7 @@ const RECEIVED: EpochSeconds = EpochSeconds(1_665_532_816.0);
 enum Step {
     Invoke(Invoke),
     Telemetry(Vec<Event>),
-    Shutdown(String, EpochSeconds),
+    Shutdown(ShutdownReason, EpochSeconds),
 }
 
 fn time(v: &Value) -> EpochSeconds {
@@ -45,7 +46,9 @@ fn load(name: &str) -> (Environment, Vec<Step>, Vec<Vec<u8>>) {
         function_name: e["functionName"].as_str().map(String::from),
         function_version: e["functionVersion"].as_str().map(String::from),
         memory_size_mb: e["memorySizeMB"].as_u64(),
-        initialization_type: e["initializationType"].as_str().map(String::from),
+        initialization_type: e["initializationType"]
+            .as_str()
+            .map(InitializationType::parse),
         extension_started: Some(time(&e["extensionStarted"])),
         extension_ready: Some(time(&e["extensionReady"])),
     };
@@ -68,7 +71,10 @@ fn load(name: &str) -> (Environment, Vec<Step>, Vec<Vec<u8>>) {
             bodies.push(body);
         } else {
             let s = &step["shutdown"];
-            steps.push(Step::Shutdown(text(&s["reason"]), time(&s["at"])));
+            steps.push(Step::Shutdown(
+                ShutdownReason::parse(&text(&s["reason"])),
+                time(&s["at"]),
+            ));
         }
     }
     (env, steps, bodies)

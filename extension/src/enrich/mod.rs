@@ -30,6 +30,7 @@ use serde_json::Value;
 use tracing::warn;
 
 use crate::ingest::protocol::Document;
+use crate::lambda::events::ShutdownReason;
 use crate::lambda::telemetry::{EpochSeconds, Event, InitializationType, Record, TenantId};
 use crate::trace::{IdSource, SegmentId, TraceHeader};
 use annotations::BuiltinSet;
@@ -74,7 +75,7 @@ pub struct Environment {
     /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`.
     pub memory_size_mb: Option<u64>,
     /// `AWS_LAMBDA_INITIALIZATION_TYPE`.
-    pub initialization_type: Option<String>,
+    pub initialization_type: Option<InitializationType>,
     /// When our process started.
     pub extension_started: Option<EpochSeconds>,
     /// When we were ready (registered, subscribed, about to wait for events).
@@ -121,11 +122,7 @@ impl Enricher {
 
     /// A fresh state with ids from `ids`.
     pub fn with_ids(settings: Settings, env: Environment, ids: IdSource) -> Self {
-        let managed = env
-            .initialization_type
-            .as_deref()
-            .map(InitializationType::parse)
-            == Some(InitializationType::LambdaManagedInstances);
+        let managed = env.initialization_type == Some(InitializationType::LambdaManagedInstances);
         Self {
             settings,
             env,
@@ -340,8 +337,7 @@ impl Enricher {
     /// SHUTDOWN: an invocation that never finished (the function timed out or crashed) still
     /// gets its `Runtime` subsegment, with the fault; one that finished but was never reported
     /// (its `platform.start` never came) is reported with what is known.
-    pub fn on_shutdown(&mut self, reason: &str, at: EpochSeconds) -> Vec<Document> {
-        let reason = reason.to_ascii_lowercase();
+    pub fn on_shutdown(&mut self, reason: &ShutdownReason, at: EpochSeconds) -> Vec<Document> {
         let pending = self.invocations.positions(|i| !i.emitted);
         let mut out = Vec::new();
         for index in pending {

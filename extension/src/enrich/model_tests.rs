@@ -56,7 +56,7 @@ fn env(init_type: &str) -> Environment {
         function_name: Some("orders".into()),
         function_version: Some("$LATEST".into()),
         memory_size_mb: Some(128),
-        initialization_type: Some(init_type.into()),
+        initialization_type: Some(InitializationType::parse(init_type)),
         extension_started: Some(EpochSeconds(T0 + 0.005)),
         extension_ready: Some(EpochSeconds(T0 + 0.040)),
     }
@@ -85,7 +85,9 @@ fn run(env: Environment, steps: Vec<Step>) -> Vec<Vec<Value>> {
                         .flat_map(|ev| e.on_telemetry(ev))
                         .collect()
                 }
-                Step::Shutdown(reason, at) => e.on_shutdown(reason, EpochSeconds(at)),
+                Step::Shutdown(reason, at) => {
+                    e.on_shutdown(&ShutdownReason::parse(reason), EpochSeconds(at))
+                }
             };
             docs.iter()
                 .map(|d| {

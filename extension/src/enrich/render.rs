@@ -8,6 +8,7 @@ use super::annotations::Builtin;
 use super::document::{Cause, Child, Subsegment, clip};
 use super::state::{InitPhase, Invocation, max_time};
 use super::{Environment, METADATA_NAMESPACE, PROACTIVE_INIT_GAP_SECONDS, Settings};
+use crate::lambda::events::ShutdownReason;
 use crate::lambda::telemetry::{EpochSeconds, InitializationType, Span, Status, TenantId};
 
 /// How an invocation started, as its caller saw it.
@@ -55,11 +56,7 @@ pub struct Context<'a> {
 impl Context<'_> {
     /// The environment's initialization type: our variable, else the init records'.
     pub fn init_type(&self) -> InitializationType {
-        let env = self
-            .env
-            .initialization_type
-            .as_deref()
-            .map(InitializationType::parse);
+        let env = self.env.initialization_type.clone();
         let records = self.init.init_type().cloned();
         match (env, records) {
             (Some(t), _) if !matches!(t, InitializationType::Unknown(_)) => t,
@@ -242,7 +239,7 @@ impl Context<'_> {
             || inv
                 .killed_at_shutdown
                 .as_ref()
-                .is_some_and(|(_, r)| r == "timeout");
+                .is_some_and(|(_, r)| *r == ShutdownReason::Timeout);
         let span_end = spans
             .iter()
             .map(|s| s.start.plus_ms(s.duration_ms))
@@ -328,8 +325,8 @@ impl Context<'_> {
                 .start
                 .as_ref()
                 .and_then(|(_, s)| s.initialization_type.as_ref())
-                .map(InitializationType::as_str)
-                .or(self.env.initialization_type.as_deref()),
+                .or(self.env.initialization_type.as_ref())
+                .map(InitializationType::as_str),
         };
         if let (true, Some(t)) = (on(Builtin::InitType), init_type) {
             a.insert(Builtin::InitType.key().into(), json!(clip(t)));
@@ -448,7 +445,7 @@ fn cause(
             kind: "Runtime.ExitError".into(),
             message: format!(
                 "The runtime did not finish the invocation (shutdown reason: {})",
-                clip(reason)
+                clip(reason.as_str())
             ),
         });
     }

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 
+use crate::lambda::events::ShutdownReason;
 use crate::lambda::telemetry::{
     EpochSeconds, InitStart, InitializationType, Phase, PhaseDone, PhaseReport, Report,
     RuntimeDone, Status, TenantId,
@@ -156,7 +157,7 @@ pub struct Invocation {
     /// `platform.report`.
     pub report: Option<(EpochSeconds, Report)>,
     /// SHUTDOWN came while it had not finished: when, and the reason.
-    pub killed_at_shutdown: Option<(EpochSeconds, String)>,
+    pub killed_at_shutdown: Option<(EpochSeconds, ShutdownReason)>,
     /// The tenant its records name (tenant isolation).
     pub tenant_id: Option<TenantId>,
     /// Id of its `Runtime` subsegment, stable across re-sends.

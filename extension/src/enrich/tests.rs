@@ -34,7 +34,9 @@ pub(super) fn run_fixture(fixture: &Value, settings: Settings) -> Vec<Vec<Value>
         function_name: e["functionName"].as_str().map(String::from),
         function_version: e["functionVersion"].as_str().map(String::from),
         memory_size_mb: e["memorySizeMB"].as_u64(),
-        initialization_type: e["initializationType"].as_str().map(String::from),
+        initialization_type: e["initializationType"]
+            .as_str()
+            .map(InitializationType::parse),
         extension_started: Some(time(&e["extensionStarted"])),
         extension_ready: Some(time(&e["extensionReady"])),
     };
@@ -59,7 +61,10 @@ pub(super) fn run_fixture(fixture: &Value, settings: Settings) -> Vec<Vec<Value>
                 .collect()
         } else {
             let s = &step["shutdown"];
-            enricher.on_shutdown(s["reason"].as_str().unwrap(), time(&s["at"]))
+            enricher.on_shutdown(
+                &ShutdownReason::parse(s["reason"].as_str().unwrap()),
+                time(&s["at"]),
+            )
         };
         out.push(
             docs.iter()
@@ -421,7 +426,7 @@ fn a_runtime_done_after_shutdown_replaces_the_provisional_fault() {
         for ev in &telemetry::decode(start.as_bytes(), RECEIVED).events {
             e.on_telemetry(ev);
         }
-        let provisional = e.on_shutdown("spindown", at("2022-10-12T00:00:15.050Z"));
+        let provisional = e.on_shutdown(&ShutdownReason::Spindown, at("2022-10-12T00:00:15.050Z"));
         let provisional: Vec<Value> = provisional
             .iter()
             .map(|d| serde_json::from_str(&d.body).unwrap())

@@ -72,8 +72,54 @@ pub struct Invoke {
 pub struct Shutdown {
     /// `deadlineMs` (epoch milliseconds), when present.
     pub deadline_ms: Option<u64>,
-    /// `shutdownReason` as sent (`spindown`, `timeout`, `failure`; any case), empty when absent.
-    pub reason: String,
+    /// `shutdownReason`.
+    pub reason: ShutdownReason,
+}
+
+/// Why the environment shuts down: `shutdownReason` (any case), or SIGTERM standing in for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShutdownReason {
+    /// `spindown`: Lambda reclaims an idle environment.
+    Spindown,
+    /// `timeout`: the invocation ran out of time.
+    Timeout,
+    /// `failure`: the runtime or an extension failed.
+    Failure,
+    /// No SHUTDOWN event: SIGTERM came first (`sigterm`).
+    Sigterm,
+    /// A value this version does not know, lowercased; empty when absent.
+    Unknown(String),
+}
+
+impl ShutdownReason {
+    /// Reads `shutdownReason` in any case.
+    pub fn parse(s: &str) -> Self {
+        let lower = s.to_ascii_lowercase();
+        match lower.as_str() {
+            "spindown" => Self::Spindown,
+            "timeout" => Self::Timeout,
+            "failure" => Self::Failure,
+            "sigterm" => Self::Sigterm,
+            _ => Self::Unknown(lower),
+        }
+    }
+
+    /// The lowercase name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Spindown => "spindown",
+            Self::Timeout => "timeout",
+            Self::Failure => "failure",
+            Self::Sigterm => "sigterm",
+            Self::Unknown(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for ShutdownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why an `/event/next` body was not an event we act on.
@@ -126,11 +172,12 @@ pub fn parse_next_event(body: &[u8]) -> Result<NextEvent, EventError> {
             trace_header,
         }))
     } else if event_type.eq_ignore_ascii_case("SHUTDOWN") {
-        let reason = object
-            .get("shutdownReason")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let reason = ShutdownReason::parse(
+            object
+                .get("shutdownReason")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
         Ok(NextEvent::Shutdown(Shutdown {
             deadline_ms,
             reason,
@@ -186,9 +233,30 @@ mod tests {
             parse(shutdown),
             Ok(NextEvent::Shutdown(Shutdown {
                 deadline_ms: Some(1_795_605_002_123),
-                reason: "spindown".into(),
+                reason: ShutdownReason::Spindown,
             }))
         );
+    }
+
+    #[test]
+    fn shutdown_reasons_are_read_in_any_case_and_unknown_ones_kept_lowercased() {
+        let cases: &[(&str, ShutdownReason, &str)] = &[
+            ("spindown", ShutdownReason::Spindown, "spindown"),
+            ("TIMEOUT", ShutdownReason::Timeout, "timeout"),
+            ("Failure", ShutdownReason::Failure, "failure"),
+            ("sigterm", ShutdownReason::Sigterm, "sigterm"),
+            (
+                "Eviction",
+                ShutdownReason::Unknown("eviction".into()),
+                "eviction",
+            ),
+            ("", ShutdownReason::Unknown(String::new()), ""),
+        ];
+        for (wire, want, shown) in cases {
+            let got = ShutdownReason::parse(wire);
+            assert_eq!(&got, want, "{wire:?}");
+            assert_eq!(got.to_string(), *shown, "{wire:?}");
+        }
     }
 
     #[test]
@@ -225,14 +293,14 @@ mod tests {
                 r#"{"eventType":"Shutdown"}"#,
                 Ok(NextEvent::Shutdown(Shutdown {
                     deadline_ms: None,
-                    reason: String::new(),
+                    reason: ShutdownReason::Unknown(String::new()),
                 })),
             ),
             (
                 r#"{"eventType":"SHUTDOWN","deadlineMs":-5,"shutdownReason":"TIMEOUT"}"#,
                 Ok(NextEvent::Shutdown(Shutdown {
                     deadline_ms: None,
-                    reason: "TIMEOUT".into(),
+                    reason: ShutdownReason::Timeout,
                 })),
             ),
             (

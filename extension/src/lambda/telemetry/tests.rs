@@ -347,7 +347,10 @@ fn assert_releases(body: &[serde_json::Value], what: &str) {
         .iter()
         .flat_map(|e| enricher.on_telemetry(e))
         .collect();
-    docs.extend(enricher.on_shutdown("spindown", RECEIVED.plus_ms(1000.0)));
+    docs.extend(enricher.on_shutdown(
+        &crate::lambda::events::ShutdownReason::Spindown,
+        RECEIVED.plus_ms(1000.0),
+    ));
     for doc in docs {
         crate::ingest::protocol::parse_document(doc.body.as_bytes())
             .unwrap_or_else(|e| panic!("{what}: enrichment produced {e}: {}", doc.body));

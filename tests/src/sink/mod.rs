@@ -24,6 +24,7 @@
 
 mod fault;
 pub mod otlp;
+pub mod traces;
 mod validate;
 
 pub use fault::{Fault, FaultPlan};
@@ -87,6 +88,8 @@ pub enum Operation {
     GetSamplingRules,
     /// `POST /SamplingTargets`.
     GetSamplingTargets,
+    /// `POST /v1/traces`: the OTLP endpoint.
+    OtlpTraces,
     /// Anything else (answered 404).
     Unknown,
 }
@@ -101,6 +104,7 @@ impl Operation {
             "/TelemetryRecords" => Self::PutTelemetryRecords,
             "/GetSamplingRules" => Self::GetSamplingRules,
             "/SamplingTargets" => Self::GetSamplingTargets,
+            "/v1/traces" => Self::OtlpTraces,
             _ => Self::Unknown,
         }
     }
@@ -122,7 +126,8 @@ pub struct SubmittedDocument {
 pub struct SinkCall {
     /// The operation.
     pub operation: Operation,
-    /// For `PutTraceSegments`, the call's index in the fault plan.
+    /// For `PutTraceSegments` and `/v1/traces`, the call's index in the fault plan (one count
+    /// for both).
     pub put_index: Option<usize>,
     /// When the request had been read.
     pub at: Instant,
@@ -140,6 +145,8 @@ pub struct SinkCall {
     pub signed: bool,
     /// The access key id the request was signed with (`Credential=<id>/...`).
     pub access_key_id: Option<String>,
+    /// For `/v1/traces` requests the sink took, what they held.
+    pub traces: Option<traces::TracesCall>,
 }
 
 /// A stored (processed) document.
@@ -416,11 +423,13 @@ async fn handle(shared: Arc<SinkShared>, req: Request) -> Response {
         fault: None,
         signed,
         access_key_id,
+        traces: None,
     };
     let (status, error_type) = match operation {
         Operation::PutTraceSegments => {
             return put_trace_segments(&shared, call).await;
         }
+        Operation::OtlpTraces => return otlp_traces(&shared, call, &req).await,
         Operation::PutTelemetryRecords => (StatusCode::OK, None),
         Operation::GetSamplingRules => {
             call.response = json!({"SamplingRuleRecords": []});
@@ -444,6 +453,40 @@ async fn handle(shared: Arc<SinkShared>, req: Request) -> Response {
     let response = aws_response(status, error_type, &call.response);
     record(&shared, call, Vec::new(), Vec::new());
     response
+}
+
+/// `/v1/traces`: faults as for `PutTraceSegments`, then the checks of [`traces::check`]; the
+/// answer is an empty `ExportTraceServiceResponse`.
+async fn otlp_traces(shared: &SinkShared, mut call: SinkCall, req: &Request) -> Response {
+    let index = {
+        let mut records = shared.records();
+        let index = records.put_calls;
+        records.put_calls += 1;
+        index
+    };
+    call.put_index = Some(index);
+    call.fault = shared.plan().fault_for(index);
+    if let Some(response) = apply_fault(shared, &mut call).await {
+        return response;
+    }
+    match traces::check(req, req.header("host").unwrap_or_default()) {
+        Ok((checked, spans)) => {
+            call.traces = Some(checked);
+            call.response = Value::Null;
+            let response =
+                crate::http::bytes_response(StatusCode::OK, "application/x-protobuf", Vec::new());
+            record(shared, call, Vec::new(), spans);
+            response
+        }
+        Err(refusal) => {
+            call.status = refusal.status;
+            call.response = json!({"message": refusal.message});
+            let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let response = aws_response(status, Some(refusal.error_type), &call.response);
+            record(shared, call, Vec::new(), Vec::new());
+            response
+        }
+    }
 }
 
 async fn put_trace_segments(shared: &SinkShared, mut call: SinkCall) -> Response {

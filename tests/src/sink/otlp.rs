@@ -276,7 +276,23 @@ pub fn decode_document(raw: &str, now: SystemTime) -> Result<Vec<ReceivedSpan>, 
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(raw.get(3..).unwrap_or(""))
         .map_err(|e| reject("InvalidOtlpDocument", format!("base64: {e}")))?;
-    let request = ExportTraceServiceRequest::decode(bytes.as_slice())
+    decode_request(&bytes, raw, sampled, now)
+}
+
+/// Decodes a serialized `ExportTraceServiceRequest` into its spans (recorded as coming in
+/// `document`), or says why the service would refuse it.
+pub fn decode_request(
+    bytes: &[u8],
+    document: &str,
+    sampled: bool,
+    now: SystemTime,
+) -> Result<Vec<ReceivedSpan>, Rejection> {
+    let reject = |error_code, message: String| Rejection {
+        id: None,
+        error_code,
+        message,
+    };
+    let request = ExportTraceServiceRequest::decode(bytes)
         .map_err(|e| reject("InvalidOtlpDocument", format!("protobuf: {e}")))?;
     let mut spans = Vec::new();
     for rs in &request.resource_spans {
@@ -324,7 +340,7 @@ pub fn decode_document(raw: &str, now: SystemTime) -> Result<Vec<ReceivedSpan>, 
                         .collect(),
                     start_time_unix_nano: span.start_time_unix_nano,
                     end_time_unix_nano: span.end_time_unix_nano,
-                    document: raw.to_owned(),
+                    document: document.to_owned(),
                 });
             }
         }

@@ -1,0 +1,184 @@
+//! OpenTelemetry out, end to end, with `XRAY_EXTENSION_SPAN_DESTINATION=otlp`: AWS's
+//! OpenTelemetry SDK for Python (`aws-opentelemetry-distro`, its `OTLPUdpSpanExporter`) sends
+//! `T1S`/`T1U` documents in the daemon protocol; the sampled spans must reach the sink's
+//! `/v1/traces` (`SigV4` recomputed there with the AWS SDK's signer, gzip inflated, decoded with
+//! prost) before the invocation is released with `end`, in requests within the endpoint's limits,
+//! while `T1U` documents and our own subsegments stay on `PutTraceSegments`.
+
+#![expect(clippy::expect_used, reason = "a failed set-up is a failed test")]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{EXTENSION, Harness, Options, counters, named, venv};
+use serde_json::{Value, json};
+use xray_extension_tests::emulator::{FunctionSpec, InvocationStatus, Invoke};
+use xray_extension_tests::sink::traces::{MAX_REQUEST_BYTES, MAX_SPANS_PER_REQUEST};
+use xray_extension_tests::sink::{Fault, FaultPlan, Operation, SinkCall, XraySink};
+use xray_extension_tests::trace::TraceHeader;
+
+fn adot_function() -> FunctionSpec {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("functions/python_otel");
+    FunctionSpec::command([
+        venv().join("bin/python").into_os_string(),
+        "-m".into(),
+        "awslambdaric".into(),
+        "adot_app.handler".into(),
+    ])
+    .handler("adot_app.handler")
+    .env("PYTHONPATH", dir.to_string_lossy())
+}
+
+fn strings(v: &Value, key: &str) -> Vec<String> {
+    serde_json::from_value(v.get(key).cloned().unwrap_or(Value::Null)).unwrap_or_default()
+}
+
+fn traces_calls(sink: &XraySink) -> Vec<SinkCall> {
+    sink.calls()
+        .into_iter()
+        .filter(|c| c.operation == Operation::OtlpTraces)
+        .collect()
+}
+
+async fn otlp_harness() -> Harness {
+    Harness::start(Options {
+        function: Some(adot_function()),
+        wrapper: true,
+        extension_env: vec![
+            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
+            ("XRAY_EXTENSION_SPAN_DESTINATION".into(), "otlp".into()),
+        ],
+        ..Options::default()
+    })
+    .await
+}
+
+/// Invokes with `event` under a new sampled trace; checks every span the SDK made reached
+/// `/v1/traces` before the extension released the invocation, and none went as a `T1S`
+/// document. Returns the span ids.
+async fn invoke_sampled(h: &mut Harness, label: &str, event: Value) -> Vec<String> {
+    let trace = TraceHeader::sampled();
+    let inv = h
+        .lambda
+        .invoke(Invoke::new(event).traced(trace.clone()))
+        .await
+        .expect("invoke");
+    assert_eq!(
+        inv.status,
+        InvocationStatus::Success,
+        "{label}: {:?}",
+        inv.error
+    );
+    let released = inv.extension_next(EXTENSION).expect("released");
+    let response = inv.response_json().expect("a JSON response");
+    let ids = strings(&response, "span_ids");
+    // Already there when the invocation is released: no wait.
+    let spans: Vec<_> = h
+        .sink
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id == trace.root)
+        .collect();
+    for id in &ids {
+        let span = spans.iter().find(|s| &s.span_id == id);
+        let span = span.unwrap_or_else(|| panic!("{label}: span {id} missing"));
+        assert_eq!(span.service_name.as_deref(), Some("orders-otel"), "{label}");
+    }
+    assert_eq!(spans.len(), ids.len(), "{label}: each span once");
+    let handler = spans
+        .iter()
+        .find(|s| s.span_id == response["handler_span_id"].as_str().unwrap_or_default())
+        .expect("handler span");
+    assert_eq!(handler.parent_span_id.as_deref(), trace.parent.as_deref());
+    for call in traces_calls(&h.sink) {
+        assert!(call.at <= released, "{label}: a request after the release");
+    }
+    // Our own subsegments stay on PutTraceSegments, under Lambda's Parent.
+    let docs = h.sink.documents();
+    let runtime = named(&docs, &trace.root, "Runtime");
+    assert_eq!(runtime.len(), 1, "{label}");
+    ids
+}
+
+fn t1s_documents(sink: &XraySink) -> usize {
+    sink.put_calls()
+        .iter()
+        .flat_map(|c| c.documents.iter())
+        .filter(|d| d.raw.starts_with("T1S"))
+        .count()
+}
+
+#[tokio::test]
+async fn sampled_adot_spans_go_whole_to_the_otlp_endpoint_signed_and_gzipped_before_release() {
+    let mut h = otlp_harness().await;
+    invoke_sampled(&mut h, "cold", json!({"children": 2})).await;
+    // 2,000 spans: 200 datagrams of 10, all in the invocation's requests.
+    let ids = invoke_sampled(&mut h, "2,000 spans", json!({"children": 1999})).await;
+    assert_eq!(ids.len(), 2000);
+    let calls = traces_calls(&h.sink);
+    assert!(!calls.is_empty());
+    for call in &calls {
+        assert_eq!(call.status, 200, "{:?}", call.response);
+        let t = call.traces.as_ref().expect("checked");
+        assert!(t.gzip && t.wire_bytes < t.raw_bytes, "{t:?}");
+        assert!(t.raw_bytes <= MAX_REQUEST_BYTES && t.spans <= MAX_SPANS_PER_REQUEST);
+        assert_eq!(t.scope, Some(("us-east-1".into(), "xray".into())));
+    }
+    assert_eq!(
+        t1s_documents(&h.sink),
+        0,
+        "no sampled span as a T1S document"
+    );
+    // Unsampled spans stay T1U documents on PutTraceSegments.
+    let trace = TraceHeader::sampled();
+    let before = traces_calls(&h.sink).len();
+    let inv = h
+        .lambda
+        .invoke(Invoke::new(json!({"children": 3, "unsampled": true})).traced(trace.clone()))
+        .await
+        .expect("invoke");
+    let bodies = strings(&inv.response_json().expect("json"), "bodies");
+    assert!(!bodies.is_empty());
+    let submitted: Vec<String> = h
+        .sink
+        .put_calls()
+        .iter()
+        .flat_map(|c| c.documents.iter().map(|d| d.raw.clone()))
+        .collect();
+    for body in &bodies {
+        assert!(body.starts_with("T1U"));
+        assert!(
+            submitted.contains(body),
+            "a T1U body not on PutTraceSegments"
+        );
+    }
+    assert_eq!(traces_calls(&h.sink).len(), before);
+    h.lambda.shutdown().await.expect("shutdown");
+    let counters = counters(&h.lambda).expect("counters");
+    assert_eq!(counters.get("rejected"), Some(&0), "{counters:?}");
+    assert_eq!(
+        counters.get("otlp_spans_rejected"),
+        Some(&0),
+        "{counters:?}"
+    );
+}
+
+#[tokio::test]
+async fn injected_503s_at_the_otlp_endpoint_lose_nothing() {
+    let mut h = otlp_harness().await;
+    invoke_sampled(&mut h, "warm-up", json!({"children": 1})).await;
+    h.sink.set_fault_plan(FaultPlan::from_fn(|i| {
+        (i % 3 != 2).then(|| Fault::Status {
+            status: 503,
+            error_type: "ServiceUnavailableException".into(),
+        })
+    }));
+    let before = traces_calls(&h.sink).len();
+    invoke_sampled(&mut h, "after two 503s", json!({"children": 30})).await;
+    let refused = traces_calls(&h.sink)[before..]
+        .iter()
+        .filter(|c| c.status == 503)
+        .count();
+    assert!(refused >= 2, "the endpoint refused {refused} calls");
+}

@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::ingest::protocol::{Document, MAX_DOCUMENT_BYTES};
+use crate::ingest::document::{Document, DocumentKind, MAX_DOCUMENT_BYTES};
 use crate::lambda::telemetry::EpochSeconds;
 use crate::trace::{SegmentId, TraceId};
 
@@ -100,6 +100,7 @@ pub fn independent(
         body: body.into(),
         id,
         trace_id: trace,
+        kind: DocumentKind::Segment,
     })
 }
 

@@ -41,6 +41,7 @@ mod tests {
             body: body.into(),
             id: SegmentId::from_u64(n),
             trace_id: TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
+            kind: crate::ingest::document::DocumentKind::Segment,
         }
     }
 

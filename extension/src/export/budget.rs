@@ -243,6 +243,7 @@ mod tests {
             body: "x".repeat(pad).into(),
             id: crate::trace::SegmentId::from_u64(n),
             trace_id: crate::trace::TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
+            kind: crate::ingest::document::DocumentKind::Segment,
         }
     }
 

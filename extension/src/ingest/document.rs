@@ -6,6 +6,17 @@ use crate::trace::{SegmentId, TraceId};
 /// Largest document X-Ray accepts (64 KB).
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
+/// What a document is, decided once by the parser that accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentKind {
+    /// A segment or subsegment document (JSON).
+    Segment,
+    /// OTLP spans, sampled (`T1S`).
+    SampledSpans,
+    /// OTLP spans, unsampled (`T1U`, sent by Application Signals).
+    UnsampledSpans,
+}
+
 /// A validated document, ready to export: a segment document (JSON) or an OTLP document
 /// (`T1S`/`T1U`, whose `id` and `trace_id` are its first span's).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +27,8 @@ pub struct Document {
     pub id: SegmentId,
     /// Its trace.
     pub trace_id: TraceId,
+    /// What it is (set by the parser: never read back from the body).
+    pub kind: DocumentKind,
 }
 
 impl Document {

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 // The document type lives below both parsers; its old path stays valid.
-pub use super::document::{Document, MAX_DOCUMENT_BYTES};
+pub use super::document::{Document, DocumentKind, MAX_DOCUMENT_BYTES};
 use super::otlp::{self, OtlpError, Sampling};
 use crate::trace::{SegmentId, TraceId};
 
@@ -388,6 +388,7 @@ pub fn parse_document(body: &[u8]) -> Result<Document, ProtocolError> {
         body: text.into(),
         id,
         trace_id,
+        kind: DocumentKind::Segment,
     })
 }
 
@@ -459,6 +460,24 @@ mod tests {
             // The body is forwarded byte for byte.
             let newline = raw.iter().position(|&b| b == b'\n').unwrap();
             assert_eq!(doc.body.as_bytes(), &raw[newline + 1..], "{name}");
+        }
+    }
+
+    #[test]
+    fn each_document_carries_the_kind_its_parser_found() {
+        let cases: &[(Vec<u8>, DocumentKind)] = &[
+            (datagram(HEADER, VALID), DocumentKind::Segment),
+            (fixture("python_parent.bin"), DocumentKind::Segment),
+            (fixture("adot_python_t1s.bin"), DocumentKind::SampledSpans),
+            (
+                fixture("adot_java_header_t1s.bin"),
+                DocumentKind::SampledSpans,
+            ),
+            (fixture("adot_python_t1u.bin"), DocumentKind::UnsampledSpans),
+        ];
+        for (raw, kind) in cases {
+            let doc = parse_datagram(raw).unwrap();
+            assert_eq!(doc.kind, *kind, "{}", String::from_utf8_lossy(raw));
         }
     }
 

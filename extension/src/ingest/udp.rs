@@ -26,7 +26,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::otlp;
+use super::document::DocumentKind;
 use super::protocol::{self, Document, MAX_DATAGRAM_BYTES};
 use crate::export::budget::{Admitted, HandOffBudget};
 use crate::metrics::{self, LogLimiter, Metrics};
@@ -120,7 +120,7 @@ pub fn too_old(trace: &crate::trace::TraceId, now: u64) -> bool {
 /// trace id starts with its epoch seconds. An OTLP document's trace id may be a random W3C id
 /// with no time in it, and the daemon forwards OTLP documents unchanged. Pure.
 pub fn expired(doc: &Document, now: u64) -> bool {
-    otlp::Sampling::of_body(doc.body.as_bytes()).is_none() && too_old(&doc.trace_id, now)
+    doc.kind == DocumentKind::Segment && too_old(&doc.trace_id, now)
 }
 
 fn epoch_now_seconds() -> u64 {
@@ -566,14 +566,18 @@ mod tests {
         let trace = crate::trace::TraceId::parse("1-00000001-bd862e3fe1be46a994272793").unwrap();
         let id = crate::trace::SegmentId::parse("53995c3f42cd8ad8").unwrap();
         let now = 0x5759_e988_u64;
-        let doc = |body: &str| Document {
+        let doc = |body: &str, kind| Document {
             body: body.into(),
             id,
             trace_id: trace,
+            kind,
         };
-        assert!(expired(&doc("{\"id\":\"53995c3f42cd8ad8\"}"), now));
-        assert!(!expired(&doc("T1SCgA="), now));
-        assert!(!expired(&doc("T1UCgA="), now));
+        assert!(expired(
+            &doc("{\"id\":\"53995c3f42cd8ad8\"}", DocumentKind::Segment),
+            now
+        ));
+        assert!(!expired(&doc("T1SCgA=", DocumentKind::SampledSpans), now));
+        assert!(!expired(&doc("T1UCgA=", DocumentKind::UnsampledSpans), now));
     }
 
     #[tokio::test]

@@ -10,9 +10,9 @@ use flate2::write::GzEncoder;
 
 use crate::export::backend::{Answer, ExportError};
 use crate::export::xray::errors::by_status;
+use crate::ingest::document::{Document, DocumentKind};
 use crate::ingest::otlp::wire::{Fields, WireType};
-use crate::ingest::otlp::{SAMPLED_PREFIX, Sampling, parse_request};
-use crate::ingest::protocol::Document;
+use crate::ingest::otlp::{SAMPLED_PREFIX, parse_request};
 
 /// Most bytes of one request before compression (AWS: 5 MB; the stricter, decimal reading).
 pub const MAX_REQUEST_BYTES: usize = 5_000_000;
@@ -46,7 +46,7 @@ pub struct Weight {
 
 /// Whether a document belongs on the OTLP endpoint: sampled OTLP spans (`T1S`).
 pub fn is_sampled_spans(doc: &Document) -> bool {
-    Sampling::of_body(doc.body.as_bytes()) == Some(Sampling::Sampled)
+    doc.kind == DocumentKind::SampledSpans
 }
 
 /// The serialized `ExportTraceServiceRequest` a `T1S` document carries.

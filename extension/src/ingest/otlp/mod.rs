@@ -15,7 +15,7 @@ pub mod wire;
 use schema::{Kind, Schema};
 use wire::{Fields, WireType};
 
-use super::document::{Document, MAX_DOCUMENT_BYTES};
+use super::document::{Document, DocumentKind, MAX_DOCUMENT_BYTES};
 use crate::trace::{SegmentId, TraceId};
 
 /// Deepest message nesting accepted (`AnyValue` can nest arrays and maps without end).
@@ -333,11 +333,21 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-fn document(body: String, first: &Span<'_>) -> Result<Document, OtlpError> {
+impl From<Sampling> for DocumentKind {
+    fn from(sampling: Sampling) -> Self {
+        match sampling {
+            Sampling::Sampled => Self::SampledSpans,
+            Sampling::Unsampled => Self::UnsampledSpans,
+        }
+    }
+}
+
+fn document(body: String, first: &Span<'_>, sampling: Sampling) -> Result<Document, OtlpError> {
     Ok(Document {
         body: body.into_boxed_str(),
         id: SegmentId::from_u64(u64::from_be_bytes(first.span_id)),
         trace_id: xray_trace_id(&first.trace_id)?,
+        kind: sampling.into(),
     })
 }
 
@@ -345,16 +355,14 @@ fn document(body: String, first: &Span<'_>) -> Result<Document, OtlpError> {
 /// first span's; its body is `body`, unchanged.
 pub fn parse_document(body: &[u8]) -> Result<Document, OtlpError> {
     let text = std::str::from_utf8(body).map_err(|_| OtlpError::Base64)?;
-    let encoded = text
-        .get(SAMPLED_PREFIX.len()..)
-        .filter(|_| Sampling::of_body(body).is_some())
-        .ok_or(OtlpError::Base64)?;
+    let sampling = Sampling::of_body(body).ok_or(OtlpError::Base64)?;
+    let encoded = text.get(SAMPLED_PREFIX.len()..).ok_or(OtlpError::Base64)?;
     let bytes = base64_simd::STANDARD
         .decode_to_vec(encoded)
         .map_err(|_| OtlpError::Base64)?;
     let request = parse_request(&bytes)?;
     let first = request.spans().next().ok_or(OtlpError::NoSpans)?;
-    document(text.to_owned(), first)
+    document(text.to_owned(), first, sampling)
 }
 
 /// Documents built from one request, and the spans that could not be placed.
@@ -546,7 +554,7 @@ impl<'a> Packer<'a> {
         let first = self.first?;
         let mut body = String::from(sampling.prefix());
         base64_simd::STANDARD.encode_append(&self.out, &mut body);
-        document(body, &first).ok()
+        document(body, &first, sampling).ok()
     }
 }
 

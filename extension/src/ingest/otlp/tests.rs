@@ -249,6 +249,12 @@ fn splitting_keeps_every_span_under_its_resource_and_scope_within_the_limit() {
     assert_eq!(split.rejected_spans, 0);
     assert!(split.documents.len() >= 4, "{}", split.documents.len());
     assert!(split.documents.iter().all(|d| d.body.starts_with("T1S")));
+    assert!(
+        split
+            .documents
+            .iter()
+            .all(|d| d.kind == DocumentKind::SampledSpans)
+    );
     let got = spans_of(&split);
     let want: Vec<(String, String, Vec<u8>)> = req
         .resource_spans
@@ -283,6 +289,7 @@ fn a_small_request_is_one_document_equal_to_its_input() {
     let split = to_documents(&req, Sampling::Unsampled);
     assert_eq!(split.documents.len(), 1);
     assert_eq!(&*split.documents[0].body, body("T1U", &req_bytes));
+    assert_eq!(split.documents[0].kind, DocumentKind::UnsampledSpans);
 }
 
 #[test]

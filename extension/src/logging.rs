@@ -66,6 +66,17 @@ impl LogLevel {
         Self::parse(s)
     }
 
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+
     /// The matching `tracing` level.
     pub fn as_tracing(self) -> tracing::Level {
         match self {

@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::mpsc;
@@ -90,6 +90,29 @@ pub async fn run_with(
     .await;
 }
 
+/// Reads a body of at most [`MAX_BODY_BYTES`] into one buffer (sized by its `Content-Length`,
+/// so it is never copied whole once read).
+async fn read_body(mut body: Incoming, length: Option<usize>) -> Result<Vec<u8>, String> {
+    let too_large = || format!("body larger than {MAX_BODY_BYTES} bytes");
+    let mut out = Vec::new();
+    if let Some(length) = length {
+        if length > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        out.reserve_exact(length);
+    }
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else {
+            continue;
+        };
+        if out.len() + data.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(out)
+}
+
 async fn handle(
     req: Request<Incoming>,
     events: mpsc::Sender<Vec<Event>>,
@@ -98,16 +121,17 @@ async fn handle(
     body_timeout: Duration,
 ) -> Result<Response<Empty<Bytes>>, std::convert::Infallible> {
     if req.method() == hyper::Method::POST {
-        let body = tokio::time::timeout(
-            body_timeout,
-            Limited::new(req.into_body(), MAX_BODY_BYTES).collect(),
-        )
-        .await
-        .map_err(|_| String::from("timed out"))
-        .and_then(|r| r.map_err(|e| e.to_string()));
+        let length = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
+        let body = tokio::time::timeout(body_timeout, read_body(req.into_body(), length))
+            .await
+            .map_err(|_| String::from("timed out"))
+            .and_then(|r| r);
         match body {
             Ok(body) => {
-                let decoded = telemetry::decode(&body.to_bytes(), received_now());
+                let decoded = telemetry::decode(&body, received_now());
                 if decoded.invalid > 0 {
                     metrics::add(&metrics.telemetry_invalid, decoded.invalid as u64);
                     log_limited(

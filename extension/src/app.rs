@@ -159,7 +159,7 @@ pub async fn run(setup: Setup, inputs: Inputs) {
         exporter: Exporter::routed(
             config.buffer_bytes,
             Arc::new(XrayBackend::new(client, config.tls_roots)),
-            span_backend(&config),
+            span_backend(&config, &metrics),
             metrics.clone(),
         ),
         enricher,
@@ -206,10 +206,16 @@ pub async fn run(setup: Setup, inputs: Inputs) {
 
 /// The backend sampled OpenTelemetry spans go to instead of PutTraceSegments: the OTLP
 /// endpoint when `XRAY_EXTENSION_SPAN_DESTINATION=otlp`.
-fn span_backend(config: &Config) -> Option<Arc<dyn crate::export::backend::Backend>> {
+fn span_backend(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Option<Arc<dyn crate::export::backend::Backend>> {
     match config.span_destination {
         SpanDestination::Segments => None,
-        SpanDestination::Otlp => Some(Arc::new(OtlpBackend::new(config.tls_roots))),
+        SpanDestination::Otlp => Some(Arc::new(OtlpBackend::new(
+            config.tls_roots,
+            metrics.clone(),
+        ))),
     }
 }
 

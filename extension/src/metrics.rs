@@ -55,6 +55,14 @@ pub struct Metrics {
     pub otlp_spans_rejected: AtomicU64,
     /// OTLP/HTTP requests answered 503 because the ingest queue was full (the SDK retries).
     pub otlp_busy: AtomicU64,
+    /// Requests X-Ray's OTLP endpoint accepted (`XRAY_EXTENSION_SPAN_DESTINATION=otlp`).
+    pub otlp_out_requests: AtomicU64,
+    /// Spans in those requests.
+    pub otlp_out_spans: AtomicU64,
+    /// Their bytes before gzip.
+    pub otlp_out_raw_bytes: AtomicU64,
+    /// Their bytes as sent, gzip'd.
+    pub otlp_out_wire_bytes: AtomicU64,
     /// Invocations whose post-runtime phase we held (see [`Metrics::observe_post_runtime`]).
     pub post_runtime_count: AtomicU64,
     /// Post-runtime time we added, summed, in microseconds.
@@ -117,6 +125,10 @@ impl Metrics {
             telemetry_dropped: get(&self.telemetry_dropped),
             otlp_spans_rejected: get(&self.otlp_spans_rejected),
             otlp_busy: get(&self.otlp_busy),
+            otlp_out_requests: get(&self.otlp_out_requests),
+            otlp_out_spans: get(&self.otlp_out_spans),
+            otlp_out_raw_bytes: get(&self.otlp_out_raw_bytes),
+            otlp_out_wire_bytes: get(&self.otlp_out_wire_bytes),
             send_failed: get(&self.send_failed),
             generated_refused: get(&self.generated_refused),
             task_failures: get(&self.task_failures),
@@ -155,6 +167,14 @@ pub struct Snapshot {
     pub otlp_spans_rejected: u64,
     /// [`Metrics::otlp_busy`].
     pub otlp_busy: u64,
+    /// [`Metrics::otlp_out_requests`].
+    pub otlp_out_requests: u64,
+    /// [`Metrics::otlp_out_spans`].
+    pub otlp_out_spans: u64,
+    /// [`Metrics::otlp_out_raw_bytes`].
+    pub otlp_out_raw_bytes: u64,
+    /// [`Metrics::otlp_out_wire_bytes`].
+    pub otlp_out_wire_bytes: u64,
     /// [`Metrics::send_failed`].
     pub send_failed: u64,
     /// [`Metrics::generated_refused`].
@@ -192,6 +212,10 @@ macro_rules! log_counters {
             telemetry_invalid = get(&m.telemetry_invalid),
             otlp_spans_rejected = get(&m.otlp_spans_rejected),
             otlp_busy = get(&m.otlp_busy),
+            otlp_out_requests = get(&m.otlp_out_requests),
+            otlp_out_spans = get(&m.otlp_out_spans),
+            otlp_out_raw_bytes = get(&m.otlp_out_raw_bytes),
+            otlp_out_wire_bytes = get(&m.otlp_out_wire_bytes),
             post_runtime_count = get(&m.post_runtime_count),
             post_runtime_us_sum = get(&m.post_runtime_us_sum),
             post_runtime_us_max = get(&m.post_runtime_us_max),

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use common::{EXTENSION, Harness, Options, counters, named, venv};
 use serde_json::{Value, json};
 use xray_extension_tests::emulator::{FunctionSpec, InvocationStatus, Invoke};
-use xray_extension_tests::sink::traces::{MAX_REQUEST_BYTES, MAX_SPANS_PER_REQUEST};
+use xray_extension_tests::sink::traces::{MAX_REQUEST_BYTES, MAX_SPANS_PER_REQUEST, TracesCall};
 use xray_extension_tests::sink::{Fault, FaultPlan, Operation, SinkCall, XraySink};
 use xray_extension_tests::trace::TraceHeader;
 
@@ -161,6 +161,29 @@ async fn sampled_adot_spans_go_whole_to_the_otlp_endpoint_signed_and_gzipped_bef
         counters.get("otlp_spans_rejected"),
         Some(&0),
         "{counters:?}"
+    );
+    // The endpoint's counters say what the sink took: 3 + 2,000 spans, every request, its bytes.
+    let calls = traces_calls(&h.sink);
+    let sum = |f: fn(&TracesCall) -> usize| -> u64 {
+        calls
+            .iter()
+            .filter_map(|c| c.traces.as_ref())
+            .map(f)
+            .sum::<usize>() as u64
+    };
+    assert_eq!(counters.get("otlp_out_spans"), Some(&2003), "{counters:?}");
+    assert_eq!(counters.get("otlp_out_spans"), Some(&sum(|t| t.spans)));
+    assert_eq!(
+        counters.get("otlp_out_requests"),
+        Some(&(calls.len() as u64))
+    );
+    assert_eq!(
+        counters.get("otlp_out_raw_bytes"),
+        Some(&sum(|t| t.raw_bytes))
+    );
+    assert_eq!(
+        counters.get("otlp_out_wire_bytes"),
+        Some(&sum(|t| t.wire_bytes))
     );
 }
 

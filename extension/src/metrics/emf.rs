@@ -63,6 +63,14 @@ pub mod names {
     pub const OTLP_SPANS_REJECTED: &str = "OtlpSpansRejected";
     /// OTLP/HTTP requests answered 503 because the buffer was full (the SDK retries them).
     pub const OTLP_REQUESTS_THROTTLED: &str = "OtlpRequestsThrottled";
+    /// Requests X-Ray's OTLP endpoint accepted.
+    pub const OTLP_REQUESTS_SENT: &str = "OtlpRequestsSent";
+    /// Spans in them.
+    pub const OTLP_SPANS_SENT: &str = "OtlpSpansSent";
+    /// Their bytes before gzip.
+    pub const OTLP_BYTES_UNCOMPRESSED: &str = "OtlpBytesUncompressed";
+    /// Their bytes as sent (gzip'd).
+    pub const OTLP_BYTES_SENT: &str = "OtlpBytesSent";
     /// Documents lost because their send task failed.
     pub const DOCUMENTS_SEND_FAILED: &str = "DocumentsSendFailed";
     /// Documents of ours not built because they were too large for X-Ray.
@@ -107,6 +115,8 @@ pub enum Unit {
     Count,
     /// A duration.
     Milliseconds,
+    /// A size.
+    Bytes,
 }
 
 impl Unit {
@@ -115,6 +125,7 @@ impl Unit {
         match self {
             Self::Count => "Count",
             Self::Milliseconds => "Milliseconds",
+            Self::Bytes => "Bytes",
         }
     }
 }
@@ -148,6 +159,10 @@ impl Interval {
                 telemetry_dropped: d(|s| s.telemetry_dropped),
                 otlp_spans_rejected: d(|s| s.otlp_spans_rejected),
                 otlp_busy: d(|s| s.otlp_busy),
+                otlp_out_requests: d(|s| s.otlp_out_requests),
+                otlp_out_spans: d(|s| s.otlp_out_spans),
+                otlp_out_raw_bytes: d(|s| s.otlp_out_raw_bytes),
+                otlp_out_wire_bytes: d(|s| s.otlp_out_wire_bytes),
                 send_failed: d(|s| s.send_failed),
                 generated_refused: d(|s| s.generated_refused),
                 task_failures: d(|s| s.task_failures),
@@ -173,14 +188,22 @@ impl Interval {
             (names::TELEMETRY_RECORDS_DROPPED, c.telemetry_dropped),
             (names::OTLP_SPANS_REJECTED, c.otlp_spans_rejected),
             (names::OTLP_REQUESTS_THROTTLED, c.otlp_busy),
+            (names::OTLP_REQUESTS_SENT, c.otlp_out_requests),
+            (names::OTLP_SPANS_SENT, c.otlp_out_spans),
             (names::DOCUMENTS_SEND_FAILED, c.send_failed),
             (names::OWN_DOCUMENTS_REFUSED, c.generated_refused),
             (names::TASKS_FAILED, c.task_failures),
         ];
+        let sizes = [
+            (names::OTLP_BYTES_UNCOMPRESSED, c.otlp_out_raw_bytes),
+            (names::OTLP_BYTES_SENT, c.otlp_out_wire_bytes),
+        ];
         let mut out: Vec<_> = counts
             .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(name, n)| (name, Unit::Count, Value::from(n)))
+            .map(|(name, n)| (name, Unit::Count, n))
+            .chain(sizes.into_iter().map(|(name, n)| (name, Unit::Bytes, n)))
+            .filter(|(_, _, n)| *n > 0)
+            .map(|(name, unit, n)| (name, unit, Value::from(n)))
             .collect();
         // Time is reported whenever an invocation was held, even if it added nothing.
         if c.post_runtime_count > 0 {
@@ -469,6 +492,10 @@ mod tests {
                 telemetry_dropped: 8,
                 otlp_spans_rejected: 11,
                 otlp_busy: 12,
+                otlp_out_requests: 16,
+                otlp_out_spans: 17,
+                otlp_out_raw_bytes: 18,
+                otlp_out_wire_bytes: 19,
                 send_failed: 13,
                 generated_refused: 14,
                 task_failures: 15,
@@ -517,6 +544,10 @@ mod tests {
             (names::TELEMETRY_RECORDS_DROPPED, "Count", json!(8)),
             (names::OTLP_SPANS_REJECTED, "Count", json!(11)),
             (names::OTLP_REQUESTS_THROTTLED, "Count", json!(12)),
+            (names::OTLP_REQUESTS_SENT, "Count", json!(16)),
+            (names::OTLP_SPANS_SENT, "Count", json!(17)),
+            (names::OTLP_BYTES_UNCOMPRESSED, "Bytes", json!(18)),
+            (names::OTLP_BYTES_SENT, "Bytes", json!(19)),
             (names::DOCUMENTS_SEND_FAILED, "Count", json!(13)),
             (names::OWN_DOCUMENTS_REFUSED, "Count", json!(14)),
             (names::TASKS_FAILED, "Count", json!(15)),

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use super::backend::{Answer, Backend, ExportError, PutFuture};
 use super::xray::client::{self, CONNECT_TIMEOUT, ServiceSettings, TlsRoots};
 use crate::ingest::protocol::Document;
+use crate::metrics::{self, Metrics};
 
 /// The signing name of X-Ray's OTLP endpoint.
 pub const SIGNING_NAME: &str = "xray";
@@ -67,15 +68,18 @@ pub struct OtlpBackend {
     client: Arc<OnceCell<Client>>,
     cached: Arc<Mutex<Option<Credentials>>>,
     roots: TlsRoots,
+    metrics: Arc<Metrics>,
 }
 
 impl OtlpBackend {
-    /// A backend trusting `roots`, configured from the environment at its first use.
-    pub fn new(roots: TlsRoots) -> Self {
+    /// A backend trusting `roots`, configured from the environment at its first use, counting
+    /// what the endpoint accepted into `metrics`.
+    pub fn new(roots: TlsRoots, metrics: Arc<Metrics>) -> Self {
         Self {
             client: Arc::default(),
             cached: Arc::default(),
             roots,
+            metrics,
         }
     }
 
@@ -149,6 +153,11 @@ impl OtlpBackend {
             message: e.to_string(),
         })?;
         let gzipped = request::gzip(&raw);
+        let sizes = (
+            raw.len() as u64,
+            gzipped.len() as u64,
+            request::span_count(&raw) as u64,
+        );
         drop(raw);
         let credentials = self.credentials(&client.credentials).await?;
         let request = signed(&url, &region, &credentials, gzipped, SystemTime::now())?;
@@ -169,7 +178,14 @@ impl OtlpBackend {
             .await
             .map(http_body_util::Collected::to_bytes)
             .unwrap_or_default();
-        request::answer(status, error_type.as_deref(), &body)
+        let answer = request::answer(status, error_type.as_deref(), &body)?;
+        let (raw, wire, spans) = sizes;
+        let m = &self.metrics;
+        metrics::add(&m.otlp_out_requests, 1);
+        metrics::add(&m.otlp_out_spans, spans);
+        metrics::add(&m.otlp_out_raw_bytes, raw);
+        metrics::add(&m.otlp_out_wire_bytes, wire);
+        Ok(answer)
     }
 }
 

@@ -102,6 +102,11 @@ pub fn body(batch: &[&Document]) -> Result<Vec<u8>, RequestError> {
     Ok(out)
 }
 
+/// Spans in a serialized request (0 for one that does not parse).
+pub fn span_count(bytes: &[u8]) -> usize {
+    parse_request(bytes).map_or(0, |r| r.spans().count())
+}
+
 /// `bytes`, gzip'd.
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(

@@ -70,6 +70,8 @@ fn documents_concatenate_into_one_request_holding_every_span() {
     let (da, db) = (doc("T1S", &a), doc("T1S", &b));
     let out = body(&[&da, &db]).unwrap();
     assert_eq!(out, [a.as_slice(), b.as_slice()].concat());
+    assert_eq!(span_count(&out), 3);
+    assert_eq!(span_count(b"\xff"), 0);
     let parsed = parse_request(&out).unwrap();
     assert_eq!(parsed.resource_spans.len(), 2);
     let ids: Vec<[u8; 8]> = parsed.spans().map(|s| s.span_id).collect();

@@ -365,7 +365,7 @@ impl App {
                 self.held.push((seq, done));
                 self.feed(Input::Invoke {
                     seq,
-                    key: InvokeKey::new(invoke.request_id, Some(epoch.as_secs_f64())),
+                    key: InvokeKey::new(invoke.request_id, Some(EpochSeconds(epoch.as_secs_f64()))),
                     deadline,
                 });
             }
@@ -477,7 +477,7 @@ impl App {
                 debug!(requestId = %done.request_id, tenantId = tenant.or(self.tenant_id()), status = ?done.status, "platform.runtimeDone");
                 self.feed(Input::RuntimeDone(InvokeKey::new(
                     done.request_id.clone(),
-                    Some(event.time.0),
+                    Some(event.time),
                 )));
             }
         }

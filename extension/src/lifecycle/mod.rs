@@ -13,10 +13,9 @@
 //! hold) until a runtimeDone arrives again.
 
 mod flush_points;
+mod io;
 #[cfg(test)]
 mod tests;
 
-pub use flush_points::{
-    ATTEMPT_SEPARATION, Action, ExportView, FlushPoints, Input, InvokeKey, RECENT_RUNTIME_DONE,
-    Settings,
-};
+pub use flush_points::{FlushPoints, RECENT_RUNTIME_DONE, Settings};
+pub use io::{ATTEMPT_SEPARATION, Action, ExportView, Input, InvokeKey};

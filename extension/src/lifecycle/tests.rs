@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::export::policy::{PolicyConfig, Strategy};
+use crate::lambda::telemetry::EpochSeconds;
 
 const FLUSH_TIMEOUT: u64 = 500;
 const MARGIN: u64 = 200;
@@ -96,13 +97,13 @@ impl Run {
 fn invoke(run: &Run, seq: u64, request_id: &str, at: Option<f64>, deadline_ms: u64) -> Input {
     Input::Invoke {
         seq,
-        key: InvokeKey::new(request_id, at),
+        key: InvokeKey::new(request_id, at.map(EpochSeconds)),
         deadline: Some(run.t(deadline_ms)),
     }
 }
 
 fn done(request_id: &str, at: Option<f64>) -> Input {
-    Input::RuntimeDone(InvokeKey::new(request_id, at))
+    Input::RuntimeDone(InvokeKey::new(request_id, at.map(EpochSeconds)))
 }
 
 fn send(run: &Run, ms: u64) -> Action {
@@ -453,7 +454,7 @@ fn an_invoke_without_a_deadline_is_never_held() {
     let mut run = Run::new(Strategy::End, true);
     let i = Input::Invoke {
         seq: 1,
-        key: InvokeKey::new("r1", T1),
+        key: InvokeKey::new("r1", T1.map(EpochSeconds)),
         deadline: None,
     };
     let expected = vec![send(&run, FLUSH_TIMEOUT), Action::Release(1)];

@@ -121,6 +121,7 @@ pub fn check(
 /// scope's region and service when it matches.
 fn verify_signature(req: &Request, host: &str) -> Result<(String, String), Refusal> {
     let denied = |m: &str| refuse(403, "InvalidSignatureException", m);
+    let host = req.header("host").unwrap_or(host);
     let auth = req
         .header("authorization")
         .ok_or_else(|| refuse(403, "MissingAuthenticationTokenException", "not signed"))?;
@@ -150,7 +151,7 @@ fn verify_signature(req: &Request, host: &str) -> Result<(String, String), Refus
     let mut headers: Vec<(String, String)> = Vec::new();
     for name in signed_headers.split(';') {
         let value = if name == "host" {
-            req.header("host").unwrap_or(host).to_owned()
+            host.to_owned()
         } else {
             req.header(name)
                 .ok_or_else(|| denied("a signed header is missing"))?
@@ -197,4 +198,116 @@ fn verify_signature(req: &Request, host: &str) -> Result<(String, String), Refus
         return Err(refuse(403, "UnrecognizedClientException", "session token"));
     }
     Ok((region.to_owned(), service.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue, Method};
+    use std::time::Instant;
+
+    /// A request for `/v1/traces` on `host`, signed with `secret` by the AWS SDK's signer.
+    fn signed(body: &[u8], secret: &str, service: &str) -> Request {
+        let host = "127.0.0.1:4566";
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut e, body).unwrap();
+            e.finish().unwrap()
+        };
+        let headers = [
+            ("host", host),
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "gzip"),
+        ];
+        let identity = Credentials::new(
+            DUMMY_ACCESS_KEY_ID,
+            secret,
+            Some(DUMMY_SESSION_TOKEN.to_owned()),
+            None,
+            "t",
+        )
+        .into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name(service)
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            format!("http://{host}/v1/traces"),
+            headers.iter().copied(),
+            SignableBody::Bytes(&gz),
+        )
+        .unwrap();
+        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{host}/v1/traces"));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let mut req = req.body(()).unwrap();
+        instructions.apply_to_request_http1x(&mut req);
+        let mut map = HeaderMap::new();
+        for (k, v) in req.headers() {
+            map.insert(k.clone(), HeaderValue::from_bytes(v.as_bytes()).unwrap());
+        }
+        Request {
+            method: Method::POST,
+            path: "/v1/traces".to_owned(),
+            query: None,
+            headers: map,
+            body: gz.into(),
+            received_at: Instant::now(),
+            body_done_at: Instant::now(),
+        }
+    }
+
+    fn one_span() -> Vec<u8> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let root = format!("1-{now:08x}-0123456789abcdef01234567");
+        let span = super::super::otlp::SpanSpec {
+            name: "s",
+            span_id: "1bbaa244e76f8d42",
+            ..Default::default()
+        };
+        super::super::otlp::build_request(&root, "svc", &[span])
+    }
+
+    #[test]
+    fn a_request_signed_with_the_functions_credentials_is_taken() {
+        let (call, spans) =
+            check(&signed(&one_span(), DUMMY_SECRET_ACCESS_KEY, "xray"), "").unwrap();
+        assert_eq!(spans.len(), 1);
+        assert!(call.gzip);
+        assert_eq!(call.scope, Some(("us-east-1".into(), "xray".into())));
+    }
+
+    #[test]
+    fn a_wrong_key_another_service_or_a_changed_body_is_refused() {
+        let wrong_key = check(&signed(&one_span(), "not-the-secret", "xray"), "").unwrap_err();
+        assert_eq!(wrong_key.message, "the signature does not match");
+        let other_service =
+            check(&signed(&one_span(), DUMMY_SECRET_ACCESS_KEY, "logs"), "").unwrap_err();
+        assert_eq!(other_service.status, 403);
+        let mut changed = signed(&one_span(), DUMMY_SECRET_ACCESS_KEY, "xray");
+        let mut body = changed.body.to_vec();
+        let last = body.len() - 1;
+        body[last] ^= 1;
+        changed.body = body.into();
+        assert_eq!(
+            check(&changed, "").unwrap_err().error_type,
+            "InvalidSignatureException"
+        );
+        let mut unsigned = signed(&one_span(), DUMMY_SECRET_ACCESS_KEY, "xray");
+        unsigned.headers.remove("authorization");
+        assert_eq!(check(&unsigned, "").unwrap_err().status, 403);
+    }
 }

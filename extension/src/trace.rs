@@ -10,6 +10,16 @@ use std::fmt;
 pub const TRACE_ID_LEN: usize = 35;
 /// Length of a segment or subsegment id: 16 hex digits.
 pub const SEGMENT_ID_LEN: usize = 16;
+/// Longest annotation string value we accept (X-Ray truncates at 1,000 characters).
+pub const MAX_VALUE_LEN: usize = 1_000;
+
+/// Whether X-Ray indexes `s` as an annotation's string value as it is: 1 to [`MAX_VALUE_LEN`]
+/// characters (X-Ray cuts longer ones, and a filter on the whole value would then find
+/// nothing), none of them a control character (no filter expression can write one). A value
+/// from outside that fails is left out rather than sent altered.
+pub fn is_indexable_string(s: &str) -> bool {
+    !s.is_empty() && s.chars().count() <= MAX_VALUE_LEN && !s.chars().any(char::is_control)
+}
 
 /// Why an identifier or a trace header was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,8 +8,8 @@ use serde_json::Value;
 pub const MAX_STATIC_ANNOTATIONS: usize = 10;
 /// Longest annotation key we accept.
 pub const MAX_KEY_LEN: usize = 100;
-/// Longest string value we accept (X-Ray truncates at 1,000 characters).
-pub const MAX_VALUE_LEN: usize = 1_000;
+// The value rule is X-Ray's, below both this module and the Telemetry model that checks tenants.
+pub use crate::trace::{MAX_VALUE_LEN, is_indexable_string};
 
 /// A built-in annotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,14 +158,6 @@ pub fn parse_static(s: &str) -> (Vec<(String, Value)>, Vec<Rejected>) {
         }
     }
     (out, rejected)
-}
-
-/// Whether X-Ray indexes `s` as an annotation's string value as it is: 1 to [`MAX_VALUE_LEN`]
-/// characters (X-Ray cuts longer ones, and a filter on the whole value would then find
-/// nothing), none of them a control character (no filter expression can write one). A value
-/// from outside that fails is left out rather than sent altered.
-pub fn is_indexable_string(s: &str) -> bool {
-    !s.is_empty() && s.chars().count() <= MAX_VALUE_LEN && !s.chars().any(char::is_control)
 }
 
 fn typed(value: &str) -> Value {

@@ -282,7 +282,7 @@ pub struct Report {
 
 /// The `tenantId` of a function with tenant isolation (`TenantIsolationMode=PER_TENANT`): never
 /// empty, and a value X-Ray takes as an annotation
-/// ([`crate::enrich::annotations::is_indexable_string`]). Records of other functions carry
+/// ([`crate::trace::is_indexable_string`]). Records of other functions carry
 /// `""`, `null` or nothing: no tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantId(String);
@@ -290,7 +290,7 @@ pub struct TenantId(String);
 impl TenantId {
     /// A tenant id that can be indexed, or `None`.
     pub fn parse(s: &str) -> Option<Self> {
-        crate::enrich::annotations::is_indexable_string(s).then(|| Self(s.to_owned()))
+        crate::trace::is_indexable_string(s).then(|| Self(s.to_owned()))
     }
 
     /// The id.

@@ -205,3 +205,78 @@ async fn injected_503s_at_the_otlp_endpoint_lose_nothing() {
         .count();
     assert!(refused >= 2, "the endpoint refused {refused} calls");
 }
+
+#[tokio::test]
+async fn python_otlp_http_spans_go_to_the_otlp_endpoint_through_the_receiver() {
+    let port = xray_extension_tests::net::free_tcp_port().expect("tcp port");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("functions/python_otel");
+    let function = FunctionSpec::command([
+        venv().join("bin/python").into_os_string(),
+        "-m".into(),
+        "awslambdaric".into(),
+        "http_app.handler".into(),
+    ])
+    .handler("http_app.handler")
+    .env("PYTHONPATH", dir.to_string_lossy())
+    .env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("http://127.0.0.1:{port}"),
+    );
+    let mut h = Harness::start(Options {
+        function: Some(function),
+        extension_env: vec![
+            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
+            ("XRAY_EXTENSION_SPAN_DESTINATION".into(), "otlp".into()),
+            (
+                "XRAY_EXTENSION_OTLP_ADDRESS".into(),
+                format!("127.0.0.1:{port}"),
+            ),
+        ],
+        ..Options::default()
+    })
+    .await;
+    for (i, event) in [
+        json!({"children": 5}),
+        json!({"children": 5, "compression": "gzip"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let trace = TraceHeader::sampled();
+        let inv = h
+            .lambda
+            .invoke(Invoke::new(event).traced(trace.clone()))
+            .await
+            .expect("invoke");
+        assert_eq!(
+            inv.status,
+            InvocationStatus::Success,
+            "{i}: {:?}",
+            inv.error
+        );
+        let released = inv.extension_next(EXTENSION).expect("released");
+        let ids = strings(&inv.response_json().expect("json"), "span_ids");
+        assert!(!ids.is_empty());
+        let spans: Vec<_> = h
+            .sink
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace.root)
+            .collect();
+        for id in &ids {
+            assert!(
+                spans.iter().any(|s| &s.span_id == id),
+                "{i}: span {id} missing"
+            );
+        }
+        for call in traces_calls(&h.sink) {
+            assert!(call.at <= released && call.status == 200, "{i}");
+        }
+    }
+    assert!(!traces_calls(&h.sink).is_empty());
+    assert_eq!(
+        t1s_documents(&h.sink),
+        0,
+        "no sampled span as a T1S document"
+    );
+}

@@ -9,6 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use xray_extension::enrich::{Enricher, Environment, Settings};
 use xray_extension::ingest::protocol::{Document, parse_document};
+use xray_extension::lambda::events::ShutdownReason;
 use xray_extension::lambda::telemetry::{EpochSeconds, decode};
 use xray_extension::trace::IdSource;
 
@@ -57,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
             check(&doc);
         }
     }
-    for doc in enricher.on_shutdown("timeout", SHUTDOWN_AT) {
+    for doc in enricher.on_shutdown(&ShutdownReason::Timeout, SHUTDOWN_AT) {
         check(&doc);
     }
 });

@@ -12,8 +12,9 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{EXTENSION, Harness, Options, WAIT, flush_timeout};
+use common::{Harness, Options, WAIT, extension_pid, flush_timeout};
 use serde_json::json;
+use xray_extension_tests::bench::procfs;
 use xray_extension_tests::emulator::{InvocationStatus, Invoke};
 use xray_extension_tests::http;
 use xray_extension_tests::sink::otlp as pb;
@@ -182,30 +183,9 @@ async fn export(port: u16, trace: &TraceHeader) -> Vec<String> {
     }
 }
 
-/// The extension's process: the one whose environment names its OTLP address.
-fn extension_pid(otlp_port: u16) -> u32 {
-    let wanted = format!("XRAY_EXTENSION_OTLP_ADDRESS=127.0.0.1:{otlp_port}");
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(EXTENSION)
-                && environ.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes())
-        })
-        .expect("the extension's process")
-}
-
 /// `VmHWM` of `pid`, in KiB.
 fn peak_rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
+    procfs::memory(pid).expect("VmHWM").hwm_kib
 }
 
 async fn receiver(strategy: &str) -> (u16, Harness) {
@@ -259,7 +239,7 @@ async fn hostile_requests_leave_the_extension_small_and_alive_and_legitimate_exp
             mut lambda, sink, ..
         },
     ) = receiver("adaptive").await;
-    let pid = extension_pid(port);
+    let pid = extension_pid("XRAY_EXTENSION_OTLP_ADDRESS", &format!("127.0.0.1:{port}"));
     let before = peak_rss_kb(pid);
     let trace = TraceHeader::sampled();
     // 16 hostile requests at once, then 12 more with 4 legitimate exports among them.

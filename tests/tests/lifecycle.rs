@@ -304,23 +304,6 @@ async fn a_taken_telemetry_port_degrades_the_extension_not_the_function() {
     drop(taken);
 }
 
-/// The extension's process id: the process whose environment names our UDP port (tests run in
-/// parallel, each with its own port).
-fn extension_pid(udp_port: u16) -> i32 {
-    let wanted = format!("XRAY_EXTENSION_UDP_ADDRESS=127.0.0.1:{udp_port}");
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| {
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(EXTENSION)
-                && environ.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes())
-        })
-        .expect("the extension's process")
-}
-
 /// SIGTERM is a SHUTDOWN: what is buffered is flushed, the counters are logged, exit 0.
 #[tokio::test]
 async fn sigterm_flushes_logs_the_counters_and_exits_0() {
@@ -335,7 +318,13 @@ async fn sigterm_flushes_logs_the_counters_and_exits_0() {
         .expect("invoke");
     let ids = sent_ids(&inv);
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(extension_pid(udp_port)),
+        nix::unistd::Pid::from_raw(
+            i32::try_from(common::extension_pid(
+                "XRAY_EXTENSION_UDP_ADDRESS",
+                &format!("127.0.0.1:{udp_port}"),
+            ))
+            .expect("a pid"),
+        ),
         nix::sys::signal::Signal::SIGTERM,
     )
     .expect("SIGTERM");

@@ -390,3 +390,20 @@ impl ContainerCredentials {
         ]
     }
 }
+
+/// The extension's process id: the process running [`EXTENSION`] whose environment holds
+/// `var=value` (tests run in parallel, each with its own ports).
+pub fn extension_pid(var: &str, value: &str) -> u32 {
+    let wanted = format!("{var}={value}");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(EXTENSION)
+                && environ.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes())
+        })
+        .expect("the extension's process")
+}

@@ -28,8 +28,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Most documents one call may carry.
     fn max_batch(&self) -> usize;
 
-    /// Sends `batch` in one call that ends by `deadline` (the retry loop also stops waiting
-    /// then). `Ok` when the service answered the call, with what it did not take.
+    /// Sends `batch` in one call. The retry loop stops waiting for it at `deadline` (so a
+    /// backend need not), and a test backend records it. `Ok` when the service answered the
+    /// call, with what it did not take.
     fn put<'a>(&'a self, batch: &'a [&'a Document], deadline: Instant) -> PutFuture<'a>;
 
     /// Prepares the client (configuration, credentials) in the background, ahead of the first

@@ -364,6 +364,15 @@ impl Sender {
         metrics::add(counter, 1);
     }
 
+    /// Whether a line about refused documents or spans may be written now (one limit for
+    /// both), with how many were suppressed since the last one.
+    fn rejection_log_allowed(&self) -> Option<u64> {
+        self.logs
+            .lock()
+            .ok()
+            .and_then(|mut l| l.rejections.allow(std::time::Instant::now()))
+    }
+
     /// Logs documents the backend refused in one call, at most one line per
     /// [`REJECTION_LOG_INTERVAL`]: the first one's id and error, how many, how many lines were
     /// suppressed.
@@ -373,11 +382,7 @@ impl Sender {
         first: &super::backend::Unprocessed,
         documents: usize,
     ) {
-        let allowed = self
-            .logs
-            .lock()
-            .ok()
-            .and_then(|mut l| l.rejections.allow(std::time::Instant::now()));
+        let allowed = self.rejection_log_allowed();
         if let Some(suppressed) = allowed {
             warn!(id = %first.id, code = %first.code, message = %first.message, documents, suppressed, backend = backend.name(), "X-Ray rejected documents; dropped");
         }
@@ -386,11 +391,7 @@ impl Sender {
     /// Logs spans the OTLP endpoint rejected in an accepted call (`partial_success`), on the
     /// same rate limit as refused documents.
     fn spans_rejected(&self, backend: &dyn Backend, spans: u64) {
-        let allowed = self
-            .logs
-            .lock()
-            .ok()
-            .and_then(|mut l| l.rejections.allow(std::time::Instant::now()));
+        let allowed = self.rejection_log_allowed();
         if let Some(suppressed) = allowed {
             warn!(
                 spans,

@@ -13,6 +13,7 @@ pub mod enrich;
 pub mod export;
 pub mod fault;
 pub mod ingest;
+pub mod json_scan;
 pub mod lambda;
 pub mod lifecycle;
 pub mod logging;

@@ -395,21 +395,8 @@ pub fn parse_document(body: &[u8]) -> Result<Document, ProtocolError> {
 /// Whether arrays/objects nest deeper than `max` (brackets inside strings do not count).
 fn exceeds_depth(json: &[u8], max: usize) -> bool {
     let mut depth = 0_usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    for b in crate::json_scan::outside_strings(json) {
         match b {
-            b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {

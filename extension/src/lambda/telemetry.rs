@@ -417,26 +417,10 @@ pub const MAX_RECORD_VALUES: usize = 4_096;
 /// Whether the JSON `raw` holds at most `max` values (counted by their separators outside
 /// strings, without reading it).
 fn values_at_most(raw: &str, max: usize) -> bool {
-    let (mut in_string, mut escaped, mut values) = (false, false, 0_usize);
-    for b in raw.bytes() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if matches!(b, b',' | b'[' | b'{') {
-            values += 1;
-            if values > max {
-                return false;
-            }
-        }
-    }
-    true
+    crate::json_scan::outside_strings(raw.as_bytes())
+        .filter(|b| matches!(b, b',' | b'[' | b'{'))
+        .nth(max)
+        .is_none()
 }
 
 /// The delivery's array, decoded element by element as it is read.

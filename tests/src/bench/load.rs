@@ -219,13 +219,7 @@ pub(super) async fn shut_down(env: &mut Env) -> anyhow::Result<HashMap<String, u
     );
     let c = counters(&env.lambda);
     if c.is_empty() {
-        let tail: Vec<String> = env
-            .lambda
-            .output(super::EXTENSION)
-            .into_iter()
-            .rev()
-            .take(5)
-            .collect();
+        let tail = super::last_lines(&env.lambda, 5);
         anyhow::bail!("the extension logged no counters ({exit}); last lines: {tail:?}");
     }
     Ok(c)

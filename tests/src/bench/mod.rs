@@ -199,6 +199,11 @@ impl EnvSpec {
     }
 }
 
+/// The extension's last `n` lines of output, newest first (for an error message).
+pub fn last_lines(lambda: &Emulator, n: usize) -> Vec<String> {
+    lambda.output(EXTENSION).into_iter().rev().take(n).collect()
+}
+
 /// The extension's shutdown counters (empty when it logged none).
 pub fn counters(lambda: &Emulator) -> std::collections::HashMap<String, u64> {
     crate::extension_log::counters(lambda).unwrap_or_default()

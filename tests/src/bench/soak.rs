@@ -214,13 +214,7 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(u64, Memory)) -> anyhow::
             || n == last
         {
             let Some(m) = procfs::memory(pid) else {
-                let tail: Vec<String> = env
-                    .lambda
-                    .output(super::EXTENSION)
-                    .into_iter()
-                    .rev()
-                    .take(5)
-                    .collect();
+                let tail = super::last_lines(&env.lambda, 5);
                 anyhow::bail!(
                     "the extension is gone after invocation {n} ({:?}, timed out {}, failure {:?}); its last lines: {tail:?}",
                     invocation.status,

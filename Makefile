@@ -12,7 +12,7 @@ CARGO ?= cargo
 all: build
 
 build:
-	$(CARGO) build -p xray-extension -p xray-extension-tests --bins
+	$(CARGO) build -p xray-extension -p xray-extension-tests -p xray-extension-bench --bins
 
 venv: $(VENV_STAMP)
 
@@ -39,7 +39,7 @@ browser:
 ## start, warm invocations, an error and a shutdown, then prints the traces and writes them as a
 ## timeline to one HTML file (its path is the last line).
 demo: build
-	$(CARGO) run --quiet -p xray-extension-tests --bin demo
+	$(CARGO) run --quiet -p xray-extension-bench --bin demo
 
 ## test: unit tests, then end-to-end tests through the emulator and against real peers.
 test: venv node-deps browser build
@@ -83,25 +83,25 @@ fuzz-ci: fuzz-tools
 
 ## bench: release binaries (ours and the empty-extension baseline), the criterion micro-benchmarks,
 ## then every performance figure through the emulator, printed as one table with the machine it
-## ran on and written to tests/bench/RESULTS.md. One row, fast: make bench BENCH_ARGS="--only init"
+## ran on and written to bench/RESULTS.md. One row, fast: make bench BENCH_ARGS="--only init"
 ## (sections: init, post-runtime, load, otel, memory, size, micro, scale; --quick for fewer repetitions).
 ## scale-model: the simulation of many environments against one account quota, alone.
 BENCH_ARGS ?=
 
 ## soak: a long life of the layer's static musl binary through the emulator: 10,000 invocations
 ## back to back (10 subsegments each), then SHUTDOWN; fails when a document is lost or RSS grows
-## more than 1 MiB from the 1,000th invocation to the last (tests/src/bin/soak.rs).
+## more than 1 MiB from the 1,000th invocation to the last (bench/src/bin/soak.rs).
 .PHONY: soak
 
 soak:
 	$(MAKE) -C layer binary-x86_64
-	$(CARGO) build -p xray-extension-tests --bin soak --bin sample-function
-	$(CARGO) run --quiet -p xray-extension-tests --bin soak
+	$(CARGO) build -p xray-extension-tests --bin sample-function
+	$(CARGO) run --quiet -p xray-extension-bench --bin soak
 
 .PHONY: bench-build bench-micro scale-model
 
 bench-build:
-	$(CARGO) build --release -p xray-extension -p xray-extension-tests --bins
+	$(CARGO) build --release -p xray-extension -p xray-extension-tests -p xray-extension-bench --bins
 
 bench-micro:
 	$(CARGO) bench -p xray-extension --bench micro
@@ -110,7 +110,7 @@ bench-micro:
 # empty extension built the same way.
 bench: bench-build bench-micro
 	$(MAKE) -C layer binary-x86_64 baseline-x86_64
-	$(CARGO) run --release --quiet -p xray-extension-tests --bin bench -- $(BENCH_ARGS)
+	$(CARGO) run --release --quiet -p xray-extension-bench --bin bench -- $(BENCH_ARGS)
 
 scale-model:
-	$(CARGO) run --release --quiet -p xray-extension-tests --bin scale-model
+	$(CARGO) run --release --quiet -p xray-extension-bench --bin scale-model

@@ -9,19 +9,19 @@
 //! - [`net`]: free loopback ports for fixtures.
 //! - [`timeline`]: every trace as a timeline in one self-contained HTML file (`make demo`).
 //! - [`http`]: the small HTTP/1 server and client both are built on, usable by tests for fakes.
+//! - [`procfs`]: a child process found by executable, its memory from `/proc` (tests and bench).
 //!
 //! Binaries: `sample-function` (a real `lambda_runtime` function that emits subsegments over the
 //! X-Ray daemon protocol), `empty-extension` (the smallest external extension, a baseline),
-//! `xray-sink` (the sink as a standalone server), `bench` (`make bench`) and `soak` (`make soak`:
-//! ten thousand invocations, every document delivered, RSS flat).
+//! `xray-sink` (the sink as a standalone server). The bench, soak, scale model and demo, which run
+//! on this library, are the `xray-extension-bench` crate (`bench/`).
 
-pub mod bench;
 pub mod clock;
 pub mod emulator;
 pub mod extension_log;
 pub mod http;
 pub mod net;
-pub mod scale_model;
+pub mod procfs;
 pub mod sink;
 pub mod timeline;
 pub mod trace;

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::{Harness, Options, WAIT, extension_pid, flush_timeout};
 use serde_json::json;
-use xray_extension_tests::bench::procfs;
 use xray_extension_tests::emulator::{InvocationStatus, Invoke};
 use xray_extension_tests::http;
+use xray_extension_tests::procfs;
 use xray_extension_tests::sink::otlp as pb;
 use xray_extension_tests::trace::{TraceHeader, new_segment_id};
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-#[path = "../../../tests/src/bench/docs.rs"]
+#[path = "../../../bench/src/docs.rs"]
 #[allow(
     dead_code,
     reason = "the load generator's id stamping is not used here"

@@ -56,7 +56,7 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: build it first (`make test` runs `cargo build -p xray-extension -p xray-extension-tests --bins`)",
+        "{} is missing: build it first (`make build`, which `make test` runs)",
         path.display()
     );
     path

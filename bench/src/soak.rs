@@ -15,9 +15,9 @@ use serde_json::json;
 use super::EnvSpec;
 use super::counting_sink::CountingSink;
 use super::load::shut_down;
-use super::procfs::{self, Memory};
-use crate::emulator::Invoke;
-use crate::trace::TraceHeader;
+use xray_extension_tests::emulator::Invoke;
+use xray_extension_tests::procfs::{self, Memory};
+use xray_extension_tests::trace::TraceHeader;
 
 /// Invocations in a soak.
 pub const INVOCATIONS: u64 = 10_000;

@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 
 use super::report::{Row, Target, Unit, percentile};
 use super::{Binaries, EXTENSION, EnvSpec, FLUSH_STRATEGY_VAR, knows_flush_strategy, ms};
-use crate::clock::epoch_seconds;
-use crate::emulator::{Invocation, Invoke, TelemetryDelivery};
-use crate::sink::XraySink;
-use crate::trace::{TraceHeader, new_segment_id};
+use xray_extension_tests::clock::epoch_seconds;
+use xray_extension_tests::emulator::{Invocation, Invoke, TelemetryDelivery};
+use xray_extension_tests::sink::XraySink;
+use xray_extension_tests::trace::{TraceHeader, new_segment_id};
 
 /// The strategies, in the order of the first round.
 pub const STRATEGIES: [&str; 3] = ["end", "background", "adaptive"];

@@ -1,5 +1,5 @@
 //! `scale-model`: the deterministic simulation of many environments exporting into one
-//! account's quota, ours against the X-Ray daemon (see `xray_extension_tests::scale_model`).
+//! account's quota, ours against the X-Ray daemon (see `xray_extension_bench::scale_model`).
 //!
 //! ```text
 //! scale-model [--quota-rps N] [--seconds S] [--seed N]
@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use xray_extension_tests::scale_model::{
+use xray_extension_bench::scale_model::{
     QUOTA_RPS_DEFAULT, SECONDS_DEFAULT, SEED_DEFAULT, grid, table,
 };
 

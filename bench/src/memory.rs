@@ -28,10 +28,11 @@ use super::load::{flush_rest, mib, shut_down};
 use super::otel::{Trace, request};
 use super::report::{Row, Target, Unit};
 use super::soak::{self, Plan};
-use super::{Binaries, Env, EnvSpec, procfs};
-use crate::emulator::Invoke;
-use crate::net;
-use crate::trace::TraceHeader;
+use super::{Binaries, Env, EnvSpec};
+use xray_extension_tests::emulator::Invoke;
+use xray_extension_tests::net;
+use xray_extension_tests::procfs;
+use xray_extension_tests::trace::TraceHeader;
 
 /// Concurrent hostile connections.
 pub const CONNECTIONS: usize = 16;

@@ -1,6 +1,7 @@
-//! The performance harness behind `make bench`: each figure of the performance targets measured
-//! through the emulator with the release binaries, side by side with the baseline where the
-//! target is a ratio, and printed as one table.
+//! Programs run through the local Lambda emulator and the X-Ray sink of `xray-extension-tests`:
+//! the performance harness behind `make bench` (each figure of the performance targets measured
+//! with the release binaries, side by side with the baseline where the target is a ratio, and
+//! printed as one table), the soak behind `make soak`, the scale model and the demo (`make demo`).
 //!
 //! - [`init`]: spawn → first `/event/next`, ours and `empty-extension`, interleaved cold starts;
 //! - [`post_runtime`]: `platform.runtimeDone` delivered → our `/event/next`, per flush strategy,
@@ -9,9 +10,16 @@
 //!   [`counting_sink`], an endpoint that only counts);
 //! - [`otel`]: spans/s through the UDP OTLP path and the OTLP/HTTP receiver, the extension
 //!   pinned to one core;
+//! - [`memory`]: RSS over a long life and its peak under hostile OTLP/HTTP requests;
+//! - [`soak`]: many invocations back to back, every document delivered, RSS flat;
 //! - [`size`]: the stripped `x86_64` binary;
 //! - [`micro`]: the criterion micro-benchmarks' medians (`cargo bench -p xray-extension`);
-//! - [`report`]: statistics, the table, the machine it ran on.
+//! - [`docs`]: the document generator and datagram fixtures (also the criterion benchmarks' inputs);
+//! - [`report`]: statistics, the table, the machine it ran on;
+//! - [`scale_model`]: many environments against one account's request quota, simulated.
+//!
+//! Binaries: `bench` (`make bench`), `soak` (`make soak`), `scale-model` (`make scale-model`) and
+//! `demo` (`make demo`).
 
 pub mod counting_sink;
 pub mod docs;
@@ -21,8 +29,8 @@ pub mod memory;
 pub mod micro;
 pub mod otel;
 pub mod post_runtime;
-pub mod procfs;
 pub mod report;
+pub mod scale_model;
 pub mod size;
 pub mod soak;
 
@@ -31,11 +39,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::emulator::{ChildOutput, Emulator, ExtensionSpec, FunctionSpec};
-use crate::net;
+use xray_extension_tests::emulator::{ChildOutput, Emulator, ExtensionSpec, FunctionSpec};
+use xray_extension_tests::net;
 
 /// The extension's name in the Extensions API (its file name).
-pub use crate::extension_log::EXTENSION;
+pub use xray_extension_tests::extension_log::EXTENSION;
 /// The baseline's name.
 pub const EMPTY_EXTENSION: &str = "empty-extension";
 /// The function every measurement runs.
@@ -75,7 +83,7 @@ impl Binaries {
         for path in [&bins.extension, &bins.empty_extension, &bins.function] {
             anyhow::ensure!(
                 path.exists(),
-                "{} is missing: build it first (cargo build --release -p xray-extension -p xray-extension-tests --bins)",
+                "{} is missing: build it first (`make bench-build`)",
                 path.display()
             );
         }
@@ -206,7 +214,7 @@ pub fn last_lines(lambda: &Emulator, n: usize) -> Vec<String> {
 
 /// The extension's shutdown counters (empty when it logged none).
 pub fn counters(lambda: &Emulator) -> std::collections::HashMap<String, u64> {
-    crate::extension_log::counters(lambda).unwrap_or_default()
+    xray_extension_tests::extension_log::counters(lambda).unwrap_or_default()
 }
 
 /// Whether `binary` knows the flush-strategy setting (its name appears in the executable);

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use xray_extension_tests::bench::soak::{self, Plan};
-use xray_extension_tests::bench::{EXTENSION, MUSL_RELEASE_DIR, SAMPLE_FUNCTION};
+use xray_extension_bench::soak::{self, Plan};
+use xray_extension_bench::{EXTENSION, MUSL_RELEASE_DIR, SAMPLE_FUNCTION};
 
 const USAGE: &str = "soak [--invocations N] [--subsegments N] [--sample-every N] [--quiet-after N] [--env KEY=VALUE for the extension] [--process EXE whose memory is read]";
 

@@ -1,6 +1,6 @@
 //! A minimal X-Ray endpoint for the load runs: it answers `PutTraceSegments` with no
 //! unprocessed documents and only counts (calls, documents per call, which generator documents
-//! arrived). The full [`crate::sink::XraySink`] parses, validates and keeps every document,
+//! arrived). The full [`xray_extension_tests::sink::XraySink`] parses, validates and keeps every document,
 //! which at 20k documents/s costs more CPU than the extension itself on a 2-core machine and
 //! would make the harness, not the extension, the bottleneck.
 
@@ -17,8 +17,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::http::{Request, Server, json_response};
-use crate::sink::otlp;
+use xray_extension_tests::http::{Request, Server, json_response};
+use xray_extension_tests::sink::otlp;
 
 /// Request bodies up to this size are read (X-Ray's own limit is far below).
 const BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -60,7 +60,7 @@ fn handle(
     tag: u64,
     record_ids: bool,
     request: &Request,
-) -> crate::http::Response {
+) -> xray_extension_tests::http::Response {
     if request.path != "/TraceSegments" {
         return json_response(StatusCode::OK, &json!({}));
     }

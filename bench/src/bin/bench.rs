@@ -1,6 +1,6 @@
 //! `make bench`: the performance figures of the extension, measured through the emulator with
 //! the release binaries, side by side with the empty extension where the target is a ratio,
-//! printed as one table (and, for a full run, written to `tests/bench/RESULTS.md`).
+//! printed as one table (and, for a full run, written to `bench/RESULTS.md`).
 //!
 //! ```text
 //! bench [--only init,post-runtime,load,otel,memory,size,micro,scale] [--quick] [--out FILE]
@@ -16,12 +16,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use xray_extension_tests::bench::report::{
-    Machine, Row, load_average, render_markdown, render_text,
-};
-use xray_extension_tests::bench::{Binaries, init, load, memory, micro, otel, post_runtime, size};
+use xray_extension_bench::report::{Machine, Row, load_average, render_markdown, render_text};
+use xray_extension_bench::scale_model;
+use xray_extension_bench::{Binaries, init, load, memory, micro, otel, post_runtime, size};
 use xray_extension_tests::clock::iso8601_millis;
-use xray_extension_tests::scale_model;
 use xray_extension_tests::sink::XraySink;
 
 const SECTIONS: [&str; 8] = [
@@ -138,7 +136,7 @@ fn deployed<'a>(shipped: Option<&'a Binaries>, bins: &'a Binaries) -> (&'a Binar
 
 async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    let shipped = xray_extension_tests::bench::shipped_binaries(bins);
+    let shipped = xray_extension_bench::shipped_binaries(bins);
     if wants(o, "init") {
         eprintln!(
             "bench: init, {} interleaved cold starts each",
@@ -222,7 +220,7 @@ async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
     if wants(o, "memory") {
         eprintln!(
             "bench: memory, a soak of {} invocations, then {} hostile OTLP/HTTP connections for {} s per kind",
-            xray_extension_tests::bench::soak::INVOCATIONS,
+            xray_extension_bench::soak::INVOCATIONS,
             memory::CONNECTIONS,
             o.load_seconds
         );
@@ -301,7 +299,7 @@ fn markdown(
 ) -> String {
     let mut md = String::from("# Performance results\n\n");
     md.push_str(
-        "Written by `make bench` (`tests/src/bin/bench.rs`): release binaries driven through the \
+        "Written by `make bench` (`bench/src/bin/bench.rs`): release binaries driven through the \
 local Lambda emulator on loopback, with the X-Ray sink as the endpoint (the load rows: a \
 minimal endpoint that only counts). Medians over runs; a row passes when its median meets the \
 target. Figures are from the run below only; the machine is shared, so the load average is \
@@ -336,7 +334,7 @@ given. Per-row details are in the notes under the table.\n\n",
 
 fn scale_section() -> String {
     format!(
-        "`scale-model` (`tests/src/scale_model.rs`): a deterministic simulation, no processes. \
+        "`scale-model` (`bench/src/scale_model.rs`): a deterministic simulation, no processes. \
 Account quota {} PutTraceSegments requests/s (a model parameter, not X-Ray's limit), {} s \
 simulated, seed {}, 50 ms handlers; the environment is frozen between invocations.\n\n{}",
         scale_model::QUOTA_RPS_DEFAULT,
@@ -366,9 +364,10 @@ async fn run(o: Options) -> anyhow::Result<()> {
         print!("{scale}");
     }
     let full = SECTIONS.iter().all(|s| wants(&o, s));
-    let out = o.out.clone().or_else(|| {
-        full.then(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/RESULTS.md"))
-    });
+    let out = o
+        .out
+        .clone()
+        .or_else(|| full.then(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md")));
     if let Some(path) = out {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;

@@ -29,14 +29,15 @@ use serde_json::json;
 use super::counting_sink::CountingSink;
 use super::load::{cpu_seconds, flush_rest, invoke_while, paced, shut_down};
 use super::report::{Row, Target, Unit};
-use super::{Binaries, Env, EnvSpec, docs, procfs};
-use crate::emulator::Invoke;
-use crate::net;
-use crate::sink::otlp::{
+use super::{Binaries, Env, EnvSpec, docs};
+use xray_extension_tests::emulator::Invoke;
+use xray_extension_tests::net;
+use xray_extension_tests::procfs;
+use xray_extension_tests::sink::otlp::{
     AnyValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource, ResourceSpans,
     ScopeSpans, Span,
 };
-use crate::trace::{TraceHeader, new_segment_id};
+use xray_extension_tests::trace::{TraceHeader, new_segment_id};
 
 /// Spans in one UDP datagram.
 pub const SPANS_PER_DATAGRAM: u64 = 10;

@@ -17,10 +17,11 @@ use serde_json::{Value, json};
 
 use super::counting_sink::CountingSink;
 use super::report::{Row, Target, Unit};
-use super::{Binaries, Env, EnvSpec, counters, docs, procfs};
-use crate::clock::epoch_seconds;
-use crate::emulator::Invoke;
-use crate::trace::{TraceHeader, new_segment_id};
+use super::{Binaries, Env, EnvSpec, counters, docs};
+use xray_extension_tests::clock::epoch_seconds;
+use xray_extension_tests::emulator::Invoke;
+use xray_extension_tests::procfs;
+use xray_extension_tests::trace::{TraceHeader, new_segment_id};
 
 /// Documents per second.
 pub const RATE: u64 = 20_000;

@@ -8,6 +8,7 @@
 //! [`export::send`] ([`export::batcher`]) → [`export::backend`]: [`export::xray`]).
 
 pub mod app;
+pub mod attempt;
 pub mod config;
 pub mod enrich;
 pub mod export;

@@ -227,17 +227,7 @@ impl Exporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::memory::{MemoryBackend, Reply};
-    use crate::trace::{SegmentId, TraceId};
-
-    fn doc(n: u64) -> Document {
-        Document {
-            body: "{}".into(),
-            id: SegmentId::from_u64(n),
-            trace_id: TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
-            kind: crate::ingest::document::DocumentKind::Segment,
-        }
-    }
+    use crate::export::memory::{MemoryBackend, Reply, doc};
 
     fn exporter(script: Vec<Reply>, metrics: &Arc<Metrics>) -> (Exporter, Arc<MemoryBackend>) {
         let backend = Arc::new(MemoryBackend::new(50, script));
@@ -307,18 +297,24 @@ mod tests {
         assert_eq!(exporter.view(), ExportView::default());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn received_documents_keep_their_room_until_their_send_settles() {
-        use crate::export::budget::HandOffBudget;
-        let metrics = Arc::new(Metrics::default());
-        let (mut exporter, _backend) = exporter(vec![Reply::Panic], &metrics);
+    /// A budget with room for exactly three documents, and three documents queued under it; the
+    /// budget and one document's weight.
+    fn three_reserved(exporter: &mut Exporter) -> (crate::export::budget::HandOffBudget, usize) {
         let weight = doc(0).weight();
-        let budget = HandOffBudget::new(weight * 3);
-        let now = Instant::now();
+        let budget = crate::export::budget::HandOffBudget::new(weight * 3);
         for n in 1..=3 {
             let (d, permit) = budget.admit(doc(n)).unwrap().into_parts();
-            exporter.enqueue_reserved(d, permit, now);
+            exporter.enqueue_reserved(d, permit, Instant::now());
         }
+        (budget, weight)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn received_documents_keep_their_room_until_their_send_settles() {
+        let metrics = Arc::new(Metrics::default());
+        let (mut exporter, _backend) = exporter(vec![Reply::Panic], &metrics);
+        let (budget, weight) = three_reserved(&mut exporter);
+        let now = Instant::now();
         // Queued, they still hold the budget: a receiver refuses the next one...
         assert_eq!(budget.available(), 0);
         assert!(budget.admit(doc(4)).is_err());
@@ -337,17 +333,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn kept_documents_keep_their_room_while_the_backend_fails() {
         use crate::export::backend::ExportError;
-        use crate::export::budget::HandOffBudget;
         let metrics = Arc::new(Metrics::default());
         let timeouts = vec![Reply::Fail(ExportError::Timeout); 3];
         let (mut exporter, backend) = exporter(timeouts, &metrics);
-        let weight = doc(0).weight();
-        let budget = HandOffBudget::new(weight * 3);
+        let (budget, weight) = three_reserved(&mut exporter);
         let now = Instant::now();
-        for n in 1..=3 {
-            let (d, permit) = budget.admit(doc(n)).unwrap().into_parts();
-            exporter.enqueue_reserved(d, permit, now);
-        }
         exporter.start(now + Duration::from_secs(1), now);
         let report = exporter.finished().await;
         exporter.settle(report);
@@ -390,7 +380,8 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failed_send_counts_its_unsettled_documents() {
+    async fn a_send_that_panics_is_a_task_failure_and_its_unsettled_documents_are_counted() {
+        crate::supervisor::install_panic_hook();
         let metrics = Arc::new(Metrics::default());
         let (mut exporter, backend) = exporter(vec![Reply::Store, Reply::Panic], &metrics);
         let now = Instant::now();
@@ -400,30 +391,13 @@ mod tests {
         exporter.start(now + Duration::from_secs(1), now);
         // The send task dies after its first call was answered, before settling the rest.
         let report = exporter.finished().await;
-        assert!(report.is_err());
-        assert_eq!(backend.stored().len(), 50);
-        exporter.settle(report);
-        assert_eq!(metrics::get(&metrics.send_failed), 20);
-        assert!(!exporter.in_flight());
-        assert_eq!(exporter.view().queued, 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_send_that_panics_is_a_task_failure_and_its_documents_are_counted() {
-        crate::supervisor::install_panic_hook();
-        let metrics = Arc::new(Metrics::default());
-        let (mut exporter, backend) = exporter(vec![Reply::Store, Reply::Panic], &metrics);
-        let now = Instant::now();
-        for n in 1..=70 {
-            exporter.enqueue(doc(n), now);
-        }
-        exporter.start(now + Duration::from_secs(1), now);
-        let report = exporter.finished().await;
         assert!(report.as_ref().is_err_and(JoinError::is_panic));
         assert_eq!(backend.calls().len(), 2);
+        assert_eq!(backend.stored().len(), 50);
         exporter.settle(report);
         assert_eq!(metrics::get(&metrics.send_failed), 20);
         assert_eq!(metrics::get(&metrics.task_failures), 1);
         assert!(!exporter.in_flight());
+        assert_eq!(exporter.view().queued, 0);
     }
 }

@@ -11,6 +11,16 @@ use super::backend::{Answer, Backend, ExportError, PutFuture, Unprocessed};
 use crate::ingest::protocol::Document;
 use crate::trace::SegmentId;
 
+/// A segment document with id `n` and an empty body: what the export tests queue and send.
+pub(crate) fn doc(n: u64) -> Document {
+    Document {
+        body: "{}".into(),
+        id: SegmentId::from_u64(n),
+        trace_id: crate::trace::TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
+        kind: crate::ingest::document::DocumentKind::Segment,
+    }
+}
+
 /// What the backend does with one call.
 #[derive(Debug, Clone)]
 pub enum Reply {

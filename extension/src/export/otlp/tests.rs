@@ -45,14 +45,17 @@ fn the_endpoint_follows_the_sdk_overrides_then_the_region() {
 fn requests_are_signed_for_xray_in_the_region_with_the_session_token() {
     let credentials = Credentials::new("AKIDEXAMPLE", "secret", Some("token".into()), None, "test");
     let time = SystemTime::UNIX_EPOCH + Duration::from_mins(29_926_750);
-    let request = signed(
-        "http://127.0.0.1:4566/v1/traces",
-        "eu-west-1",
-        &credentials,
-        b"body".to_vec(),
-        time,
-    )
-    .unwrap();
+    let sign = |body: &[u8]| {
+        signed(
+            "http://127.0.0.1:4566/v1/traces",
+            "eu-west-1",
+            &credentials,
+            body.to_vec(),
+            time,
+        )
+        .unwrap()
+    };
+    let request = sign(b"body");
     let header = |name: &str| request.headers().get(name).unwrap().to_str().unwrap();
     let auth = header("authorization");
     assert!(
@@ -75,26 +78,12 @@ fn requests_are_signed_for_xray_in_the_region_with_the_session_token() {
     assert_eq!(request.method(), "POST");
     assert_eq!(request.uri().path(), "/v1/traces");
     // Signing the same request at the same time gives the same signature; another body does not.
-    let again = signed(
-        "http://127.0.0.1:4566/v1/traces",
-        "eu-west-1",
-        &credentials,
-        b"body".to_vec(),
-        time,
-    )
-    .unwrap();
+    let again = sign(b"body");
     assert_eq!(
         again.headers().get("authorization"),
         request.headers().get("authorization")
     );
-    let other = signed(
-        "http://127.0.0.1:4566/v1/traces",
-        "eu-west-1",
-        &credentials,
-        b"other".to_vec(),
-        time,
-    )
-    .unwrap();
+    let other = sign(b"other");
     assert_ne!(
         other.headers().get("authorization"),
         request.headers().get("authorization")

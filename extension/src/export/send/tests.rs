@@ -1,15 +1,6 @@
 use super::*;
-use crate::export::memory::{MemoryBackend, Reply};
-use crate::trace::{SegmentId, TraceId};
-
-fn doc(n: u64) -> Document {
-    Document {
-        body: "{}".into(),
-        id: SegmentId::from_u64(n),
-        trace_id: TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
-        kind: crate::ingest::document::DocumentKind::Segment,
-    }
-}
+use crate::export::memory::{MemoryBackend, Reply, doc};
+use crate::trace::SegmentId;
 
 fn docs(n: u64) -> Vec<Document> {
     (1..=n).map(doc).collect()
@@ -91,34 +82,10 @@ struct Case {
     refused: usize,
     kept: usize,
     /// When each call comes, in milliseconds from the start.
-    calls: Vec<u64>,
+    calls: &'static [u64],
 }
 
-#[expect(clippy::too_many_arguments, reason = "one table row")]
-fn case(
-    name: &'static str,
-    docs: u64,
-    script: Vec<Reply>,
-    deadline: u64,
-    sent: usize,
-    refused: usize,
-    kept: usize,
-    calls: &[u64],
-) -> Case {
-    Case {
-        name,
-        docs,
-        script,
-        deadline,
-        sent,
-        refused,
-        kept,
-        calls: calls.to_vec(),
-    }
-}
-
-/// Batches of 3, jitter pinned to its largest value. Columns: documents, script, deadline (ms),
-/// then sent, refused, kept, and when the calls come.
+/// Batches of 3, jitter pinned to its largest value; deadlines and call times in milliseconds.
 #[expect(clippy::too_many_lines, reason = "a table, one row per case")]
 fn cases() -> Vec<Case> {
     let throttled = || fail(ExportError::Throttled);
@@ -129,113 +96,113 @@ fn cases() -> Vec<Case> {
     };
     let internal = || unprocessed(&[(0, "InternalFailure", true)]);
     vec![
-        case(
-            "stored at once, one call a batch",
-            7,
-            vec![],
-            1_000,
-            7,
-            0,
-            0,
-            &[0, 0, 0],
-        ),
-        case(
-            "throttled once: retried after the first backoff",
-            2,
-            vec![throttled()],
-            1_000,
-            2,
-            0,
-            0,
-            &[0, 25],
-        ),
-        case(
-            "failing every attempt: the delay doubles, then kept",
-            2,
-            vec![
+        Case {
+            name: "stored at once, one call a batch",
+            docs: 7,
+            script: vec![],
+            deadline: 1_000,
+            sent: 7,
+            refused: 0,
+            kept: 0,
+            calls: &[0, 0, 0],
+        },
+        Case {
+            name: "throttled once: retried after the first backoff",
+            docs: 2,
+            script: vec![throttled()],
+            deadline: 1_000,
+            sent: 2,
+            refused: 0,
+            kept: 0,
+            calls: &[0, 25],
+        },
+        Case {
+            name: "failing every attempt: the delay doubles, then kept",
+            docs: 2,
+            script: vec![
                 fail(ExportError::Server5xx { status: 503 }),
                 fail(ExportError::Timeout),
                 fail(ExportError::Refused("reset".into())),
             ],
-            1_000,
-            0,
-            0,
-            2,
-            &[0, 25, 75],
-        ),
-        case(
-            "a retry that would end past the deadline is not made",
-            2,
-            vec![fail(ExportError::Server5xx { status: 500 })],
-            20,
-            0,
-            0,
-            2,
-            &[0],
-        ),
-        case(
-            "a call with no answer ends at the deadline, its documents kept",
-            3,
-            vec![Reply::Hang],
-            300,
-            0,
-            0,
-            3,
-            &[0],
-        ),
-        case(
-            "a slow answer spends the time of the retries",
-            2,
-            vec![Reply::Late(ms(280), Box::new(throttled()))],
-            300,
-            0,
-            0,
-            2,
-            &[0],
-        ),
-        case(
-            "unprocessed: only the retryable ones go again",
-            3,
-            vec![unprocessed(&[
+            deadline: 1_000,
+            sent: 0,
+            refused: 0,
+            kept: 2,
+            calls: &[0, 25, 75],
+        },
+        Case {
+            name: "a retry that would end past the deadline is not made",
+            docs: 2,
+            script: vec![fail(ExportError::Server5xx { status: 500 })],
+            deadline: 20,
+            sent: 0,
+            refused: 0,
+            kept: 2,
+            calls: &[0],
+        },
+        Case {
+            name: "a call with no answer ends at the deadline, its documents kept",
+            docs: 3,
+            script: vec![Reply::Hang],
+            deadline: 300,
+            sent: 0,
+            refused: 0,
+            kept: 3,
+            calls: &[0],
+        },
+        Case {
+            name: "a slow answer spends the time of the retries",
+            docs: 2,
+            script: vec![Reply::Late(ms(280), Box::new(throttled()))],
+            deadline: 300,
+            sent: 0,
+            refused: 0,
+            kept: 2,
+            calls: &[0],
+        },
+        Case {
+            name: "unprocessed: only the retryable ones go again",
+            docs: 3,
+            script: vec![unprocessed(&[
                 (0, "ThrottledException", true),
                 (2, "InvalidTraceId", false),
             ])],
-            1_000,
-            2,
-            1,
-            0,
-            &[0, 25],
-        ),
-        case(
-            "unprocessed every attempt: kept after the last",
-            1,
-            vec![internal(), internal(), internal()],
-            1_000,
-            0,
-            0,
-            1,
-            &[0, 25, 75],
-        ),
-        case(
-            "a refused request drops its batch, no retry; the next batch is stored",
-            4,
-            vec![fail(bad_request)],
-            1_000,
-            1,
-            3,
-            0,
-            &[0, 0],
-        ),
-        case(
-            "refused credentials keep the batch for the next flush, no retry",
-            2,
-            vec![fail(auth())],
-            1_000,
-            0,
-            0,
-            2,
-            &[0],
-        ),
+            deadline: 1_000,
+            sent: 2,
+            refused: 1,
+            kept: 0,
+            calls: &[0, 25],
+        },
+        Case {
+            name: "unprocessed every attempt: kept after the last",
+            docs: 1,
+            script: vec![internal(), internal(), internal()],
+            deadline: 1_000,
+            sent: 0,
+            refused: 0,
+            kept: 1,
+            calls: &[0, 25, 75],
+        },
+        Case {
+            name: "a refused request drops its batch, no retry; the next batch is stored",
+            docs: 4,
+            script: vec![fail(bad_request)],
+            deadline: 1_000,
+            sent: 1,
+            refused: 3,
+            kept: 0,
+            calls: &[0, 0],
+        },
+        Case {
+            name: "refused credentials keep the batch for the next flush, no retry",
+            docs: 2,
+            script: vec![fail(auth())],
+            deadline: 1_000,
+            sent: 0,
+            refused: 0,
+            kept: 2,
+            calls: &[0],
+        },
     ]
 }
 

@@ -154,12 +154,14 @@ async fn post(
     )
 }
 
-#[tokio::test]
-async fn the_receiver_answers_as_the_otlp_specification_says() {
+/// A receiver on a free loopback port handing documents to a queue of `capacity`, under a 1 MiB
+/// budget: its address, the queue and its counters.
+async fn receiver(
+    capacity: usize,
+) -> (std::net::SocketAddr, mpsc::Receiver<Ingested>, Arc<Metrics>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    // Room for exactly two documents.
-    let (tx, mut rx) = mpsc::channel(2);
+    let (tx, rx) = mpsc::channel(capacity);
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(run(
         listener,
@@ -167,6 +169,13 @@ async fn the_receiver_answers_as_the_otlp_specification_says() {
         HandOffBudget::new(1024 * 1024),
         metrics.clone(),
     ));
+    (addr, rx, metrics)
+}
+
+#[tokio::test]
+async fn the_receiver_answers_as_the_otlp_specification_says() {
+    // Room for exactly two documents.
+    let (addr, mut rx, metrics) = receiver(2).await;
     let proto = "Content-Type: application/x-protobuf\r\n";
     let json = "Content-Type: application/json\r\n";
 
@@ -231,11 +240,7 @@ async fn the_receiver_answers_as_the_otlp_specification_says() {
 
 #[tokio::test]
 async fn idle_local_connections_at_the_limit_never_keep_an_export_out() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, mut rx) = mpsc::channel(4);
-    let metrics = Arc::new(Metrics::default());
-    tokio::spawn(run(listener, tx, HandOffBudget::new(1024 * 1024), metrics));
+    let (addr, mut rx, _metrics) = receiver(4).await;
     // Every slot taken by a connection that never sends a request (well inside the head
     // deadline, so only the limit's own handling can let the export in).
     let mut idle = Vec::new();
@@ -303,14 +308,18 @@ fn a_decode_holds_only_its_documents_once_done() {
 #[test]
 fn a_decode_stops_at_the_budget_at_its_deadline_and_at_an_announced_size() {
     let second = Duration::from_secs(1);
-    // A body that inflates past the whole budget: 413, and nothing held afterwards.
     let budget = HandOffBudget::new(256 * 1024);
+    // Why a decode of `body` with `wait` for room and `time` in all fails.
+    let refused = |encoding, gzip, body, wait, time| {
+        decode::decode(job(&budget, encoding, gzip, body, wait, time)).unwrap_err()
+    };
+    // A body that inflates past the whole budget: 413, and nothing held afterwards.
     let big = request(&[40_000; 4]);
     for (encoding, gzip, body) in [
         (Encoding::Protobuf, true, gzip(&big)),
         (Encoding::Protobuf, false, big.clone()),
     ] {
-        let e = decode::decode(job(&budget, encoding, gzip, body, second, second)).unwrap_err();
+        let e = refused(encoding, gzip, body, second, second);
         assert_eq!(e, ReceiverError::TooLarge, "{gzip}");
         assert_eq!(budget.available(), budget.capacity());
     }
@@ -320,50 +329,38 @@ fn a_decode_stops_at_the_budget_at_its_deadline_and_at_an_announced_size() {
     );
     values.push_str(&"{},".repeat(200_000));
     values.push_str("{}]}}}]}}]}");
-    let e = decode::decode(job(
-        &budget,
+    let e = refused(
         Encoding::Json,
         true,
         gzip(values.as_bytes()),
         second,
         second,
-    ))
-    .unwrap_err();
+    );
     assert_eq!(e, ReceiverError::TooLarge);
     assert_eq!(budget.available(), budget.capacity());
     // A gzip trailer announcing more than the limit is refused before inflating.
     let mut liar = gzip(&request(&[10]));
     let n = liar.len();
     liar[n - 4..].copy_from_slice(&u32::try_from(MAX_DECODED_BYTES + 1).unwrap().to_le_bytes());
-    let e =
-        decode::decode(job(&budget, Encoding::Protobuf, true, liar, second, second)).unwrap_err();
+    let e = refused(Encoding::Protobuf, true, liar, second, second);
     assert_eq!(e, ReceiverError::TooLarge);
     // Room taken by others: it waits until its room deadline, then 503.
     let mut others = budget.reservation();
     others.try_grow(budget.capacity() - 40_000).unwrap();
     let started = Instant::now();
-    let e = decode::decode(job(
-        &budget,
-        Encoding::Protobuf,
-        false,
-        request(&[30_000]),
-        Duration::from_millis(50),
-        second,
-    ))
-    .unwrap_err();
+    let wait = Duration::from_millis(50);
+    let e = refused(Encoding::Protobuf, false, request(&[30_000]), wait, second);
     assert_eq!(e, ReceiverError::Busy);
     assert!(started.elapsed() >= Duration::from_millis(45));
     drop(others);
     // Out of time: 503 too.
-    let e = decode::decode(job(
-        &budget,
+    let e = refused(
         Encoding::Json,
         true,
         gzip(values.as_bytes()),
         second,
         Duration::ZERO,
-    ))
-    .unwrap_err();
+    );
     assert_eq!(e, ReceiverError::Timeout);
     assert_eq!(budget.available(), budget.capacity());
 }

@@ -21,17 +21,8 @@ enum Step {
     Shutdown(ShutdownReason, EpochSeconds),
 }
 
-fn time(v: &Value) -> EpochSeconds {
-    v.as_str()
-        .and_then(EpochSeconds::parse_rfc3339)
-        .unwrap_or_else(|| panic!("not an RFC 3339 time: {v}"))
-}
-
-fn text(v: &Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a string: {v}"))
-        .to_owned()
-}
+#[path = "../../src/enrich/fixtures.rs"]
+mod fixtures;
 
 /// The fixture's environment, and its steps with telemetry bodies kept raw (for the
 /// decode + enrich bench) and decoded.
@@ -41,40 +32,19 @@ fn load(name: &str) -> (Environment, Vec<Step>, Vec<Vec<u8>>) {
         std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let fixture: Value = serde_json::from_slice(&raw)
         .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
-    let e = &fixture["environment"];
-    let env = Environment {
-        function_name: e["functionName"].as_str().map(String::from),
-        function_version: e["functionVersion"].as_str().map(String::from),
-        memory_size_mb: e["memorySizeMB"].as_u64(),
-        initialization_type: e["initializationType"]
-            .as_str()
-            .map(InitializationType::parse),
-        extension_started: Some(time(&e["extensionStarted"])),
-        extension_ready: Some(time(&e["extensionReady"])),
-    };
+    let env = fixtures::environment(&fixture);
     let mut steps = Vec::new();
     let mut bodies = Vec::new();
     for step in fixture["steps"].as_array().into_iter().flatten() {
         if let Some(inv) = step.get("invoke") {
-            steps.push(Step::Invoke(Invoke {
-                request_id: text(&inv["requestId"]),
-                trace: inv
-                    .get("trace")
-                    .and_then(Value::as_str)
-                    .and_then(|t| TraceHeader::parse(t).ok()),
-                deadline: time(&inv["deadline"]),
-                received_at: time(&inv["receivedAt"]),
-            }));
+            steps.push(Step::Invoke(fixtures::invoke(inv)));
         } else if let Some(records) = step.get("telemetry") {
             let body = records.to_string().into_bytes();
             steps.push(Step::Telemetry(telemetry::decode(&body, RECEIVED).events));
             bodies.push(body);
         } else {
-            let s = &step["shutdown"];
-            steps.push(Step::Shutdown(
-                ShutdownReason::parse(&text(&s["reason"])),
-                time(&s["at"]),
-            ));
+            let (reason, at) = fixtures::shutdown(&step["shutdown"]);
+            steps.push(Step::Shutdown(reason, at));
         }
     }
     (env, steps, bodies)

@@ -31,7 +31,9 @@ use tracing::warn;
 
 use crate::ingest::protocol::Document;
 use crate::lambda::events::ShutdownReason;
-use crate::lambda::telemetry::{EpochSeconds, Event, InitializationType, Record, TenantId};
+use crate::lambda::telemetry::{
+    EpochSeconds, Event, InitializationType, Record, TenantId, TracingContext,
+};
 use crate::trace::{IdSource, SegmentId, TraceHeader};
 use annotations::BuiltinSet;
 use render::Context;
@@ -255,52 +257,39 @@ impl Enricher {
                 return self.restore_arrived();
             }
             Record::Start(s) => {
-                let trace = trace_of(s.tracing.as_ref().map(|c| c.value.as_str()));
-                let (index, mut out) = self.place(Slot::Start, &s.request_id, trace, t);
+                let (index, mut out) =
+                    self.place_record(Slot::Start, &s.request_id, s.tracing.as_ref(), tenant, t);
                 if let Some(inv) = self.invocations.get_mut(index) {
                     inv.start = Some(t);
-                    if inv.trace.is_none() {
-                        inv.trace = trace;
-                    }
-                    if tenant.is_some() {
-                        inv.tenant_id = tenant.cloned();
-                    }
                 }
                 out.extend(self.emit_if_ready(index));
                 return out;
             }
             Record::RuntimeDone(d) => {
-                let trace = trace_of(d.tracing.as_ref().map(|c| c.value.as_str()));
-                let (index, mut out) = self.place(Slot::RuntimeDone, &d.request_id, trace, t);
+                let (index, mut out) = self.place_record(
+                    Slot::RuntimeDone,
+                    &d.request_id,
+                    d.tracing.as_ref(),
+                    tenant,
+                    t,
+                );
                 if let Some(inv) = self.invocations.get_mut(index) {
                     inv.done = Some((t, d.clone()));
                     // SHUTDOWN can come before a finished invocation's runtimeDone is delivered
                     // (telemetry is buffered; with background flushing we are already past it):
                     // the runtime did finish, so its status, not the shutdown, says how.
                     inv.killed_at_shutdown = None;
-                    if inv.trace.is_none() {
-                        inv.trace = trace;
-                    }
-                    if tenant.is_some() {
-                        inv.tenant_id = tenant.cloned();
-                    }
                 }
                 out.extend(self.emit_if_ready(index));
                 return out;
             }
             Record::Report(r) => {
-                let trace = trace_of(r.tracing.as_ref().map(|c| c.value.as_str()));
-                let (index, mut out) = self.place(Slot::Report, &r.request_id, trace, t);
+                let (index, mut out) =
+                    self.place_record(Slot::Report, &r.request_id, r.tracing.as_ref(), tenant, t);
                 let Some(inv) = self.invocations.get_mut(index) else {
                     return out;
                 };
                 inv.report = Some((t, r.clone()));
-                if inv.trace.is_none() {
-                    inv.trace = trace;
-                }
-                if tenant.is_some() {
-                    inv.tenant_id = tenant.cloned();
-                }
                 if inv.done.is_none() {
                     // No runtimeDone (Lambda Managed Instances): the report says how it ended.
                     inv.killed_at_shutdown = None;
@@ -315,6 +304,29 @@ impl Enricher {
             Record::Other(_) => {}
         }
         Vec::new()
+    }
+
+    /// Places a platform record of `request_id` in `slot` (see [`Self::place`]); its invocation
+    /// takes the record's trace unless it has one, and its tenant when it names one.
+    fn place_record(
+        &mut self,
+        slot: Slot,
+        request_id: &str,
+        tracing: Option<&TracingContext>,
+        tenant: Option<&TenantId>,
+        at: EpochSeconds,
+    ) -> (usize, Vec<Document>) {
+        let trace = trace_of(tracing.map(|c| c.value.as_str()));
+        let (index, out) = self.place(slot, request_id, trace, at);
+        if let Some(inv) = self.invocations.get_mut(index) {
+            if inv.trace.is_none() {
+                inv.trace = trace;
+            }
+            if tenant.is_some() {
+                inv.tenant_id = tenant.cloned();
+            }
+        }
+        (index, out)
     }
 
     /// A restore record arrived: if the first invocation was reported before the restore was
@@ -462,6 +474,8 @@ fn trace_of(value: Option<&str>) -> Option<TraceHeader> {
     value.and_then(|v| TraceHeader::parse(v).ok())
 }
 
+#[cfg(test)]
+mod fixtures;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]

@@ -12,10 +12,6 @@ const PARENT: &str = "0efbd19962d95b05";
 /// When telemetry bodies "arrive" (stands in for an unreadable record time; none here).
 pub(super) const RECEIVED: EpochSeconds = EpochSeconds(1_665_532_816.0);
 
-fn time(v: &Value) -> EpochSeconds {
-    EpochSeconds::parse_rfc3339(v.as_str().unwrap()).unwrap()
-}
-
 /// Runs a fixture; returns the documents produced by each step, parsed.
 fn run_with(name: &str, settings: Settings) -> Vec<Vec<Value>> {
     run_fixture(&fixture(name), settings)
@@ -29,29 +25,12 @@ pub(super) fn fixture(name: &str) -> Value {
 
 /// Runs a parsed fixture; returns the documents produced by each step, parsed.
 pub(super) fn run_fixture(fixture: &Value, settings: Settings) -> Vec<Vec<Value>> {
-    let e = &fixture["environment"];
-    let env = Environment {
-        function_name: e["functionName"].as_str().map(String::from),
-        function_version: e["functionVersion"].as_str().map(String::from),
-        memory_size_mb: e["memorySizeMB"].as_u64(),
-        initialization_type: e["initializationType"]
-            .as_str()
-            .map(InitializationType::parse),
-        extension_started: Some(time(&e["extensionStarted"])),
-        extension_ready: Some(time(&e["extensionReady"])),
-    };
+    let env = fixtures::environment(fixture);
     let mut enricher = Enricher::with_ids(settings, env, IdSource::sequence(0x1000));
     let mut out = Vec::new();
     for step in fixture["steps"].as_array().unwrap() {
         let docs = if let Some(inv) = step.get("invoke") {
-            enricher.on_invoke(&Invoke {
-                request_id: inv["requestId"].as_str().unwrap().into(),
-                trace: inv
-                    .get("trace")
-                    .map(|t| TraceHeader::parse(t.as_str().unwrap()).unwrap()),
-                deadline: time(&inv["deadline"]),
-                received_at: time(&inv["receivedAt"]),
-            })
+            enricher.on_invoke(&fixtures::invoke(inv))
         } else if let Some(records) = step.get("telemetry") {
             let decoded = telemetry::decode(records.to_string().as_bytes(), RECEIVED);
             decoded
@@ -60,11 +39,8 @@ pub(super) fn run_fixture(fixture: &Value, settings: Settings) -> Vec<Vec<Value>
                 .flat_map(|ev| enricher.on_telemetry(ev))
                 .collect()
         } else {
-            let s = &step["shutdown"];
-            enricher.on_shutdown(
-                &ShutdownReason::parse(s["reason"].as_str().unwrap()),
-                time(&s["at"]),
-            )
+            let (reason, at) = fixtures::shutdown(&step["shutdown"]);
+            enricher.on_shutdown(&reason, at)
         };
         out.push(
             docs.iter()

@@ -25,13 +25,13 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, SpanDestination};
+use crate::document::Document;
 use crate::enrich::{self, Enricher};
 use crate::export::exporter::Exporter;
 use crate::export::otlp::OtlpBackend;
 use crate::export::policy::Strategy;
 pub use crate::export::xray::ClientCell;
 use crate::export::xray::XrayBackend;
-use crate::ingest::protocol::Document;
 use crate::ingest::udp::Ingested;
 use crate::lambda::api::Telemetry;
 use crate::lambda::events::{self, NextEvent};

@@ -380,15 +380,5 @@ fn warning(variable: &'static str, value: &str, accepted: &str, default: &str) -
     }
 }
 
-/// A lookup over fixed `(variable, value)` pairs, standing in for the environment in tests.
-#[cfg(test)]
-pub(crate) fn lookup_from(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let map: std::collections::HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    move |k| map.get(k).cloned()
-}
-
 #[cfg(test)]
 mod tests;

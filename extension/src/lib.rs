@@ -10,15 +10,20 @@
 pub mod app;
 pub mod attempt;
 pub mod config;
+pub mod document;
 pub mod enrich;
+pub mod env;
 pub mod export;
 pub mod fault;
 pub mod ingest;
 pub mod json_scan;
 pub mod lambda;
+#[cfg(test)]
+mod layering;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod serve;
 pub mod supervisor;
 pub mod trace;

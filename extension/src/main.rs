@@ -32,7 +32,7 @@ const EVENT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1
 
 fn main() {
     let started = app::epoch_seconds_now();
-    let (config, warnings) = Config::from_lookup(|k| std::env::var(k).ok());
+    let (config, warnings) = Config::from_lookup(xray_extension::env::process);
     logging::init(config.log_level, config.log_format);
     supervisor::install_panic_hook();
     fault::announce();

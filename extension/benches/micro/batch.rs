@@ -1,9 +1,10 @@
 //! Batch assembly for PutTraceSegments.
 
 use criterion::{BatchSize, Criterion, Throughput};
+use xray_extension::document::Document;
 use xray_extension::export::batcher::batches;
 use xray_extension::export::xray::MAX_DOCUMENTS_PER_CALL;
-use xray_extension::ingest::protocol::{Document, parse_datagram};
+use xray_extension::ingest::protocol::parse_datagram;
 
 use crate::docs;
 

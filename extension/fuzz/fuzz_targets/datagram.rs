@@ -7,8 +7,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
-use xray_extension::ingest::otlp::{self, Sampling};
-use xray_extension::ingest::protocol::{MAX_DOCUMENT_BYTES, parse_datagram, parse_document};
+use xray_extension::document::MAX_DOCUMENT_BYTES;
+use xray_extension::ingest::protocol::{parse_datagram, parse_document};
+use xray_extension::otlp::{self, Sampling};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(doc) = parse_datagram(data) else {

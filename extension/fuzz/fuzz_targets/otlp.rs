@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xray_extension::ingest::otlp::{Sampling, json, parse_document, parse_request, to_documents};
-use xray_extension::ingest::protocol::MAX_DOCUMENT_BYTES;
+use xray_extension::document::MAX_DOCUMENT_BYTES;
+use xray_extension::otlp::{Sampling, json, parse_document, parse_request, to_documents};
 
 fn spans_of(bytes: &[u8]) -> Vec<Vec<u8>> {
     match parse_request(bytes) {

@@ -7,8 +7,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
+use xray_extension::document::Document;
 use xray_extension::enrich::{Enricher, Environment, Settings};
-use xray_extension::ingest::protocol::{Document, parse_document};
+use xray_extension::ingest::protocol::parse_document;
 use xray_extension::lambda::events::ShutdownReason;
 use xray_extension::lambda::telemetry::{EpochSeconds, decode};
 use xray_extension::trace::IdSource;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::env::lookup_from;
 use crate::export::policy::Strategy;
 
 fn load(pairs: &[(&str, &str)]) -> (Config, Vec<ConfigWarning>) {

@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::ingest::document::{Document, DocumentKind, MAX_DOCUMENT_BYTES};
+use crate::document::{Document, DocumentKind, MAX_DOCUMENT_BYTES};
 use crate::lambda::telemetry::EpochSeconds;
 use crate::trace::{SegmentId, TraceId};
 

@@ -29,7 +29,7 @@ pub mod state;
 use serde_json::Value;
 use tracing::warn;
 
-use crate::ingest::protocol::Document;
+use crate::document::Document;
 use crate::lambda::events::ShutdownReason;
 use crate::lambda::telemetry::{
     EpochSeconds, Event, InitializationType, Record, TenantId, TracingContext,
@@ -474,6 +474,8 @@ fn trace_of(value: Option<&str>) -> Option<TraceHeader> {
     value.and_then(|v| TraceHeader::parse(v).ok())
 }
 
+#[cfg(test)]
+mod deviation_tests;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]

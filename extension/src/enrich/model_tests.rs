@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 
 use super::tests::{RECEIVED, children, close, names};
 use super::*;
-use crate::ingest::protocol::{MAX_DOCUMENT_BYTES, parse_document};
+use crate::document::MAX_DOCUMENT_BYTES;
+use crate::ingest::protocol::parse_document;
 use crate::lambda::telemetry;
 use crate::trace::IdSource;
 

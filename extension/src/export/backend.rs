@@ -15,7 +15,7 @@ use std::pin::Pin;
 
 use tokio::time::Instant;
 
-use crate::ingest::protocol::Document;
+use crate::document::Document;
 
 /// The future of one [`Backend::put`] call.
 pub type PutFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, ExportError>> + Send + 'a>>;

@@ -7,7 +7,7 @@
 use std::borrow::Borrow;
 use std::collections::HashSet;
 
-use crate::ingest::protocol::Document;
+use crate::document::Document;
 use crate::trace::SegmentId;
 
 /// Splits `docs` (oldest first; documents or what holds them) into batches of at most `max` (at
@@ -33,7 +33,6 @@ pub fn batches<T: Borrow<Document>>(docs: Vec<T>, max: usize) -> Vec<Vec<T>> {
 mod tests {
     use super::*;
     use crate::export::xray::MAX_DOCUMENTS_PER_CALL;
-    use crate::ingest::protocol::parse_datagram;
     use crate::trace::TraceId;
 
     fn doc(n: u64, body: &str) -> Document {
@@ -41,7 +40,7 @@ mod tests {
             body: body.into(),
             id: SegmentId::from_u64(n),
             trace_id: TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
-            kind: crate::ingest::document::DocumentKind::Segment,
+            kind: crate::document::DocumentKind::Segment,
         }
     }
 
@@ -78,16 +77,5 @@ mod tests {
                 (SegmentId::from_u64(3).as_str(), "c"),
             ]
         );
-    }
-
-    #[test]
-    fn captured_sdk_documents_batch_as_received() {
-        let dir = format!("{}/fixtures/datagrams", env!("CARGO_MANIFEST_DIR"));
-        let docs: Vec<Document> = ["python_child.bin", "python_parent.bin", "node_child.bin"]
-            .iter()
-            .map(|f| parse_datagram(&std::fs::read(format!("{dir}/{f}")).unwrap()).unwrap())
-            .collect();
-        let out = batches(docs.clone(), MAX_DOCUMENTS_PER_CALL);
-        assert_eq!(out, vec![docs]);
     }
 }

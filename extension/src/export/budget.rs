@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::ingest::protocol::Document;
+use crate::document::Document;
 
 /// The bytes of received documents allowed from the receivers up to the end of their send, on
 /// top of the channel's slot count (with 64 KB documents the slots alone would not bound
@@ -243,7 +243,7 @@ mod tests {
             body: "x".repeat(pad).into(),
             id: crate::trace::SegmentId::from_u64(n),
             trace_id: crate::trace::TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
-            kind: crate::ingest::document::DocumentKind::Segment,
+            kind: crate::document::DocumentKind::Segment,
         }
     }
 

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use crate::ingest::protocol::Document;
+use crate::document::Document;
 
 /// Hand-off budget permits for a document's bytes, released when dropped.
 pub type Permit = OwnedSemaphorePermit;
@@ -186,7 +186,7 @@ mod tests {
             body: "x".repeat(pad).into(),
             id: SegmentId::from_u64(n),
             trace_id: TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
-            kind: crate::ingest::document::DocumentKind::Segment,
+            kind: crate::document::DocumentKind::Segment,
         }
     }
 

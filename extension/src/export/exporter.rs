@@ -14,8 +14,7 @@ use super::backend::Backend;
 use super::buffer::{self, Buffer, Entry, Permit};
 use super::send::{FlushReport, Progress, Sender};
 
-use crate::ingest::protocol::Document;
-use crate::lifecycle::ExportView;
+use crate::document::Document;
 use crate::metrics::{self, LogLimiter, Metrics};
 use crate::supervisor::{self, Ending, Task};
 
@@ -25,6 +24,17 @@ use crate::supervisor::{self, Ending, Task};
 pub const OWN_DOCUMENTS_RESERVE: usize = 256 * 1024;
 /// One log line per this interval for buffer overflows.
 pub const SPILL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the flush-point machine (`lifecycle`) needs to know of the exporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExportView {
+    /// Documents queued (not in flight).
+    pub queued: usize,
+    /// When the oldest queued document was buffered.
+    pub oldest: Option<Instant>,
+    /// A send is in flight.
+    pub in_flight: bool,
+}
 
 /// A send in flight. Its entries (and their permits) are the send's: a document gives its
 /// permit back once sent, refused, superseded or lost, and a kept one brings it back to the

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::backend::{Answer, Backend, ExportError, PutFuture, Unprocessed};
-use crate::ingest::protocol::Document;
+use crate::document::Document;
 use crate::trace::SegmentId;
 
 /// A segment document with id `n` and an empty body: what the export tests queue and send.
@@ -17,7 +17,7 @@ pub(crate) fn doc(n: u64) -> Document {
         body: "{}".into(),
         id: SegmentId::from_u64(n),
         trace_id: crate::trace::TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
-        kind: crate::ingest::document::DocumentKind::Segment,
+        kind: crate::document::DocumentKind::Segment,
     }
 }
 

@@ -15,7 +15,7 @@ use tracing::{debug, error, warn};
 
 use super::backend::{Answer, Backend, ExportError};
 use super::{batcher, otlp};
-use crate::ingest::protocol::Document;
+use crate::document::Document;
 use crate::metrics::{self, LogLimiter, Metrics};
 
 /// Calls in flight at once during one flush (the daemon uses 8).

@@ -23,10 +23,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::otlp::{OtlpError, Split, wire};
 use super::udp::Ingested;
 use crate::export::budget::{Admitted, BudgetError, HandOffBudget, Reservation};
 use crate::metrics::{self, LogLimiter, Metrics};
+use crate::otlp::{OtlpError, Split, wire};
 use crate::serve;
 
 /// The OTLP/HTTP traces path.

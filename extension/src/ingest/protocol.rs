@@ -1,5 +1,5 @@
 //! The X-Ray daemon protocol: `{"format":"json","version":1}` + `\n` + one segment document,
-//! or one OTLP document (`T1S`/`T1U` + base64, checked by [`super::otlp`]).
+//! or one OTLP document (`T1S`/`T1U` + base64, checked by [`crate::otlp`]).
 //!
 //! The header is checked exactly as the daemon checks it (`format` equal to `json` ignoring case,
 //! `version` the integer 1, other keys ignored). Unlike the daemon, which forwards the body
@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 // The document type lives below both parsers; its old path stays valid.
-pub use super::document::{Document, DocumentKind, MAX_DOCUMENT_BYTES};
-use super::otlp::{self, OtlpError, Sampling};
+use crate::document::{Document, DocumentKind, MAX_DOCUMENT_BYTES};
+use crate::otlp::{self, OtlpError, Sampling};
 use crate::trace::{SegmentId, TraceId};
 
 /// Deepest nesting of arrays and objects we accept. serde_json skips unknown fields without a
@@ -425,6 +425,18 @@ mod tests {
 
     const HEADER: &str = r#"{"format":"json","version":1}"#;
     const VALID: &str = r#"{"id":"1bbaa244e76f8d42","name":"s","start_time":1.5,"end_time":2.5,"trace_id":"1-5759e988-bd862e3fe1be46a994272793","type":"subsegment","parent_id":"53995c3f42cd8ad8"}"#;
+
+    #[test]
+    fn captured_sdk_documents_batch_as_received() {
+        use crate::export::batcher::batches;
+        use crate::export::xray::MAX_DOCUMENTS_PER_CALL;
+        let docs: Vec<Document> = ["python_child.bin", "python_parent.bin", "node_child.bin"]
+            .iter()
+            .map(|f| parse_datagram(&fixture(f)).unwrap())
+            .collect();
+        let out = batches(docs.clone(), MAX_DOCUMENTS_PER_CALL);
+        assert_eq!(out, vec![docs]);
+    }
 
     #[test]
     fn captured_sdk_datagrams_are_accepted() {

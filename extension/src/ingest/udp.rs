@@ -26,8 +26,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::document::DocumentKind;
-use super::protocol::{self, Document, MAX_DATAGRAM_BYTES};
+use super::protocol::{self, MAX_DATAGRAM_BYTES};
+use crate::document::Document;
+use crate::document::DocumentKind;
 use crate::export::budget::{Admitted, HandOffBudget};
 use crate::metrics::{self, LogLimiter, Metrics};
 

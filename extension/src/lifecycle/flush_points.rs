@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::io::{Action, ExportView, Input, InvokeKey};
+use super::io::{Action, Input, InvokeKey};
+use crate::export::exporter::ExportView;
 use crate::export::policy::{AtInvoke, BufferState, Policy, PolicyConfig, Strategy};
 
 /// runtimeDone records remembered for an INVOKE not handled yet, and keys remembered as

@@ -1,5 +1,5 @@
-//! What goes into the flush-point machine and what comes out: the INVOKE keys, the view of the
-//! exporter, the inputs and the actions.
+//! What goes into the flush-point machine and what comes out: the INVOKE keys, the inputs and
+//! the actions (the view of the exporter is the exporter's: [`crate::export::exporter::ExportView`]).
 
 use std::time::Duration;
 
@@ -42,17 +42,6 @@ impl InvokeKey {
                 _ => true,
             }
     }
-}
-
-/// What the machine needs to know of the exporter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ExportView {
-    /// Documents queued (not in flight).
-    pub queued: usize,
-    /// When the oldest queued document was buffered.
-    pub oldest: Option<Instant>,
-    /// A send is in flight.
-    pub in_flight: bool,
 }
 
 /// Something that happened.

@@ -18,4 +18,4 @@ mod io;
 mod tests;
 
 pub use flush_points::{FlushPoints, RECENT_RUNTIME_DONE, Settings};
-pub use io::{ATTEMPT_SEPARATION, Action, ExportView, Input, InvokeKey};
+pub use io::{ATTEMPT_SEPARATION, Action, Input, InvokeKey};

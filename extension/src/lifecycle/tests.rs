@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
+use crate::export::exporter::ExportView;
 use crate::export::policy::{PolicyConfig, Strategy};
 use crate::lambda::telemetry::EpochSeconds;
 

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::backend::{Answer, Backend, ExportError, PutFuture};
 use super::xray::client::{self, CONNECT_TIMEOUT, ServiceSettings, TlsRoots};
-use crate::ingest::protocol::Document;
+use crate::document::Document;
 use crate::metrics::{self, Metrics};
 
 /// The signing name of X-Ray's OTLP endpoint.
@@ -107,7 +107,7 @@ impl OtlpBackend {
                 Client {
                     connector,
                     credentials: client::credentials(client::http_client(roots)),
-                    settings: ServiceSettings::from_lookup(|k| std::env::var(k).ok()),
+                    settings: ServiceSettings::from_lookup(crate::env::process),
                 }
             })
             .await

@@ -8,11 +8,11 @@ use std::io::Write;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
+use crate::document::{Document, DocumentKind};
 use crate::export::backend::{Answer, ExportError};
 use crate::export::xray::errors::by_status;
-use crate::ingest::document::{Document, DocumentKind};
-use crate::ingest::otlp::wire::{Fields, WireType};
-use crate::ingest::otlp::{SAMPLED_PREFIX, parse_request};
+use crate::otlp::wire::{Fields, WireType};
+use crate::otlp::{SAMPLED_PREFIX, parse_request};
 
 /// Most bytes of one request before compression (AWS: 5 MB; the stricter, decimal reading).
 pub const MAX_REQUEST_BYTES: usize = 5_000_000;

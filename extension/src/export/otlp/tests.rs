@@ -5,7 +5,7 @@ type Env<'a> = &'a [(&'a str, &'a str)];
 #[test]
 fn the_endpoint_follows_the_sdk_overrides_then_the_region() {
     let settings =
-        |pairs: &[(&str, &str)]| ServiceSettings::from_lookup(crate::config::lookup_from(pairs));
+        |pairs: &[(&str, &str)]| ServiceSettings::from_lookup(crate::env::lookup_from(pairs));
     // (environment, endpoint)
     let table: [(Env<'_>, Option<&str>); 5] = [
         (

@@ -365,7 +365,7 @@ fn backoff_is_capped_and_jittered() {
 
 /// A `T1S` (or `T1U`) document of one span `n`, with a name of `name_len` bytes.
 fn span_doc(prefix: &str, n: u64, name_len: usize) -> Document {
-    use crate::ingest::otlp::wire::{put_fixed64, put_len};
+    use crate::otlp::wire::{put_fixed64, put_len};
     let mut span = Vec::new();
     put_len(&mut span, 1, &[0x57; 16]);
     put_len(&mut span, 2, &n.to_be_bytes());
@@ -382,7 +382,7 @@ fn span_doc(prefix: &str, n: u64, name_len: usize) -> Document {
         "{prefix}{}",
         base64_simd::STANDARD.encode_to_string(&request)
     );
-    crate::ingest::otlp::parse_document(body.as_bytes()).unwrap()
+    crate::otlp::parse_document(body.as_bytes()).unwrap()
 }
 
 struct Routed {

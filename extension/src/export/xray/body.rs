@@ -1,6 +1,6 @@
 //! The PutTraceSegments request body. Pure.
 
-use crate::ingest::protocol::Document;
+use crate::document::Document;
 
 /// `{"TraceSegmentDocuments":["<document>", ...]}`: each document as a JSON string, written
 /// straight from the buffered bodies (one copy, the serialization).
@@ -20,17 +20,24 @@ pub fn request_body(batch: &[&Document]) -> hyper::body::Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::document::DocumentKind;
+    use crate::trace::{SegmentId, TraceId};
 
     #[test]
     fn the_request_body_carries_each_document_as_a_json_string() {
         let dir = format!("{}/fixtures/datagrams", env!("CARGO_MANIFEST_DIR"));
+        // The SDKs' documents as captured: the body after the daemon header line.
         let docs: Vec<Document> = ["python_child.bin", "node_child.bin"]
             .iter()
-            .map(|f| {
-                crate::ingest::protocol::parse_datagram(
-                    &std::fs::read(format!("{dir}/{f}")).unwrap(),
-                )
-                .unwrap()
+            .zip(1..)
+            .map(|(f, n)| {
+                let datagram = std::fs::read_to_string(format!("{dir}/{f}")).unwrap();
+                Document {
+                    body: datagram.split_once('\n').unwrap().1.into(),
+                    id: SegmentId::from_u64(n),
+                    trace_id: TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
+                    kind: DocumentKind::Segment,
+                }
             })
             .collect();
         let refs: Vec<&Document> = docs.iter().collect();

@@ -75,7 +75,7 @@ impl ServiceSettings {
 /// default connector does) so that a failed lookup reaches us as its typed error.
 pub fn from_env(roots: TlsRoots) -> aws_sdk_xray::Client {
     let http = http_client(roots);
-    let settings = ServiceSettings::from_lookup(|k| std::env::var(k).ok());
+    let settings = ServiceSettings::from_lookup(crate::env::process);
     let credentials = credentials(http.clone());
     let mut config = aws_sdk_xray::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -156,7 +156,7 @@ mod tests {
     }
 
     fn settings(pairs: &[(&str, &str)]) -> ServiceSettings {
-        ServiceSettings::from_lookup(crate::config::lookup_from(pairs))
+        ServiceSettings::from_lookup(crate::env::lookup_from(pairs))
     }
 
     #[test]

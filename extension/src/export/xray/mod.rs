@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 pub use self::client::TlsRoots;
 use super::backend::{Answer, Backend, ExportError, PutFuture, Unprocessed};
-use crate::ingest::protocol::Document;
+use crate::document::Document;
 
 /// The service's limit ("Exceeding maximum segment count: 50").
 pub const MAX_DOCUMENTS_PER_CALL: usize = 50;

@@ -19,10 +19,10 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::{Encoding, MAX_DECODED_BYTES, ROOM_POLL, ReceiverError};
+use crate::document::Document;
 use crate::export::budget::{Admitted, BudgetError, Reservation};
-use crate::ingest::otlp::{self, OtlpError, Sampling, json};
-use crate::ingest::protocol::Document;
 use crate::ingest::udp::Ingested;
+use crate::otlp::{self, OtlpError, Sampling, json};
 
 /// What one request needs to be decoded.
 #[derive(Debug)]

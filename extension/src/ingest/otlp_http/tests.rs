@@ -5,7 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::ingest::otlp::wire::{put_fixed64, put_len};
+use crate::otlp::wire::{put_fixed64, put_len};
 
 const TRACE: [u8; 16] = [
     0x57, 0x59, 0xe9, 0x88, 0xbd, 0x86, 0x2e, 0x3f, 0xe1, 0xbe, 0x46, 0xa9, 0x94, 0x27, 0x27, 0x93,

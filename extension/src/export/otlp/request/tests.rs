@@ -1,6 +1,7 @@
 use super::*;
-use crate::ingest::otlp::parse_document;
-use crate::ingest::otlp::wire::{put_fixed64, put_len, put_varint_field};
+use crate::otlp::parse_document;
+use crate::otlp::wire::{put_fixed64, put_len, put_varint_field};
+use crate::trace::{SegmentId, TraceId};
 
 const TRACE: [u8; 16] = [
     0x57, 0x59, 0xe9, 0x88, 0xbd, 0x86, 0x2e, 0x3f, 0xe1, 0xbe, 0x46, 0xa9, 0x94, 0x27, 0x27, 0x93,
@@ -51,10 +52,12 @@ fn only_sampled_spans_go_to_the_otlp_endpoint() {
     let r = request("a", &[span(1, "x")]);
     assert!(is_sampled_spans(&doc("T1S", &r)));
     assert!(!is_sampled_spans(&doc("T1U", &r)));
-    let segment = crate::ingest::protocol::parse_document(
-        br#"{"id":"1bbaa244e76f8d42","name":"s","start_time":1,"end_time":2,"trace_id":"1-5759e988-bd862e3fe1be46a994272793"}"#,
-    )
-    .unwrap();
+    let segment = Document {
+        body: r#"{"id":"1bbaa244e76f8d42","name":"s","start_time":1,"end_time":2,"trace_id":"1-5759e988-bd862e3fe1be46a994272793"}"#.into(),
+        id: SegmentId::from_u64(0x1bba_a244_e76f_8d42),
+        trace_id: TraceId::parse("1-5759e988-bd862e3fe1be46a994272793").unwrap(),
+        kind: DocumentKind::Segment,
+    };
     assert!(!is_sampled_spans(&segment));
     assert_eq!(
         request_bytes(&doc("T1U", &r)),

@@ -15,7 +15,7 @@ pub mod wire;
 use schema::{Kind, Schema};
 use wire::{Fields, WireType};
 
-use super::document::{Document, DocumentKind, MAX_DOCUMENT_BYTES};
+use crate::document::{Document, DocumentKind, MAX_DOCUMENT_BYTES};
 use crate::trace::{SegmentId, TraceId};
 
 /// Deepest message nesting accepted (`AnyValue` can nest arrays and maps without end).

@@ -1,5 +1,6 @@
-//! What ingest hands on: one validated document, from either parser (the daemon protocol's
-//! segment documents, [`super::protocol`], and OTLP documents, [`super::otlp`]). Pure.
+//! What ingest hands on and everything after it carries: one validated document, from either
+//! parser (the daemon protocol's segment documents, [`crate::ingest::protocol`], and OTLP
+//! documents, [`crate::otlp`]). Pure.
 
 use crate::trace::{SegmentId, TraceId};
 

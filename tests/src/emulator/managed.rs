@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::lifecycle::{PlatformTracing, answer_parts};
+use super::invoke::{PlatformTracing, invocation_of};
 use super::records::{self, ResponseTiming, RuntimeDone};
 use super::state::{InvocationProgress, Phase, RuntimeAnswer, RuntimeInvoke, Shared, State};
 use super::{Emulator, EmulatorError, InitializationType, Invocation, InvocationStatus, Invoke};
-use crate::trace::{TraceHeader, new_uuid};
+use crate::trace::new_uuid;
 
 /// Every this many requests, the `platform.start` is emitted only after the report.
 const REPORT_FIRST_EVERY: usize = 3;
@@ -199,31 +199,5 @@ fn result(
         Some(RuntimeAnswer::Error { .. }) => InvocationStatus::Error,
         None => InvocationStatus::Timeout,
     };
-    let (response, error) = answer_parts(answer);
-    Invocation {
-        request_id: progress.request_id.clone(),
-        trace: progress
-            .trace_header
-            .as_deref()
-            .and_then(TraceHeader::parse),
-        span_id: platform.as_ref().map(|t| t.span_id.clone()),
-        lambda_segment_id: platform.map(|t| t.lambda_segment_id),
-        cold: false,
-        init: None,
-        status,
-        response,
-        error,
-        started_at: progress.started_at,
-        response_at: progress.answer.as_ref().map(|(_, t)| t.body_done_at),
-        runtime_done_at: None,
-        extension_next_at: Vec::new(),
-        post_runtime: None,
-        finished_at: now,
-        timed_out: status == InvocationStatus::Timeout,
-        failure: None,
-        reset: None,
-        streamed: progress.streamed,
-        response_started_at: progress.answer.as_ref().map(|(_, t)| t.head_at),
-        runtime_received_at: progress.runtime_received_at,
-    }
+    invocation_of(progress, platform, status, now)
 }

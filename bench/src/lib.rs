@@ -34,7 +34,9 @@ pub mod scale_model;
 pub mod size;
 pub mod soak;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -230,4 +232,44 @@ pub fn knows_flush_strategy(binary: &Path) -> bool {
 /// Milliseconds of a duration, as a float.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// The `main` of the `bench` and `soak` binaries: the parsed arguments (`None`: help was
+/// printed), then `run` on a runtime of two workers; `Ok(false)` (a failed check) and errors,
+/// printed after `name`, exit with a failure.
+pub fn main_with_runtime<A, F>(
+    name: &str,
+    args: anyhow::Result<Option<A>>,
+    run: impl FnOnce(A) -> F,
+) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<bool>>,
+{
+    let args = match args {
+        Ok(Some(args)) => args,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -482,20 +482,9 @@ pub fn grid(quota_rps: f64, seconds: f64, seed: u64) -> Vec<Scenario> {
         .collect()
 }
 
+/// The nearest-rank percentile, 0 without values.
 fn percentile(values: &[f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "a rank among at most millions of samples"
-    )]
-    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
-    v[rank.min(v.len()) - 1]
+    crate::report::percentile(values, p).unwrap_or(0.0)
 }
 
 /// Simulates every scenario with both exporters; returns a markdown table.

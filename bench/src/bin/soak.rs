@@ -124,31 +124,5 @@ async fn run(plan: Plan) -> anyhow::Result<bool> {
 }
 
 fn main() -> ExitCode {
-    let plan = match plan() {
-        Ok(Some(plan)) => plan,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("soak: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("soak: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(plan)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("soak: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    xray_extension_bench::main_with_runtime("soak", plan(), run)
 }

@@ -327,6 +327,127 @@ mod tests {
         assert_eq!(s.sent, 9);
     }
 
+    /// Every counter set to its own value (its place in the counters line, from 1), and two
+    /// post-runtime observations.
+    fn every_counter_distinct() -> Metrics {
+        let m = Metrics::default();
+        let all = [
+            &m.received,
+            &m.sent,
+            &m.spilled,
+            &m.rejected,
+            &m.unprocessed,
+            &m.generated,
+            &m.dropped_at_shutdown,
+            &m.api_calls,
+            &m.backend_timeout,
+            &m.backend_refused,
+            &m.backend_4xx,
+            &m.backend_5xx,
+            &m.backend_unknown_host,
+            &m.backend_other,
+            &m.kernel_dropped,
+            &m.udp_receive_buffer_bytes,
+            &m.telemetry_invalid,
+            &m.otlp_spans_rejected,
+            &m.otlp_busy,
+            &m.otlp_out_requests,
+            &m.otlp_out_spans,
+            &m.otlp_out_raw_bytes,
+            &m.otlp_out_wire_bytes,
+            &m.post_runtime_count,
+            &m.post_runtime_us_sum,
+            &m.post_runtime_us_max,
+            &m.telemetry_fields_ignored,
+            &m.telemetry_dropped,
+            &m.send_failed,
+            &m.generated_refused,
+            &m.task_failures,
+        ];
+        for (n, counter) in (1..).zip(all) {
+            set(counter, n);
+        }
+        m.observe_post_runtime(Duration::from_micros(40_500));
+        m
+    }
+
+    /// A `Write` into a shared buffer, for capturing log lines.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The counters line, field by field and in order, as it was first written: dashboards and
+    /// log queries read it.
+    #[test]
+    fn the_counters_line_is_pinned() {
+        let m = every_counter_distinct();
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .without_time()
+            .with_ansi(false)
+            .with_target(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            crate::log_counters!(INFO, m, reason = "pin", "counters");
+        });
+        let line = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let (head, tail) = line.split_once(" peak_rss_kb=").unwrap();
+        assert_eq!(
+            head,
+            " INFO counters received=1 sent=2 spilled=3 rejected=4 unprocessed=5 generated=6 \
+             dropped_at_shutdown=7 api_calls=8 backend_timeout=9 backend_refused=10 backend_4xx=11 \
+             backend_5xx=12 backend_unknown_host=13 backend_other=14 kernel_dropped=15 \
+             udp_receive_buffer_bytes=16 telemetry_invalid=17 otlp_spans_rejected=18 otlp_busy=19 \
+             otlp_out_requests=20 otlp_out_spans=21 otlp_out_raw_bytes=22 otlp_out_wire_bytes=23 \
+             post_runtime_count=25 post_runtime_us_sum=40525 post_runtime_us_max=40500 \
+             telemetry_fields_ignored=27 telemetry_dropped=28 send_failed=29 generated_refused=30 \
+             task_failures=31"
+        );
+        let (rss, rest) = tail.split_once(' ').unwrap();
+        assert!(rss.parse::<u64>().is_ok(), "{tail}");
+        assert_eq!(rest, "reason=\"pin\"\n");
+    }
+
+    /// The EMF line of every metric, byte for byte, as it was first written.
+    #[test]
+    fn the_emf_line_is_pinned() {
+        let m = std::sync::Arc::new(every_counter_distinct());
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(1_795_605_001_123);
+        let reporter = emf::Reporter::new(m, emf::Settings::default(), "orders", at);
+        let line = reporter.next_line(at, true).unwrap();
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"ApiCalls":8,"BackendErrors":69,"DatagramsDroppedByKernel":15,"#,
+                r#""DocumentsDroppedAtShutdown":7,"DocumentsReceived":1,"DocumentsRejected":4,"DocumentsSendFailed":29,"DocumentsSent":2,"DocumentsSpilled":3,"DocumentsUnprocessed":5,"FunctionName":"orders","OtlpBytesSent":23,"OtlpBytesUncompressed":22,"OtlpRequestsSent":20,"OtlpRequestsThrottled":19,"OtlpSpansRejected":18,"OtlpSpansSent":21,"OwnDocumentsRefused":30,"PostRuntimeInvocations":25,"PostRuntimeTimeMax":40.5,"PostRuntimeTimeSum":40.525,"TasksFailed":31,"TelemetryRecordsDropped":28,"#,
+                r#""_aws":{"CloudWatchMetrics":[{"Dimensions":[["FunctionName"]],"Metrics":["#,
+                r#"{"Name":"DocumentsReceived","Unit":"Count"},"#,
+                r#"{"Name":"DocumentsSent","Unit":"Count"},{"Name":"DocumentsSpilled","Unit":"Count"},"#,
+                r#"{"Name":"DocumentsRejected","Unit":"Count"},{"Name":"DocumentsUnprocessed","Unit":"Count"},"#,
+                r#"{"Name":"DocumentsDroppedAtShutdown","Unit":"Count"},{"Name":"BackendErrors","Unit":"Count"},"#,
+                r#"{"Name":"ApiCalls","Unit":"Count"},{"Name":"PostRuntimeInvocations","Unit":"Count"},"#,
+                r#"{"Name":"DatagramsDroppedByKernel","Unit":"Count"},{"Name":"TelemetryRecordsDropped","Unit":"Count"},"#,
+                r#"{"Name":"OtlpSpansRejected","Unit":"Count"},{"Name":"OtlpRequestsThrottled","Unit":"Count"},"#,
+                r#"{"Name":"OtlpRequestsSent","Unit":"Count"},{"Name":"OtlpSpansSent","Unit":"Count"},"#,
+                r#"{"Name":"DocumentsSendFailed","Unit":"Count"},{"Name":"OwnDocumentsRefused","Unit":"Count"},"#,
+                r#"{"Name":"TasksFailed","Unit":"Count"},{"Name":"OtlpBytesUncompressed","Unit":"Bytes"},"#,
+                r#"{"Name":"OtlpBytesSent","Unit":"Bytes"},{"Name":"PostRuntimeTimeSum","Unit":"Milliseconds"},"#,
+                r#"{"Name":"PostRuntimeTimeMax","Unit":"Milliseconds"}],"Namespace":"XRayExtension"}],"Timestamp":1795605001123}}"#,
+            )
+        );
+    }
+
     #[test]
     fn limiter_allows_one_line_per_interval_and_counts_the_rest() {
         let t0 = Instant::now();

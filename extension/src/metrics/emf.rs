@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
-use super::{Metrics, Snapshot};
+use super::{EMF_METRICS, EmfMetric, Metrics, Snapshot};
 
 /// The CloudWatch namespace when `XRAY_EXTENSION_METRICS_NAMESPACE` is not set.
 pub const DEFAULT_NAMESPACE: &str = "XRayExtension";
@@ -31,52 +31,13 @@ pub const DIMENSION: &str = "FunctionName";
 /// The dimension's value when Lambda gave no function name.
 pub const UNKNOWN_FUNCTION: &str = "unknown";
 
-/// Metric names, as they appear in CloudWatch.
+/// The post-runtime time, in the lines whenever an invocation was held (the counters' metrics
+/// are declared with them: [`crate::__counters`]).
 pub mod names {
-    /// Valid documents received over UDP.
-    pub const RECEIVED: &str = "DocumentsReceived";
-    /// Documents X-Ray accepted.
-    pub const SENT: &str = "DocumentsSent";
-    /// Documents dropped for lack of buffer or channel space.
-    pub const SPILLED: &str = "DocumentsSpilled";
-    /// Datagrams rejected by the protocol checks.
-    pub const REJECTED: &str = "DocumentsRejected";
-    /// Documents X-Ray returned as unprocessed.
-    pub const UNPROCESSED: &str = "DocumentsUnprocessed";
-    /// Documents still unsent at the shutdown deadline.
-    pub const DROPPED_AT_SHUTDOWN: &str = "DocumentsDroppedAtShutdown";
-    /// Failed PutTraceSegments calls (timeouts, refused, 4xx, 5xx, unknown host, other).
-    pub const BACKEND_ERRORS: &str = "BackendErrors";
-    /// PutTraceSegments calls made.
-    pub const API_CALLS: &str = "ApiCalls";
-    /// Invocations whose post-runtime phase we held.
-    pub const POST_RUNTIME_INVOCATIONS: &str = "PostRuntimeInvocations";
     /// Post-runtime time we added, summed over the interval.
     pub const POST_RUNTIME_TIME_SUM: &str = "PostRuntimeTimeSum";
     /// Longest post-runtime time we added to one invocation in the interval.
     pub const POST_RUNTIME_TIME_MAX: &str = "PostRuntimeTimeMax";
-    /// Datagrams the kernel dropped because the UDP receive buffer was full.
-    pub const DATAGRAMS_DROPPED_BY_KERNEL: &str = "DatagramsDroppedByKernel";
-    /// Telemetry records read but dropped before the lifecycle loop took them.
-    pub const TELEMETRY_RECORDS_DROPPED: &str = "TelemetryRecordsDropped";
-    /// OTLP/HTTP spans too large for one X-Ray document, rejected.
-    pub const OTLP_SPANS_REJECTED: &str = "OtlpSpansRejected";
-    /// OTLP/HTTP requests answered 503 because the buffer was full (the SDK retries them).
-    pub const OTLP_REQUESTS_THROTTLED: &str = "OtlpRequestsThrottled";
-    /// Requests X-Ray's OTLP endpoint accepted.
-    pub const OTLP_REQUESTS_SENT: &str = "OtlpRequestsSent";
-    /// Spans in them.
-    pub const OTLP_SPANS_SENT: &str = "OtlpSpansSent";
-    /// Their bytes before gzip.
-    pub const OTLP_BYTES_UNCOMPRESSED: &str = "OtlpBytesUncompressed";
-    /// Their bytes as sent (gzip'd).
-    pub const OTLP_BYTES_SENT: &str = "OtlpBytesSent";
-    /// Documents lost because their send task failed.
-    pub const DOCUMENTS_SEND_FAILED: &str = "DocumentsSendFailed";
-    /// Documents of ours not built because they were too large for X-Ray.
-    pub const OWN_DOCUMENTS_REFUSED: &str = "OwnDocumentsRefused";
-    /// Our tasks that panicked or ended unexpectedly.
-    pub const TASKS_FAILED: &str = "TasksFailed";
 }
 
 /// Where and how often the lines go.
@@ -142,31 +103,8 @@ pub struct Interval {
 impl Interval {
     /// The increments from `before` to `now`, with the interval's post-runtime maximum.
     pub fn between(before: &Snapshot, now: &Snapshot, post_runtime_us_max: u64) -> Self {
-        let d = |f: fn(&Snapshot) -> u64| f(now).saturating_sub(f(before));
         Self {
-            changes: Snapshot {
-                received: d(|s| s.received),
-                sent: d(|s| s.sent),
-                spilled: d(|s| s.spilled),
-                rejected: d(|s| s.rejected),
-                unprocessed: d(|s| s.unprocessed),
-                dropped_at_shutdown: d(|s| s.dropped_at_shutdown),
-                backend_errors: d(|s| s.backend_errors),
-                api_calls: d(|s| s.api_calls),
-                post_runtime_count: d(|s| s.post_runtime_count),
-                post_runtime_us_sum: d(|s| s.post_runtime_us_sum),
-                kernel_dropped: d(|s| s.kernel_dropped),
-                telemetry_dropped: d(|s| s.telemetry_dropped),
-                otlp_spans_rejected: d(|s| s.otlp_spans_rejected),
-                otlp_busy: d(|s| s.otlp_busy),
-                otlp_out_requests: d(|s| s.otlp_out_requests),
-                otlp_out_spans: d(|s| s.otlp_out_spans),
-                otlp_out_raw_bytes: d(|s| s.otlp_out_raw_bytes),
-                otlp_out_wire_bytes: d(|s| s.otlp_out_wire_bytes),
-                send_failed: d(|s| s.send_failed),
-                generated_refused: d(|s| s.generated_refused),
-                task_failures: d(|s| s.task_failures),
-            },
+            changes: now.since(before),
             post_runtime_us_max,
         }
     }
@@ -174,36 +112,21 @@ impl Interval {
     /// The metrics that changed: name, unit, value.
     pub fn metrics(&self) -> Vec<(&'static str, Unit, Value)> {
         let c = &self.changes;
-        let counts = [
-            (names::RECEIVED, c.received),
-            (names::SENT, c.sent),
-            (names::SPILLED, c.spilled),
-            (names::REJECTED, c.rejected),
-            (names::UNPROCESSED, c.unprocessed),
-            (names::DROPPED_AT_SHUTDOWN, c.dropped_at_shutdown),
-            (names::BACKEND_ERRORS, c.backend_errors),
-            (names::API_CALLS, c.api_calls),
-            (names::POST_RUNTIME_INVOCATIONS, c.post_runtime_count),
-            (names::DATAGRAMS_DROPPED_BY_KERNEL, c.kernel_dropped),
-            (names::TELEMETRY_RECORDS_DROPPED, c.telemetry_dropped),
-            (names::OTLP_SPANS_REJECTED, c.otlp_spans_rejected),
-            (names::OTLP_REQUESTS_THROTTLED, c.otlp_busy),
-            (names::OTLP_REQUESTS_SENT, c.otlp_out_requests),
-            (names::OTLP_SPANS_SENT, c.otlp_out_spans),
-            (names::DOCUMENTS_SEND_FAILED, c.send_failed),
-            (names::OWN_DOCUMENTS_REFUSED, c.generated_refused),
-            (names::TASKS_FAILED, c.task_failures),
-        ];
-        let sizes = [
-            (names::OTLP_BYTES_UNCOMPRESSED, c.otlp_out_raw_bytes),
-            (names::OTLP_BYTES_SENT, c.otlp_out_wire_bytes),
-        ];
-        let mut out: Vec<_> = counts
+        let mut places: Vec<&EmfMetric> = EMF_METRICS.iter().collect();
+        places.sort_by_key(|m| m.place);
+        // Counters sharing a place are one metric: their sum.
+        let mut sums: Vec<(u32, &'static str, Unit, u64)> = Vec::with_capacity(places.len());
+        for m in places {
+            let n = (m.read)(c);
+            match sums.last_mut() {
+                Some((place, _, _, sum)) if *place == m.place => *sum = sum.saturating_add(n),
+                _ => sums.push((m.place, m.name, m.unit, n)),
+            }
+        }
+        let mut out: Vec<_> = sums
             .into_iter()
-            .map(|(name, n)| (name, Unit::Count, n))
-            .chain(sizes.into_iter().map(|(name, n)| (name, Unit::Bytes, n)))
-            .filter(|(_, _, n)| *n > 0)
-            .map(|(name, unit, n)| (name, unit, Value::from(n)))
+            .filter(|&(_, _, _, n)| n > 0)
+            .map(|(_, name, unit, n)| (name, unit, Value::from(n)))
             .collect();
         // Time is reported whenever an invocation was held, even if it added nothing.
         if c.post_runtime_count > 0 {
@@ -484,7 +407,8 @@ mod tests {
                 rejected: 2,
                 unprocessed: 3,
                 dropped_at_shutdown: 4,
-                backend_errors: 5,
+                backend_timeout: 2,
+                backend_other: 3,
                 api_calls: 6,
                 post_runtime_count: 2,
                 post_runtime_us_sum: 1_250,
@@ -499,6 +423,7 @@ mod tests {
                 send_failed: 13,
                 generated_refused: 14,
                 task_failures: 15,
+                ..Snapshot::default()
             },
             post_runtime_us_max: 1_000,
         }
@@ -531,26 +456,26 @@ mod tests {
             })
             .collect();
         let expect = [
-            (names::RECEIVED, "Count", json!(10)),
-            (names::SENT, "Count", json!(9)),
-            (names::SPILLED, "Count", json!(1)),
-            (names::REJECTED, "Count", json!(2)),
-            (names::UNPROCESSED, "Count", json!(3)),
-            (names::DROPPED_AT_SHUTDOWN, "Count", json!(4)),
-            (names::BACKEND_ERRORS, "Count", json!(5)),
-            (names::API_CALLS, "Count", json!(6)),
-            (names::POST_RUNTIME_INVOCATIONS, "Count", json!(2)),
-            (names::DATAGRAMS_DROPPED_BY_KERNEL, "Count", json!(7)),
-            (names::TELEMETRY_RECORDS_DROPPED, "Count", json!(8)),
-            (names::OTLP_SPANS_REJECTED, "Count", json!(11)),
-            (names::OTLP_REQUESTS_THROTTLED, "Count", json!(12)),
-            (names::OTLP_REQUESTS_SENT, "Count", json!(16)),
-            (names::OTLP_SPANS_SENT, "Count", json!(17)),
-            (names::OTLP_BYTES_UNCOMPRESSED, "Bytes", json!(18)),
-            (names::OTLP_BYTES_SENT, "Bytes", json!(19)),
-            (names::DOCUMENTS_SEND_FAILED, "Count", json!(13)),
-            (names::OWN_DOCUMENTS_REFUSED, "Count", json!(14)),
-            (names::TASKS_FAILED, "Count", json!(15)),
+            ("DocumentsReceived", "Count", json!(10)),
+            ("DocumentsSent", "Count", json!(9)),
+            ("DocumentsSpilled", "Count", json!(1)),
+            ("DocumentsRejected", "Count", json!(2)),
+            ("DocumentsUnprocessed", "Count", json!(3)),
+            ("DocumentsDroppedAtShutdown", "Count", json!(4)),
+            ("BackendErrors", "Count", json!(5)),
+            ("ApiCalls", "Count", json!(6)),
+            ("PostRuntimeInvocations", "Count", json!(2)),
+            ("DatagramsDroppedByKernel", "Count", json!(7)),
+            ("TelemetryRecordsDropped", "Count", json!(8)),
+            ("OtlpSpansRejected", "Count", json!(11)),
+            ("OtlpRequestsThrottled", "Count", json!(12)),
+            ("OtlpRequestsSent", "Count", json!(16)),
+            ("OtlpSpansSent", "Count", json!(17)),
+            ("OtlpBytesUncompressed", "Bytes", json!(18)),
+            ("OtlpBytesSent", "Bytes", json!(19)),
+            ("DocumentsSendFailed", "Count", json!(13)),
+            ("OwnDocumentsRefused", "Count", json!(14)),
+            ("TasksFailed", "Count", json!(15)),
             (names::POST_RUNTIME_TIME_SUM, "Milliseconds", json!(1.25)),
             (names::POST_RUNTIME_TIME_MAX, "Milliseconds", json!(1.0)),
         ];
@@ -562,6 +487,42 @@ mod tests {
             );
             assert_eq!(v[name], value, "{name}");
         }
+    }
+
+    #[test]
+    fn each_place_is_one_metric_with_one_name_and_unit() {
+        let mut places: Vec<&EmfMetric> = EMF_METRICS.iter().collect();
+        places.sort_by_key(|m| m.place);
+        let mut seen: Vec<(u32, &str, Unit)> = Vec::new();
+        for m in places {
+            match seen.last() {
+                Some(&(place, name, unit)) if place == m.place => {
+                    assert_eq!((name, unit), (m.name, m.unit), "place {place}");
+                }
+                last => {
+                    assert_eq!(m.place, last.map_or(1, |l| l.0 + 1), "places follow on");
+                    assert!(seen.iter().all(|s| s.1 != m.name), "{} twice", m.name);
+                    seen.push((m.place, m.name, m.unit));
+                }
+            }
+        }
+        assert!(seen.len() >= 20, "{seen:?}");
+    }
+
+    #[test]
+    fn counters_sharing_a_metric_are_reported_as_their_sum() {
+        let mut i = Interval::default();
+        i.changes.backend_timeout = 1;
+        i.changes.backend_5xx = 2;
+        i.changes.backend_other = 4;
+        i.changes.sent = 9;
+        assert_eq!(
+            i.metrics(),
+            [
+                ("DocumentsSent", Unit::Count, json!(9)),
+                ("BackendErrors", Unit::Count, json!(7)),
+            ]
+        );
     }
 
     #[test]
@@ -580,8 +541,8 @@ mod tests {
             .iter()
             .map(|m| m["Name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, [names::SENT]);
-        assert!(v.get(names::RECEIVED).is_none());
+        assert_eq!(names, ["DocumentsSent"]);
+        assert!(v.get("DocumentsReceived").is_none());
         // A held invocation reports its time even when it added none.
         i.changes.post_runtime_count = 1;
         let v = assert_valid_emf(&render("N", "f", &i, at(Duration::ZERO)).unwrap());
@@ -647,21 +608,21 @@ mod tests {
         assert_eq!(r.next_line(at(Duration::from_secs(299)), false), None);
         let line = r.next_line(at(Duration::from_mins(5)), false).unwrap();
         let v = assert_valid_emf(&line);
-        assert_eq!(v[names::RECEIVED], 4);
+        assert_eq!(v["DocumentsReceived"], 4);
         assert_eq!(v[DIMENSION], UNKNOWN_FUNCTION);
         // The next interval counts from the line just written.
         add(&metrics.received, 1);
         metrics.observe_post_runtime(Duration::from_millis(3));
         assert_eq!(r.next_line(at(Duration::from_secs(599)), false), None);
         let v = assert_valid_emf(&r.next_line(at(Duration::from_mins(10)), false).unwrap());
-        assert_eq!(v[names::RECEIVED], 1);
+        assert_eq!(v["DocumentsReceived"], 1);
         assert_eq!(v[names::POST_RUNTIME_TIME_MAX], json!(3.0));
         // Nothing changed: no line, even when due.
         assert_eq!(r.next_line(at(Duration::from_mins(15)), false), None);
         // SHUTDOWN writes whatever changed, due or not, and is the last line.
         add(&metrics.dropped_at_shutdown, 2);
         let v = assert_valid_emf(&r.next_line(at(Duration::from_secs(901)), true).unwrap());
-        assert_eq!(v[names::DROPPED_AT_SHUTDOWN], 2);
+        assert_eq!(v["DocumentsDroppedAtShutdown"], 2);
         assert!(v.get(names::POST_RUNTIME_TIME_MAX).is_none());
         r.finish(at(Duration::from_secs(902)));
         add(&metrics.sent, 1);

@@ -13,7 +13,9 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{EXTENSION, Harness, Options, WAIT, counters, extension_log, sent_ids};
+use common::{
+    EXTENSION, Harness, Options, WAIT, counters, extension_log, invocation_started, sent_ids,
+};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 use xray_extension_tests::clock::epoch_seconds;
@@ -243,14 +245,7 @@ fn share(trace: &TraceHeader, first: usize) -> Share {
 /// Sends `datagrams` once the platform reports the invocation started, in bursts, and returns
 /// when the extension has read them all.
 async fn send_during(observer: &Observer, request_id: &str, datagrams: &[Vec<u8>], port: u16) {
-    observer
-        .wait_for_telemetry("platform.start", WAIT, |log| {
-            log.iter().any(|e| {
-                e.event_type == "platform.start" && e.record["requestId"] == json!(request_id)
-            })
-        })
-        .await
-        .expect("the invocation started");
+    invocation_started(observer, request_id).await;
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let (mut burst, mut burst_bytes) = (0, 0);
     for datagram in datagrams {

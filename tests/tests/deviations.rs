@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use std::time::SystemTime;
 
-use common::{Harness, Options, counters, extension_log, flush_timeout, in_trace, named, sent_ids};
+use common::{
+    Harness, Options, counters, extension_log, flush_timeout, in_trace, invoke_traced, named,
+    sent_ids,
+};
 use serde_json::{Value, json};
 use xray_extension_tests::clock::epoch_seconds;
 use xray_extension_tests::emulator::{Invoke, RecordDeviation};
@@ -126,11 +129,7 @@ async fn a_deviating_runtime_done_still_releases_the_invocation_within_the_flush
     let mut enriched_traces = Vec::new();
     for (what, deviation, enriched) in cases {
         lambda.deviate_telemetry(Some(deviation));
-        let trace = TraceHeader::sampled();
-        let inv = lambda
-            .invoke(Invoke::new(json!({"subsegments": 1})).traced(trace.clone()))
-            .await
-            .expect("invoke");
+        let (trace, inv) = invoke_traced(&mut lambda, json!({"subsegments": 1})).await;
         assert!(!inv.timed_out, "{what}: timed out");
         let held = inv.post_runtime.expect("the invocation finished");
         figures.push(format!("{what}: {held:?}"));
@@ -183,16 +182,10 @@ async fn a_burst_of_large_documents_is_sent_whole_while_the_buffer_has_room() {
         mut lambda,
         sink,
         udp_port,
-    } = Harness::start(Options {
-        extension_env: vec![
-            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
-            (
-                "XRAY_EXTENSION_BUFFER_BYTES".into(),
-                (16 * 1024 * 1024).to_string(),
-            ),
-        ],
-        ..Options::default()
-    })
+    } = Harness::start(Options::strategy("end").env(
+        "XRAY_EXTENSION_BUFFER_BYTES",
+        (16 * 1024 * 1024).to_string(),
+    ))
     .await;
     // The extension is up once the first invocation is done.
     lambda
@@ -265,11 +258,7 @@ async fn documents_refused_for_credentials_are_kept_for_the_next_flush() {
             status,
             error_type: code.to_owned(),
         }));
-        let trace = TraceHeader::sampled();
-        let inv = lambda
-            .invoke(Invoke::new(json!({"subsegments": 2})).traced(trace.clone()))
-            .await
-            .expect("invoke");
+        let (trace, inv) = invoke_traced(&mut lambda, json!({"subsegments": 2})).await;
         let ids = sent_ids(&inv);
         assert_eq!(ids.len(), 2);
         assert!(in_trace(&sink.documents(), &trace.root).is_empty());
@@ -317,14 +306,7 @@ async fn idle_local_connections_to_the_listener_do_not_hold_the_function() {
     let telemetry_port = net::free_tcp_port().expect("tcp port");
     let Harness { mut lambda, .. } = Harness::start(Options {
         function_timeout: FUNCTION_TIMEOUT,
-        extension_env: vec![
-            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
-            (
-                "XRAY_EXTENSION_TELEMETRY_PORT".into(),
-                telemetry_port.to_string(),
-            ),
-        ],
-        ..Options::default()
+        ..Options::strategy("end").env("XRAY_EXTENSION_TELEMETRY_PORT", telemetry_port.to_string())
     })
     .await;
     lambda

@@ -6,7 +6,9 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{EXTENSION, Harness, Options, WAIT, counters, f, in_trace, named, sent_ids};
+use common::{
+    EXTENSION, Harness, Options, WAIT, counters, f, in_trace, invoke_traced, named, sent_ids,
+};
 use serde_json::json;
 use xray_extension_tests::emulator::{InvocationStatus, Invoke};
 use xray_extension_tests::trace::TraceHeader;
@@ -19,11 +21,7 @@ async fn cold_and_warm_invocations_arrive_before_each_invocation_ends() {
 
     let mut traces = Vec::new();
     for i in 0..4 {
-        let trace = TraceHeader::sampled();
-        let inv = lambda
-            .invoke(Invoke::new(json!({"subsegments": 3})).traced(trace.clone()))
-            .await
-            .expect("invoke");
+        let (trace, inv) = invoke_traced(&mut lambda, json!({"subsegments": 3})).await;
         assert_eq!(inv.status, InvocationStatus::Success);
         assert_eq!(inv.cold, i == 0, "invocation {i}");
         let ids = sent_ids(&inv);
@@ -106,11 +104,7 @@ async fn a_large_invocation_is_sent_in_calls_of_at_most_fifty() {
     let Harness {
         mut lambda, sink, ..
     } = Harness::start(Options::default()).await;
-    let trace = TraceHeader::sampled();
-    let inv = lambda
-        .invoke(Invoke::new(json!({"subsegments": 173})).traced(trace.clone()))
-        .await
-        .expect("invoke");
+    let (trace, inv) = invoke_traced(&mut lambda, json!({"subsegments": 173})).await;
     let ids: HashSet<String> = sent_ids(&inv).into_iter().collect();
     assert_eq!(ids.len(), 173);
     lambda.shutdown().await.expect("shutdown");
@@ -154,11 +148,7 @@ async fn an_error_is_a_fault_naming_the_error_type() {
     let Harness {
         mut lambda, sink, ..
     } = Harness::start(Options::default()).await;
-    let trace = TraceHeader::sampled();
-    let inv = lambda
-        .invoke(Invoke::new(json!({"error": true, "subsegments": 1})).traced(trace.clone()))
-        .await
-        .expect("invoke");
+    let (trace, inv) = invoke_traced(&mut lambda, json!({"error": true, "subsegments": 1})).await;
     assert_eq!(inv.status, InvocationStatus::Error);
     assert!(inv.error.is_some());
     // The cause names the error type the platform reported in platform.runtimeDone.
@@ -190,11 +180,7 @@ async fn a_timeout_reaches_x_ray_although_the_runtime_was_killed() {
         ..Options::default()
     })
     .await;
-    let trace = TraceHeader::sampled();
-    let inv = lambda
-        .invoke(Invoke::new(json!({"hang": true, "subsegments": 0})).traced(trace.clone()))
-        .await
-        .expect("invoke");
+    let (trace, inv) = invoke_traced(&mut lambda, json!({"hang": true, "subsegments": 0})).await;
     assert!(inv.timed_out);
     let reset = inv
         .reset
@@ -213,11 +199,7 @@ async fn a_timeout_reaches_x_ray_although_the_runtime_was_killed() {
     assert!(message.starts_with("Task timed out after 1."), "{message}");
 
     // The next invoke is a fresh cold start.
-    let trace = TraceHeader::sampled();
-    let inv = lambda
-        .invoke(Invoke::new(json!({"subsegments": 1})).traced(trace.clone()))
-        .await
-        .expect("invoke");
+    let (trace, inv) = invoke_traced(&mut lambda, json!({"subsegments": 1})).await;
     assert!(inv.cold);
     let docs = sink.documents();
     assert_eq!(named(&docs, &trace.root, "Cold Start").len(), 1);
@@ -260,11 +242,7 @@ async fn bad_datagrams_are_counted_and_never_sent() {
         sink,
         udp_port,
     } = Harness::start(Options::default()).await;
-    let trace = TraceHeader::sampled();
-    let first = lambda
-        .invoke(Invoke::new(json!({"subsegments": 1})).traced(trace.clone()))
-        .await
-        .expect("invoke");
+    let (trace, first) = invoke_traced(&mut lambda, json!({"subsegments": 1})).await;
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let bad: [&[u8]; 6] = [
         b"no newline",
@@ -320,11 +298,7 @@ async fn credentials_come_from_the_container_endpoint_when_the_environment_has_n
     let Harness {
         mut lambda, sink, ..
     } = Harness::start(options).await;
-    let trace = TraceHeader::sampled();
-    let inv = lambda
-        .invoke(Invoke::new(json!({"subsegments": 2})).traced(trace.clone()))
-        .await
-        .expect("invoke");
+    let (_, inv) = invoke_traced(&mut lambda, json!({"subsegments": 2})).await;
     let ids = sent_ids(&inv);
     assert_eq!(ids.len(), 2);
     lambda.shutdown().await.expect("shutdown");
@@ -354,11 +328,7 @@ async fn background_invocations_finished_before_shutdown_carry_no_fault() {
     } = Harness::start(Options::strategy("background")).await;
     let mut traces = Vec::new();
     for _ in 0..4 {
-        let trace = TraceHeader::sampled();
-        let inv = lambda
-            .invoke(Invoke::new(json!({"subsegments": 1})).traced(trace.clone()))
-            .await
-            .expect("invoke");
+        let (trace, inv) = invoke_traced(&mut lambda, json!({"subsegments": 1})).await;
         assert_eq!(inv.status, InvocationStatus::Success);
         traces.push(trace);
     }

@@ -38,6 +38,23 @@ struct Body {
     bytes: Arc<Vec<u8>>,
 }
 
+/// `n` new span ids.
+fn new_ids(n: usize) -> Vec<String> {
+    (0..n).map(|_| new_segment_id()).collect()
+}
+
+/// Spans named `name` under `parent`, one for each of `ids`.
+fn spans<'a>(name: &'a str, ids: &'a [String], parent: &'a str) -> Vec<pb::SpanSpec<'a>> {
+    ids.iter()
+        .map(|id| pb::SpanSpec {
+            name,
+            span_id: id,
+            parent_span_id: parent,
+            times: None,
+        })
+        .collect()
+}
+
 /// Bodies within the documented limits (4 MiB as sent, 16 MiB inflated) that cost the most.
 fn hostile_bodies() -> Vec<Body> {
     let json = "application/json";
@@ -60,16 +77,8 @@ fn hostile_bodies() -> Vec<Body> {
     // A 4 MiB protobuf body of valid spans.
     let root = TraceHeader::sampled().root;
     let parent = new_segment_id();
-    let ids: Vec<String> = (0..64_000).map(|_| new_segment_id()).collect();
-    let specs: Vec<pb::SpanSpec<'_>> = ids
-        .iter()
-        .map(|id| pb::SpanSpec {
-            name: "x",
-            span_id: id,
-            parent_span_id: &parent,
-            times: None,
-        })
-        .collect();
+    let ids = new_ids(64_000);
+    let specs = spans("x", &ids, &parent);
     let mut big = pb::build_request(&root, "svc", &specs);
     while big.len() > 4 * 1024 * 1024 {
         let n = specs.len() * 4 * 1024 * 1024 / big.len() - 10;
@@ -152,16 +161,8 @@ async fn post(port: u16, body: &Body) -> Option<(u16, Option<String>)> {
 /// `Retry-After`, to keep the test short) until answered 200. Its span ids.
 async fn export(port: u16, trace: &TraceHeader) -> Vec<String> {
     let parent = trace.parent.clone().expect("a parent");
-    let ids: Vec<String> = (0..20).map(|_| new_segment_id()).collect();
-    let specs: Vec<pb::SpanSpec<'_>> = ids
-        .iter()
-        .map(|id| pb::SpanSpec {
-            name: "legitimate",
-            span_id: id,
-            parent_span_id: &parent,
-            times: None,
-        })
-        .collect();
+    let ids = new_ids(20);
+    let specs = spans("legitimate", &ids, &parent);
     let body = Body {
         what: "legitimate",
         content_type: "application/x-protobuf",

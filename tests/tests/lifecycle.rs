@@ -13,7 +13,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{EXTENSION, Harness, Options, WAIT, counters, extension_log, sent_ids};
+use common::{EXTENSION, Harness, Options, WAIT, counters, extension_log, invoke_traced, sent_ids};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -23,17 +23,15 @@ use xray_extension_tests::http::{self as h, Server};
 use xray_extension_tests::sink::{Fault, FaultPlan};
 use xray_extension_tests::trace::TraceHeader;
 
-/// Invokes `n` traced invocations of `subsegments` each; returns the ids the function sent.
-async fn invoke_traced(
+/// Invokes `n` traced invocations of 2 subsegments each, with the extension registered for
+/// SHUTDOWN only; returns the ids the function sent.
+async fn invoke_shutdown_only(
     lambda: &mut xray_extension_tests::emulator::Emulator,
     n: usize,
 ) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..n {
-        let inv = lambda
-            .invoke(Invoke::new(json!({"subsegments": 2})).traced(TraceHeader::sampled()))
-            .await
-            .expect("invoke");
+        let (_, inv) = invoke_traced(lambda, json!({"subsegments": 2})).await;
         assert_eq!(inv.status, InvocationStatus::Success);
         // Registered for SHUTDOWN only: the extension never takes part in an invocation.
         assert_eq!(inv.extension_next(EXTENSION), None);
@@ -98,7 +96,7 @@ async fn on_managed_instances_it_registers_for_shutdown_only_and_sends_in_the_ba
     })
     .await;
     let mut harness = harness;
-    let ids = invoke_traced(&mut harness.lambda, 3).await;
+    let ids = invoke_shutdown_only(&mut harness.lambda, 3).await;
     assert_eq!(ids.len(), 6);
     let subscriptions = harness.lambda.observer().telemetry_subscriptions();
     assert_eq!(subscriptions.len(), 1);
@@ -121,7 +119,7 @@ async fn a_refused_invoke_registration_falls_back_to_shutdown_only() {
         "on-demand".to_owned(),
     ));
     let mut harness = Harness::start(options).await;
-    let ids = invoke_traced(&mut harness.lambda, 2).await;
+    let ids = invoke_shutdown_only(&mut harness.lambda, 2).await;
     let log = extension_log(&harness.lambda);
     assert!(
         log.iter()
@@ -195,11 +193,7 @@ async fn odd_extension_events_keep_the_flush_points_and_the_shutdown_flush() {
     })));
     let mut all = Vec::new();
     for _ in 0..3 {
-        let trace = TraceHeader::sampled();
-        let inv = lambda
-            .invoke(Invoke::new(json!({"subsegments": 2})).traced(trace.clone()))
-            .await
-            .expect("invoke");
+        let (_, inv) = invoke_traced(&mut lambda, json!({"subsegments": 2})).await;
         assert_eq!(inv.status, InvocationStatus::Success);
         assert_flushed_at_its_end(&sink, &inv);
         all.extend(sent_ids(&inv));
@@ -222,11 +216,7 @@ fn taken_udp() -> (std::net::UdpSocket, String) {
 async fn run_unharmed(lambda: &mut xray_extension_tests::emulator::Emulator) -> Vec<TraceHeader> {
     let mut traces = Vec::new();
     for _ in 0..3 {
-        let trace = TraceHeader::sampled();
-        let inv = lambda
-            .invoke(Invoke::new(json!({"subsegments": 1})).traced(trace.clone()))
-            .await
-            .expect("invoke");
+        let (trace, inv) = invoke_traced(lambda, json!({"subsegments": 1})).await;
         assert_eq!(inv.status, InvocationStatus::Success);
         assert!(inv.reset.is_none(), "the environment must not be reset");
         assert!(
@@ -472,11 +462,7 @@ async fn a_lost_runtime_done_costs_one_invocation_then_nothing_is_held_until_tel
         .expect("holding resumes");
 
     // Held again: `end` delivers before the invocation ends.
-    let trace = TraceHeader::sampled();
-    let held_again = lambda
-        .invoke(Invoke::new(json!({"subsegments": 2})).traced(trace.clone()))
-        .await
-        .expect("invoke");
+    let (_, held_again) = invoke_traced(&mut lambda, json!({"subsegments": 2})).await;
     assert_flushed_at_its_end(&sink, &held_again);
     let post = held_again.post_runtime.expect("finished");
     assert!(post < common::flush_timeout(), "{post:?}");

@@ -12,7 +12,9 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{EXTENSION, Harness, Options, WAIT, extension_log, flush_timeout, sent_ids};
+use common::{
+    EXTENSION, Harness, Options, WAIT, extension_log, flush_timeout, invoke_traced, sent_ids,
+};
 use serde_json::{Value, json};
 use xray_extension_tests::emulator::{Emulator, Invoke, ShutdownReason};
 use xray_extension_tests::trace::TraceHeader;
@@ -64,11 +66,7 @@ async fn everything_by_shutdown(strategy: &str) {
     } = Harness::start(local(strategy, Duration::from_secs(3))).await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        let trace = TraceHeader::sampled();
-        let inv = lambda
-            .invoke(Invoke::new(json!({"subsegments": 2})).traced(trace.clone()))
-            .await
-            .expect("invoke");
+        let (trace, inv) = invoke_traced(&mut lambda, json!({"subsegments": 2})).await;
         // The caller's header reaches the runtime (Lambda-Runtime-Trace-Id)...
         assert_eq!(
             inv.response_json().expect("answer")["trace_id"],

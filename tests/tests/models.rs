@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use common::{ContainerCredentials, EXTENSION, Harness, Options, f, named};
+use common::{
+    ContainerCredentials, EXTENSION, Harness, Options, f, invoke_traced, named, python_sdk_function,
+};
 use serde_json::{Value, json};
 use xray_extension_tests::clock::epoch_seconds;
 use xray_extension_tests::emulator::{InvocationStatus, Invoke, StaleInit};
@@ -67,11 +69,7 @@ async fn snap_start_restores_never_show_a_cold_start_and_keep_ids_unique() {
             .expect("snapshot and restore");
         let mut traces = Vec::new();
         for i in 0..3 {
-            let trace = TraceHeader::sampled();
-            let inv = lambda
-                .invoke(Invoke::new(json!({"subsegments": 1})).traced(trace.clone()))
-                .await
-                .expect("invoke");
+            let (trace, inv) = invoke_traced(&mut lambda, json!({"subsegments": 1})).await;
             assert_eq!(inv.status, InvocationStatus::Success, "{stale:?} {i}");
             assert!(!inv.cold, "a restored environment needs no init");
             let post = inv.post_runtime.expect("post-runtime");
@@ -298,20 +296,6 @@ fn most_at_once(invs: &[xray_extension_tests::emulator::Invocation]) -> usize {
         .unwrap_or(0)
 }
 
-/// The Python function of `tests/functions/python`, run by `awslambdaric`.
-fn python_function() -> xray_extension_tests::emulator::FunctionSpec {
-    let functions = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("functions/python");
-    xray_extension_tests::emulator::FunctionSpec::command([
-        common::venv().join("bin/python").into_os_string(),
-        "-m".into(),
-        "awslambdaric".into(),
-        "app.handler".into(),
-    ])
-    .handler("app.handler")
-    .env("PYTHONPATH", functions.to_string_lossy())
-    .env("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR")
-}
-
 /// How many of `invs` had their `platform.report` emitted before their `platform.start`;
 /// asserts no `platform.runtimeDone` was emitted at all.
 fn reports_before_start(
@@ -341,7 +325,7 @@ fn reports_before_start(
 async fn managed_instances_deliver_every_concurrent_invocation() {
     const N: usize = 16;
     const FAILING: usize = 5;
-    let function = python_function();
+    let function = python_sdk_function();
     let Harness {
         mut lambda, sink, ..
     } = Harness::start(Options {

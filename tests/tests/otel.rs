@@ -15,10 +15,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use base64::Engine as _;
-use common::{EXTENSION, Harness, Options, WAIT, counters, named, sent_ids, venv};
+use common::{
+    EXTENSION, Harness, Options, WAIT, counters, invocation_started, invoke_traced, named,
+    python_function, sent_ids, strings,
+};
 use serde_json::{Value, json};
 use xray_extension_tests::emulator::{
-    FunctionSpec, Invocation, InvocationStatus, Invoke, Observer,
+    Emulator, FunctionSpec, Invocation, InvocationStatus, Invoke, Observer,
 };
 use xray_extension_tests::sink::otlp as pb;
 use xray_extension_tests::sink::{Fault, FaultPlan, ReceivedSpan, XraySink};
@@ -30,19 +33,7 @@ const JAVA_HEADER: &str = r#"{"format": "json", "version": 1}"#;
 const HEADER: &str = r#"{"format":"json","version":1}"#;
 
 fn python_otel_function(module: &str) -> FunctionSpec {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("functions/python_otel");
-    FunctionSpec::command([
-        venv().join("bin/python").into_os_string(),
-        "-m".into(),
-        "awslambdaric".into(),
-        format!("{module}.handler").into(),
-    ])
-    .handler(format!("{module}.handler"))
-    .env("PYTHONPATH", dir.to_string_lossy())
-}
-
-fn strings(v: &Value, key: &str) -> Vec<String> {
-    serde_json::from_value(v.get(key).cloned().unwrap_or(Value::Null)).unwrap_or_default()
+    python_function("python_otel", module)
 }
 
 /// The spans of one trace, as X-Ray decoded them.
@@ -53,15 +44,18 @@ fn spans_in(sink: &XraySink, root: &str) -> Vec<ReceivedSpan> {
         .collect()
 }
 
-/// Checks one ADOT invocation: every span id reached X-Ray under the trace, every body the SDK
-/// sent was forwarded unchanged, and the handler span hangs under Lambda's `Parent`.
-fn check_adot_invocation(
+/// Checks one invocation of an OpenTelemetry function: it succeeded, and every span id it
+/// reports reached X-Ray under the trace, from `service`, sampled or not as `sampled`, its
+/// handler span under Lambda's `Parent`. Returns the function's response, the span ids and the
+/// trace's spans.
+fn check_spans(
     label: &str,
     inv: &Invocation,
     trace: &TraceHeader,
     sink: &XraySink,
+    service: &str,
     sampled: bool,
-) -> Vec<String> {
+) -> (Value, Vec<String>, Vec<ReceivedSpan>) {
     assert_eq!(
         inv.status,
         InvocationStatus::Success,
@@ -70,21 +64,13 @@ fn check_adot_invocation(
     );
     let response = inv.response_json().expect("a JSON response");
     let ids = strings(&response, "span_ids");
-    let bodies = strings(&response, "bodies");
-    assert!(!ids.is_empty() && !bodies.is_empty(), "{label}: {response}");
-    assert_eq!(
-        response["trace_id"]
-            .as_str()
-            .map(|t| format!("1-{}-{}", &t[..8], &t[8..])),
-        Some(trace.root.clone()),
-        "{label}: the SDK continued Lambda's trace"
-    );
+    assert!(!ids.is_empty(), "{label}: {response}");
     let spans = spans_in(sink, &trace.root);
     for id in &ids {
         let span = spans.iter().find(|s| &s.span_id == id);
         let span = span.unwrap_or_else(|| panic!("{label}: span {id} missing; got {spans:?}"));
         assert_eq!(span.sampled, sampled, "{label}: {id}");
-        assert_eq!(span.service_name.as_deref(), Some("orders-otel"), "{label}");
+        assert_eq!(span.service_name.as_deref(), Some(service), "{label}");
     }
     let handler = spans
         .iter()
@@ -95,6 +81,28 @@ fn check_adot_invocation(
         handler.parent_span_id.as_deref(),
         trace.parent.as_deref(),
         "{label}: the handler span's parent is Lambda's Parent"
+    );
+    (response, ids, spans)
+}
+
+/// Checks one ADOT invocation ([`check_spans`]); the SDK continued Lambda's trace and every body
+/// it sent was forwarded unchanged.
+fn check_adot_invocation(
+    label: &str,
+    inv: &Invocation,
+    trace: &TraceHeader,
+    sink: &XraySink,
+    sampled: bool,
+) -> Vec<String> {
+    let (response, ids, _) = check_spans(label, inv, trace, sink, "orders-otel", sampled);
+    let bodies = strings(&response, "bodies");
+    assert!(!bodies.is_empty(), "{label}: {response}");
+    assert_eq!(
+        response["trace_id"]
+            .as_str()
+            .map(|t| format!("1-{}-{}", &t[..8], &t[8..])),
+        Some(trace.root.clone()),
+        "{label}: the SDK continued Lambda's trace"
     );
     // Byte for byte: each body the SDK sent is one document X-Ray was given.
     let submitted: Vec<String> = sink
@@ -124,8 +132,7 @@ async fn adot_python_udp_spans_reach_xray_byte_for_byte_next_to_our_subsegments(
     } = Harness::start(Options {
         function: Some(python_otel_function("adot_app")),
         wrapper: true,
-        extension_env: vec![("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into())],
-        ..Options::default()
+        ..Options::strategy("end")
     })
     .await;
     // Cold, warm with sixteen spans (two datagrams of at most 10), then unsampled.
@@ -138,12 +145,8 @@ async fn adot_python_udp_spans_reach_xray_byte_for_byte_next_to_our_subsegments(
     .enumerate()
     {
         let label = format!("invocation {i}");
-        let trace = TraceHeader::sampled();
         let sampled = event.get("unsampled").is_none();
-        let inv = lambda
-            .invoke(Invoke::new(event.clone()).traced(trace.clone()))
-            .await
-            .expect("invoke");
+        let (trace, inv) = invoke_traced(&mut lambda, event.clone()).await;
         let ids = check_adot_invocation(&label, &inv, &trace, &sink, sampled);
         assert_eq!(
             ids.len(),
@@ -186,14 +189,14 @@ async fn adot_python_udp_spans_reach_xray_byte_for_byte_next_to_our_subsegments(
 
 /// A serialized request of spans named `names` in `trace`, each under Lambda's Parent, and
 /// their ids.
-fn crafted_request(trace: &TraceHeader, names: &[&str]) -> (Vec<u8>, Vec<String>) {
+fn crafted_request(trace: &TraceHeader, names: &[impl AsRef<str>]) -> (Vec<u8>, Vec<String>) {
     let parent = trace.parent.clone().expect("a parent");
     let ids: Vec<String> = names.iter().map(|_| new_segment_id()).collect();
     let specs: Vec<pb::SpanSpec<'_>> = names
         .iter()
         .zip(&ids)
         .map(|(name, id)| pb::SpanSpec {
-            name,
+            name: name.as_ref(),
             span_id: id,
             parent_span_id: &parent,
             times: None,
@@ -213,14 +216,7 @@ async fn send_during(
     datagrams: &[&String],
     port: u16,
 ) -> Instant {
-    observer
-        .wait_for_telemetry("platform.start", WAIT, |log| {
-            log.iter().any(|e| {
-                e.event_type == "platform.start" && e.record["requestId"] == json!(request_id)
-            })
-        })
-        .await
-        .expect("the invocation started");
+    invocation_started(observer, request_id).await;
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -355,15 +351,10 @@ async fn through_next_wrapper(next_wrapper: &str) -> Value {
             python_otel_function("adot_app").env("XRAY_EXTENSION_NEXT_WRAPPER", next_wrapper),
         ),
         wrapper: true,
-        extension_env: vec![("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into())],
-        ..Options::default()
+        ..Options::strategy("end")
     })
     .await;
-    let trace = TraceHeader::sampled();
-    let inv = lambda
-        .invoke(Invoke::new(json!({"children": 1})).traced(trace.clone()))
-        .await
-        .expect("invoke");
+    let (trace, inv) = invoke_traced(&mut lambda, json!({"children": 1})).await;
     check_adot_invocation(next_wrapper, &inv, &trace, &sink, true);
     let response = inv.response_json().expect("response");
     assert_eq!(
@@ -413,45 +404,14 @@ async fn otlp_http_scenario(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             format!("http://127.0.0.1:{port}"),
         )),
-        extension_env: vec![
-            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
-            (
-                "XRAY_EXTENSION_OTLP_ADDRESS".into(),
-                format!("127.0.0.1:{port}"),
-            ),
-        ],
-        ..Options::default()
+        ..Options::strategy("end").otlp_port(port)
     })
     .await;
     for (i, event) in events.iter().enumerate() {
         let label = format!("{label} {i}");
-        let trace = TraceHeader::sampled();
-        let inv = lambda
-            .invoke(Invoke::new(event.clone()).traced(trace.clone()))
-            .await
-            .expect("invoke");
-        assert_eq!(
-            inv.status,
-            InvocationStatus::Success,
-            "{label}: {:?}",
-            inv.error
-        );
-        let response = inv.response_json().expect("a JSON response");
-        let ids = strings(&response, "span_ids");
-        assert!(!ids.is_empty(), "{label}: {response}");
+        let (trace, inv) = invoke_traced(&mut lambda, event.clone()).await;
         // Spans arrive during the invocation: the flush at its end carries them.
-        let spans = spans_in(&sink, &trace.root);
-        for id in &ids {
-            let span = spans.iter().find(|s| &s.span_id == id);
-            let span = span.unwrap_or_else(|| panic!("{label}: span {id} missing; got {spans:?}"));
-            assert!(span.sampled, "{label}");
-            assert_eq!(span.service_name.as_deref(), Some(service), "{label}");
-        }
-        let handler = spans
-            .iter()
-            .find(|s| s.span_id == response["handler_span_id"].as_str().unwrap_or_default())
-            .expect("handler span");
-        assert_eq!(handler.parent_span_id, trace.parent, "{label}");
+        let (_, _, spans) = check_spans(&label, &inv, &trace, &sink, service, true);
         if event.get("padding").is_some() {
             let documents: std::collections::HashSet<&str> =
                 spans.iter().map(|s| s.document.as_str()).collect();
@@ -525,19 +485,11 @@ async fn a_taken_otlp_port_degrades_the_receiver_never_the_extension() {
     let address = taken.local_addr().expect("address").to_string();
     let Harness {
         mut lambda, sink, ..
-    } = Harness::start(Options {
-        extension_env: vec![
-            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
-            ("XRAY_EXTENSION_OTLP_ADDRESS".into(), address.clone()),
-        ],
-        ..Options::default()
-    })
+    } = Harness::start(
+        Options::strategy("end").env("XRAY_EXTENSION_OTLP_ADDRESS", address.clone()),
+    )
     .await;
-    let trace = TraceHeader::sampled();
-    let inv = lambda
-        .invoke(Invoke::new(json!({"subsegments": 2})).traced(trace.clone()))
-        .await
-        .expect("invoke");
+    let (_, inv) = invoke_traced(&mut lambda, json!({"subsegments": 2})).await;
     assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
     let docs = sink.documents();
     for id in sent_ids(&inv) {
@@ -571,27 +523,21 @@ async fn post_spans(port: u16, request: Vec<u8>) -> u16 {
 }
 
 /// An extension with the smallest export buffer (64 KiB), flushing at the end of each
-/// invocation, its receiver on a free port (returned), initialised, against an X-Ray that
-/// answers each call after `delay_ms`.
-async fn small_buffer_receiver(delay_ms: u64) -> (u16, Harness) {
+/// invocation, its receiver on a free port, initialised, against an X-Ray that answers each
+/// call after `delay_ms`: the port, the emulator and the sink.
+async fn small_buffer_receiver(delay_ms: u64) -> (u16, Emulator, XraySink) {
     let port = xray_extension_tests::net::free_tcp_port().expect("tcp port");
-    let mut harness = Harness::start(Options {
-        extension_env: vec![
-            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
-            ("XRAY_EXTENSION_BUFFER_BYTES".into(), "65536".into()),
-            (
-                "XRAY_EXTENSION_OTLP_ADDRESS".into(),
-                format!("127.0.0.1:{port}"),
-            ),
-        ],
-        ..Options::default()
-    })
+    let mut harness = Harness::start(
+        Options::strategy("end")
+            .env("XRAY_EXTENSION_BUFFER_BYTES", "65536")
+            .otlp_port(port),
+    )
     .await;
     harness.lambda.prewarm().await.expect("init");
     harness.sink.set_fault_plan(FaultPlan::always(Fault::Delay(
         std::time::Duration::from_millis(delay_ms),
     )));
-    (port, harness)
+    (port, harness.lambda, harness.sink)
 }
 
 /// 200 span names, `"{prefix} 000"` on: requests of about 16 KB.
@@ -612,14 +558,8 @@ async fn a_full_buffer_gets_503_from_the_receiver_and_every_span_it_accepted_rea
     // requests of about 16 KB fill it within a few requests, and a send keeps its documents'
     // room until it settles. What the receiver answered 200 must all arrive; the rest is
     // refused with 503 (the SDK retries it), never accepted and then dropped.
-    let (
-        port,
-        Harness {
-            mut lambda, sink, ..
-        },
-    ) = small_buffer_receiver(200).await;
+    let (port, mut lambda, sink) = small_buffer_receiver(200).await;
     let names = span_names("GetItem");
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut accepted = Vec::new();
     let mut busy = 0;
     for round in 0..3 {
@@ -664,15 +604,9 @@ async fn while_the_function_runs_a_full_buffer_makes_requests_wait_for_room_not_
     // into a 64 KiB buffer, X-Ray answering each call after 50 ms. The invocation is held for
     // its runtimeDone, so a full buffer is sent at once; each request waits for the room that
     // send frees instead of getting a 503 (and its SDK a second's wait before the retry).
-    let (
-        port,
-        Harness {
-            mut lambda, sink, ..
-        },
-    ) = small_buffer_receiver(50).await;
+    let (port, mut lambda, sink) = small_buffer_receiver(50).await;
     let trace = TraceHeader::sampled();
     let names = span_names("PutItem");
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let burst = async {
         // Once the function is running.
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;

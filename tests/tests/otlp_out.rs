@@ -9,30 +9,17 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{EXTENSION, Harness, Options, counters, named, venv};
+use common::{
+    EXTENSION, Harness, Options, counters, invoke_traced, named, python_function, strings,
+};
 use serde_json::{Value, json};
-use xray_extension_tests::emulator::{FunctionSpec, InvocationStatus, Invoke};
+use xray_extension_tests::emulator::{InvocationStatus, Invoke};
 use xray_extension_tests::sink::traces::{MAX_REQUEST_BYTES, MAX_SPANS_PER_REQUEST, TracesCall};
 use xray_extension_tests::sink::{Fault, FaultPlan, Operation, SinkCall, XraySink};
 use xray_extension_tests::trace::TraceHeader;
 
-fn adot_function() -> FunctionSpec {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("functions/python_otel");
-    FunctionSpec::command([
-        venv().join("bin/python").into_os_string(),
-        "-m".into(),
-        "awslambdaric".into(),
-        "adot_app.handler".into(),
-    ])
-    .handler("adot_app.handler")
-    .env("PYTHONPATH", dir.to_string_lossy())
-}
-
-fn strings(v: &Value, key: &str) -> Vec<String> {
-    serde_json::from_value(v.get(key).cloned().unwrap_or(Value::Null)).unwrap_or_default()
-}
+/// The service name the ADOT function's spans carry.
+const ADOT_SERVICE: &str = "orders-otel";
 
 fn traces_calls(sink: &XraySink) -> Vec<SinkCall> {
     sink.calls()
@@ -43,27 +30,18 @@ fn traces_calls(sink: &XraySink) -> Vec<SinkCall> {
 
 async fn otlp_harness() -> Harness {
     Harness::start(Options {
-        function: Some(adot_function()),
+        function: Some(python_function("python_otel", "adot_app")),
         wrapper: true,
-        extension_env: vec![
-            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
-            ("XRAY_EXTENSION_SPAN_DESTINATION".into(), "otlp".into()),
-        ],
-        ..Options::default()
+        ..Options::strategy("end").env("XRAY_EXTENSION_SPAN_DESTINATION", "otlp")
     })
     .await
 }
 
 /// Invokes with `event` under a new sampled trace; checks every span the SDK made reached
-/// `/v1/traces` before the extension released the invocation, and none went as a `T1S`
-/// document. Returns the span ids.
-async fn invoke_sampled(h: &mut Harness, label: &str, event: Value) -> Vec<String> {
-    let trace = TraceHeader::sampled();
-    let inv = h
-        .lambda
-        .invoke(Invoke::new(event).traced(trace.clone()))
-        .await
-        .expect("invoke");
+/// `/v1/traces` from `service` before the extension released the invocation, and none went as a
+/// `T1S` document. Returns the span ids.
+async fn invoke_sampled(h: &mut Harness, label: &str, service: &str, event: Value) -> Vec<String> {
+    let (trace, inv) = invoke_traced(&mut h.lambda, event).await;
     assert_eq!(
         inv.status,
         InvocationStatus::Success,
@@ -83,7 +61,7 @@ async fn invoke_sampled(h: &mut Harness, label: &str, event: Value) -> Vec<Strin
     for id in &ids {
         let span = spans.iter().find(|s| &s.span_id == id);
         let span = span.unwrap_or_else(|| panic!("{label}: span {id} missing"));
-        assert_eq!(span.service_name.as_deref(), Some("orders-otel"), "{label}");
+        assert_eq!(span.service_name.as_deref(), Some(service), "{label}");
     }
     assert_eq!(spans.len(), ids.len(), "{label}: each span once");
     let handler = spans
@@ -112,9 +90,15 @@ fn t1s_documents(sink: &XraySink) -> usize {
 #[tokio::test]
 async fn sampled_adot_spans_go_whole_to_the_otlp_endpoint_signed_and_gzipped_before_release() {
     let mut h = otlp_harness().await;
-    invoke_sampled(&mut h, "cold", json!({"children": 2})).await;
+    invoke_sampled(&mut h, "cold", ADOT_SERVICE, json!({"children": 2})).await;
     // 2,000 spans: 200 datagrams of 10, all in the invocation's requests.
-    let ids = invoke_sampled(&mut h, "2,000 spans", json!({"children": 1999})).await;
+    let ids = invoke_sampled(
+        &mut h,
+        "2,000 spans",
+        ADOT_SERVICE,
+        json!({"children": 1999}),
+    )
+    .await;
     assert_eq!(ids.len(), 2000);
     let calls = traces_calls(&h.sink);
     assert!(!calls.is_empty());
@@ -190,7 +174,7 @@ async fn sampled_adot_spans_go_whole_to_the_otlp_endpoint_signed_and_gzipped_bef
 #[tokio::test]
 async fn injected_503s_at_the_otlp_endpoint_lose_nothing() {
     let mut h = otlp_harness().await;
-    invoke_sampled(&mut h, "warm-up", json!({"children": 1})).await;
+    invoke_sampled(&mut h, "warm-up", ADOT_SERVICE, json!({"children": 1})).await;
     h.sink.set_fault_plan(FaultPlan::from_fn(|i| {
         (i % 3 != 2).then(|| Fault::Status {
             status: 503,
@@ -198,7 +182,13 @@ async fn injected_503s_at_the_otlp_endpoint_lose_nothing() {
         })
     }));
     let before = traces_calls(&h.sink).len();
-    invoke_sampled(&mut h, "after two 503s", json!({"children": 30})).await;
+    invoke_sampled(
+        &mut h,
+        "after two 503s",
+        ADOT_SERVICE,
+        json!({"children": 30}),
+    )
+    .await;
     let refused = traces_calls(&h.sink)[before..]
         .iter()
         .filter(|c| c.status == 503)
@@ -209,30 +199,15 @@ async fn injected_503s_at_the_otlp_endpoint_lose_nothing() {
 #[tokio::test]
 async fn python_otlp_http_spans_go_to_the_otlp_endpoint_through_the_receiver() {
     let port = xray_extension_tests::net::free_tcp_port().expect("tcp port");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("functions/python_otel");
-    let function = FunctionSpec::command([
-        venv().join("bin/python").into_os_string(),
-        "-m".into(),
-        "awslambdaric".into(),
-        "http_app.handler".into(),
-    ])
-    .handler("http_app.handler")
-    .env("PYTHONPATH", dir.to_string_lossy())
-    .env(
+    let function = python_function("python_otel", "http_app").env(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         format!("http://127.0.0.1:{port}"),
     );
     let mut h = Harness::start(Options {
         function: Some(function),
-        extension_env: vec![
-            ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), "end".into()),
-            ("XRAY_EXTENSION_SPAN_DESTINATION".into(), "otlp".into()),
-            (
-                "XRAY_EXTENSION_OTLP_ADDRESS".into(),
-                format!("127.0.0.1:{port}"),
-            ),
-        ],
-        ..Options::default()
+        ..Options::strategy("end")
+            .env("XRAY_EXTENSION_SPAN_DESTINATION", "otlp")
+            .otlp_port(port)
     })
     .await;
     for (i, event) in [
@@ -242,35 +217,11 @@ async fn python_otlp_http_spans_go_to_the_otlp_endpoint_through_the_receiver() {
     .into_iter()
     .enumerate()
     {
-        let trace = TraceHeader::sampled();
-        let inv = h
-            .lambda
-            .invoke(Invoke::new(event).traced(trace.clone()))
-            .await
-            .expect("invoke");
-        assert_eq!(
-            inv.status,
-            InvocationStatus::Success,
-            "{i}: {:?}",
-            inv.error
-        );
-        let released = inv.extension_next(EXTENSION).expect("released");
-        let ids = strings(&inv.response_json().expect("json"), "span_ids");
-        assert!(!ids.is_empty());
-        let spans: Vec<_> = h
-            .sink
-            .spans()
-            .into_iter()
-            .filter(|s| s.trace_id == trace.root)
-            .collect();
-        for id in &ids {
-            assert!(
-                spans.iter().any(|s| &s.span_id == id),
-                "{i}: span {id} missing"
-            );
-        }
+        let label = format!("request {i}");
+        let ids = invoke_sampled(&mut h, &label, "orders-otlp-http", event).await;
+        assert!(!ids.is_empty(), "{label}");
         for call in traces_calls(&h.sink) {
-            assert!(call.at <= released && call.status == 200, "{i}");
+            assert_eq!(call.status, 200, "{label}");
         }
     }
     assert!(!traces_calls(&h.sink).is_empty());

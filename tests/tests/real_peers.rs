@@ -12,12 +12,11 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use aws_sdk_xray::config::{BehaviorVersion, Credentials, Region};
-use common::{EXTENSION, Harness, Moto, Options, sent_ids, venv};
+use common::{EXTENSION, Harness, Moto, Options, invoke_traced, python_sdk_function, sent_ids};
 use serde_json::{Value, json};
-use xray_extension_tests::emulator::{FunctionSpec, InvocationStatus, Invoke};
+use xray_extension_tests::emulator::{InvocationStatus, Invoke};
 use xray_extension_tests::trace::TraceHeader;
 
 fn xray_client(endpoint: &str) -> aws_sdk_xray::Client {
@@ -61,36 +60,19 @@ fn ids_named<'a>(docs: &'a [Value], name: &str) -> HashSet<&'a str> {
         .collect()
 }
 
-fn python_function() -> FunctionSpec {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("functions/python");
-    FunctionSpec::command([
-        venv().join("bin/python").into_os_string(),
-        "-m".into(),
-        "awslambdaric".into(),
-        "app.handler".into(),
-    ])
-    .handler("app.handler")
-    .env("PYTHONPATH", dir.to_string_lossy())
-    .env("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR")
-}
-
 #[tokio::test]
 async fn python_sdk_through_awslambdaric_into_moto() {
     let moto = Moto::start().await;
     let Harness { mut lambda, .. } = Harness::start(Options {
         xray_endpoint: Some(moto.endpoint.clone()),
-        function: Some(python_function()),
+        function: Some(python_sdk_function()),
         ..Options::default()
     })
     .await;
 
     let mut expected = Vec::new();
     for i in 0..3 {
-        let trace = TraceHeader::sampled();
-        let inv = lambda
-            .invoke(Invoke::new(json!({"n": i})).traced(trace.clone()))
-            .await
-            .expect("invoke");
+        let (trace, inv) = invoke_traced(&mut lambda, json!({"n": i})).await;
         assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
         let ids = sent_ids(&inv);
         assert_eq!(ids.len(), 2, "{:?}", inv.response_json());

@@ -7,18 +7,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{EXTENSION, Harness, Options, in_trace, named, sent_ids, venv, workspace_binary};
+use common::{
+    EXTENSION, Harness, Options, functions_dir, in_trace, invoke_traced, named,
+    python_sdk_function, sent_ids, workspace_binary,
+};
 use serde_json::json;
-use xray_extension_tests::emulator::{FunctionSpec, InvocationStatus, Invoke};
-use xray_extension_tests::trace::TraceHeader;
-
-fn functions_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("functions")
-        .join(name)
-}
+use xray_extension_tests::emulator::{FunctionSpec, InvocationStatus};
 
 /// Cold, two warm, an error, then shutdown; checks the sink after each step.
 async fn scenario(label: &str, options: Options) {
@@ -30,11 +24,7 @@ async fn scenario(label: &str, options: Options) {
     })
     .await;
     for i in 0..3 {
-        let trace = TraceHeader::sampled();
-        let inv = lambda
-            .invoke(Invoke::new(json!({"n": i})).traced(trace.clone()))
-            .await
-            .expect("invoke");
+        let (trace, inv) = invoke_traced(&mut lambda, json!({"n": i})).await;
         assert_eq!(
             inv.status,
             InvocationStatus::Success,
@@ -67,11 +57,7 @@ async fn scenario(label: &str, options: Options) {
             "{label} {i}: no SDK subsegment under {parent:?}"
         );
     }
-    let trace = TraceHeader::sampled();
-    let inv = lambda
-        .invoke(Invoke::new(json!({"error": true})).traced(trace.clone()))
-        .await
-        .expect("invoke");
+    let (trace, inv) = invoke_traced(&mut lambda, json!({"error": true})).await;
     assert_eq!(inv.status, InvocationStatus::Error, "{label}");
     let docs = sink.documents();
     let runtime = named(&docs, &trace.root, "Runtime");
@@ -88,42 +74,29 @@ async fn scenario(label: &str, options: Options) {
     assert!(ext.exited_before_deadline, "{label}");
 }
 
-/// The Python function, run by AWS's runtime interface client.
-fn python_function() -> FunctionSpec {
-    FunctionSpec::command([
-        venv().join("bin/python").into_os_string(),
-        "-m".into(),
-        "awslambdaric".into(),
-        "app.handler".into(),
-    ])
-    .handler("app.handler")
-    .env("PYTHONPATH", functions_dir("python").to_string_lossy())
-    .env("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR")
+/// The scenario with `function` started through the layer's wrapper script.
+async fn through_the_wrapper(label: &str, function: FunctionSpec) {
+    let options = Options {
+        function: Some(function),
+        wrapper: true,
+        ..Options::default()
+    };
+    scenario(label, options).await;
 }
 
 #[tokio::test]
 async fn python_awslambdaric_through_the_wrapper_script() {
-    let function = python_function();
-    scenario(
-        "python",
-        Options {
-            function: Some(function),
-            wrapper: true,
-            ..Options::default()
-        },
-    )
-    .await;
+    through_the_wrapper("python", python_sdk_function()).await;
 }
 
 /// The function's `XRAY_EXTENSION_UDP_ADDRESS` written with spaces: the extension reads it
 /// trimmed, and the wrapper takes the address the extension wrote, so both agree.
 #[tokio::test]
 async fn python_through_the_wrapper_agrees_with_the_extension_on_an_untidy_address() {
-    let function = python_function();
     scenario(
         "python, untidy address",
         Options {
-            function: Some(function),
+            function: Some(python_sdk_function()),
             wrapper: true,
             wrapper_address: Some("  127.0.0.1:{port} "),
             ..Options::default()
@@ -143,15 +116,7 @@ async fn node_with_aws_xray_sdk_core() {
         FunctionSpec::command(["node".into(), dir.join("bootstrap.js").into_os_string()])
             .handler("index.handler")
             .env("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR");
-    scenario(
-        "node",
-        Options {
-            function: Some(function),
-            wrapper: true,
-            ..Options::default()
-        },
-    )
-    .await;
+    through_the_wrapper("node", function).await;
 }
 
 #[tokio::test]

@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::{EXTENSION, Harness, Options, WAIT, counters, extension_log, sent_ids};
+use common::{
+    EXTENSION, Harness, Options, WAIT, counters, extension_log, invocation_started, sent_ids,
+};
 use serde_json::json;
 use xray_extension::fault;
 use xray_extension_tests::emulator::{Emulator, InvocationStatus, Invoke};
@@ -311,14 +313,7 @@ async fn a_panic_in_the_lifecycle_loop_during_a_held_invocation_releases_it() {
         .request_id(request_id.clone());
     // The marker arrives while the function runs: the INVOKE is held for its runtimeDone.
     let during = async {
-        observer
-            .wait_for_telemetry("platform.start", WAIT, |log| {
-                log.iter().any(|e| {
-                    e.event_type == "platform.start" && e.record["requestId"] == json!(request_id)
-                })
-            })
-            .await
-            .expect("the invocation started");
+        invocation_started(&observer, &request_id).await;
         send_datagrams(udp_port, &[marker()]).await;
         observer
             .wait_for_output(EXTENSION, "task stopped", WAIT)

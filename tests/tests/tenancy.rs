@@ -7,12 +7,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{EXTENSION, Harness, Options, extension_log, named, venv};
+use common::{
+    EXTENSION, Harness, Options, extension_log, invoke_traced, named, python_sdk_function,
+};
 use serde_json::{Value, json};
-use xray_extension_tests::emulator::{EmulatorError, FunctionSpec, Invoke};
+use xray_extension_tests::emulator::{EmulatorError, Invoke};
 use xray_extension_tests::trace::TraceHeader;
 
 fn json_logs() -> Vec<(String, String)> {
@@ -119,11 +120,7 @@ async fn without_tenant_isolation_no_tenant_id_anywhere() {
     ));
     let mut roots = Vec::new();
     for _ in 0..2 {
-        let trace = TraceHeader::sampled();
-        let inv = lambda
-            .invoke(Invoke::new(json!({"subsegments": 1})).traced(trace.clone()))
-            .await
-            .expect("invoke");
+        let (trace, inv) = invoke_traced(&mut lambda, json!({"subsegments": 1})).await;
         assert_eq!(inv.response_json().unwrap()["tenant_id"], Value::Null);
         roots.push(trace.root);
     }
@@ -169,20 +166,7 @@ async fn without_tenant_isolation_no_tenant_id_anywhere() {
 
 #[tokio::test]
 async fn awslambdaric_gets_the_tenant_and_its_invocation_is_annotated() {
-    let function = FunctionSpec::command([
-        venv().join("bin/python").into_os_string(),
-        "-m".into(),
-        "awslambdaric".into(),
-        "app.handler".into(),
-    ])
-    .handler("app.handler")
-    .env(
-        "PYTHONPATH",
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("functions/python")
-            .to_string_lossy(),
-    )
-    .env("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR");
+    let function = python_sdk_function();
     let Harness {
         mut lambda, sink, ..
     } = Harness::start(Options {

@@ -6,12 +6,13 @@
 
 mod common;
 
-use common::{EXTENSION, Harness, Options, WAIT, counters, extension_log, named, sent_ids};
+use common::{
+    EXTENSION, Harness, Options, WAIT, counters, extension_log, invoke_traced, named, sent_ids,
+};
 use serde_json::json;
 use xray_extension_tests::emulator::{
     InvocationStatus, Invoke, MANAGED_INSTANCES_GID, MANAGED_INSTANCES_UID,
 };
-use xray_extension_tests::trace::TraceHeader;
 
 /// `Uid:` and `Gid:` (real, effective, saved, filesystem) of process `pid`.
 fn ids_of(pid: &str) -> (String, String) {
@@ -48,12 +49,7 @@ async fn on_managed_instances_the_extension_works_as_user_993() {
     let mut ids = Vec::new();
     let mut roots = Vec::new();
     for _ in 0..3 {
-        let trace = TraceHeader::sampled();
-        let inv = harness
-            .lambda
-            .invoke(Invoke::new(json!({"subsegments": 2})).traced(trace.clone()))
-            .await
-            .expect("invoke");
+        let (trace, inv) = invoke_traced(&mut harness.lambda, json!({"subsegments": 2})).await;
         assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
         ids.extend(sent_ids(&inv));
         roots.push(trace.root);

@@ -2,9 +2,9 @@
 runtime interface client through the layer's wrapper script.
 
 Spans are exported as ADOT does in Lambda: `OTLPUdpSpanExporter` to AWS_XRAY_DAEMON_ADDRESS, a
-batch span processor of 10 spans, flushed before the handler returns. The handler span's parent
-is Lambda's `Parent` from _X_AMZN_TRACE_ID (the X-Ray propagator). The event chooses the sampled
-(`T1S`) or unsampled (`T1U`) exporter and how many child spans to make. The response carries
+batch span processor of 10 spans, flushed before the handler returns. The spans are those of
+`handler_spans`. The event chooses the sampled (`T1S`) or unsampled (`T1U`) exporter and how
+many child spans to make. The response carries
 every span id made and every datagram body sent, exactly as sent, so the test can compare them
 with what reached X-Ray.
 """
@@ -12,8 +12,7 @@ with what reached X-Ray.
 import os
 
 from amazon.opentelemetry.distro.otlp_udp_exporter import OTLPUdpSpanExporter
-from opentelemetry import trace
-from opentelemetry.propagators.aws import AwsXRayPropagator
+from handler_spans import make_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -46,24 +45,12 @@ def provider(sampled):
 PROVIDERS = {True: provider(True), False: provider(False)}
 
 
-def span_id(span):
-    return format(span.get_span_context().span_id, "016x")
-
-
 def handler(event, context):
     SENT.clear()
     sampled = not event.get("unsampled", False)
     p = PROVIDERS[sampled]
     tracer = p.get_tracer("orders.handler", "1.0")
-    parent = AwsXRayPropagator().extract({"X-Amzn-Trace-Id": os.environ.get("_X_AMZN_TRACE_ID", "")})
-    ids = []
-    with tracer.start_as_current_span("handler", context=parent, kind=trace.SpanKind.SERVER) as h:
-        ids.append(span_id(h))
-        for i in range(int(event.get("children", 2))):
-            with tracer.start_as_current_span("step-%d" % i) as s:
-                s.set_attribute("step", i)
-                ids.append(span_id(s))
-        trace_id = format(h.get_span_context().trace_id, "032x")
+    ids, trace_id = make_spans(tracer, event)
     p.force_flush()
     bodies = [d.split(b"\n", 1)[1].decode("ascii") for d in SENT]
     if event.get("error"):

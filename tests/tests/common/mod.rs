@@ -11,10 +11,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
-use xray_extension_tests::emulator::{Emulator, ExtensionSpec, FunctionSpec, Invocation};
+use serde_json::{Value, json};
+use xray_extension_tests::emulator::{
+    Emulator, ExtensionSpec, FunctionSpec, Invocation, Invoke, Observer,
+};
 use xray_extension_tests::net;
 use xray_extension_tests::sink::{ReceivedDocument, XraySink};
+use xray_extension_tests::trace::TraceHeader;
 
 pub use xray_extension_tests::extension_log::EXTENSION;
 /// Generous bound for waits on the sink.
@@ -107,6 +110,19 @@ impl Options {
             )],
             ..Options::default()
         }
+    }
+}
+
+impl Options {
+    /// These options with `key=value` added to the extension's variables.
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Options {
+        self.extension_env.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// These options with the extension's OTLP/HTTP receiver on `127.0.0.1:port`.
+    pub fn otlp_port(self, port: u16) -> Options {
+        self.env("XRAY_EXTENSION_OTLP_ADDRESS", format!("127.0.0.1:{port}"))
     }
 }
 
@@ -222,6 +238,56 @@ impl Harness {
     }
 }
 
+/// Invokes the function with `event` under a new sampled trace header: the header and the
+/// invocation.
+pub async fn invoke_traced(lambda: &mut Emulator, event: Value) -> (TraceHeader, Invocation) {
+    let trace = TraceHeader::sampled();
+    let inv = lambda
+        .invoke(Invoke::new(event).traced(trace.clone()))
+        .await
+        .expect("invoke");
+    (trace, inv)
+}
+
+/// Returns once the platform reports that the invocation `request_id` started.
+pub async fn invocation_started(observer: &Observer, request_id: &str) {
+    observer
+        .wait_for_telemetry("platform.start", WAIT, |log| {
+            log.iter().any(|e| {
+                e.event_type == "platform.start" && e.record["requestId"] == json!(request_id)
+            })
+        })
+        .await
+        .expect("the invocation started");
+}
+
+/// The test functions of `tests/functions/<name>`.
+pub fn functions_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("functions")
+        .join(name)
+}
+
+/// A Python function of `tests/functions/<dir>` run by AWS's runtime interface client, its
+/// handler `<module>.handler`.
+pub fn python_function(dir: &str, module: &str) -> FunctionSpec {
+    let handler = format!("{module}.handler");
+    FunctionSpec::command([
+        venv().join("bin/python").into_os_string(),
+        "-m".into(),
+        "awslambdaric".into(),
+        handler.clone().into(),
+    ])
+    .handler(handler)
+    .env("PYTHONPATH", functions_dir(dir).to_string_lossy())
+}
+
+/// The X-Ray SDK function of `tests/functions/python`, run by AWS's runtime interface client; a
+/// missing trace context is logged, not raised.
+pub fn python_sdk_function() -> FunctionSpec {
+    python_function("python", "app").env("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR")
+}
+
 /// The ids the sample function reports it sent.
 pub fn sent_ids(inv: &Invocation) -> Vec<String> {
     inv.response_json()
@@ -255,6 +321,11 @@ pub fn extension_log(lambda: &Emulator) -> Vec<String> {
 /// The extension's shutdown counters.
 pub fn counters(lambda: &Emulator) -> Option<std::collections::HashMap<String, u64>> {
     xray_extension_tests::extension_log::counters(lambda)
+}
+
+/// A field of a JSON document as a list of strings (empty when it is not one).
+pub fn strings(v: &Value, key: &str) -> Vec<String> {
+    serde_json::from_value(v.get(key).cloned().unwrap_or(Value::Null)).unwrap_or_default()
 }
 
 /// A field of a JSON document as f64.

@@ -1,0 +1,30 @@
+"""The spans both OpenTelemetry test functions make in their handler: a SERVER span whose parent
+is Lambda's `Parent` from _X_AMZN_TRACE_ID (the X-Ray propagator), so the spans join the
+invocation's trace, and the event's `children` child spans under it (2 unless asked)."""
+
+import os
+
+from opentelemetry import trace
+from opentelemetry.propagators.aws import AwsXRayPropagator
+
+
+def span_id(span):
+    return format(span.get_span_context().span_id, "016x")
+
+
+def make_spans(tracer, event, padded=False):
+    """Makes the spans; with `padded`, each child carries a `padding` attribute of the event's
+    `padding` bytes (none unless asked). Returns the span ids, the handler's first, and the trace
+    id."""
+    parent = AwsXRayPropagator().extract({"X-Amzn-Trace-Id": os.environ.get("_X_AMZN_TRACE_ID", "")})
+    ids = []
+    with tracer.start_as_current_span("handler", context=parent, kind=trace.SpanKind.SERVER) as h:
+        ids.append(span_id(h))
+        for i in range(int(event.get("children", 2))):
+            with tracer.start_as_current_span("step-%d" % i) as s:
+                s.set_attribute("step", i)
+                if padded:
+                    s.set_attribute("padding", "x" * int(event.get("padding", 0)))
+                ids.append(span_id(s))
+        trace_id = format(h.get_span_context().trace_id, "032x")
+    return ids, trace_id

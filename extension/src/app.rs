@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use crate::attempt::{Arrival, Attempts, Kind};
 use crate::config::{Config, SpanDestination};
 use crate::document::Document;
 use crate::enrich::{self, Enricher};
@@ -36,7 +37,7 @@ use crate::ingest::udp::Ingested;
 use crate::lambda::api::Telemetry;
 use crate::lambda::events::{self, NextEvent};
 use crate::lambda::telemetry::{EpochSeconds, Event, Record, TenantId};
-use crate::lifecycle::{Action, FlushPoints, Input, InvokeKey, Settings};
+use crate::lifecycle::{Action, FlushPoints, Input, Settings};
 use crate::metrics::{self, Metrics};
 use crate::supervisor::{self, Ending, Task};
 use crate::trace::TraceHeader;
@@ -106,6 +107,9 @@ pub struct Inputs {
 
 struct App {
     machine: FlushPoints,
+    /// Which attempt each INVOKE and invocation record belongs to: asked once per event, the
+    /// answer given to both the machine and the enricher.
+    attempts: Attempts,
     /// The machine's settings, for a fresh one after a panic or once telemetry is gone.
     settings: Settings,
     /// The SHUTDOWN's deadline once one arrived, for a fresh machine.
@@ -153,6 +157,7 @@ pub async fn run(setup: Setup, inputs: Inputs) {
     };
     let mut app = App {
         machine: FlushPoints::new(settings),
+        attempts: Attempts::new(),
         settings,
         shutdown_deadline: None,
         panics: 0,
@@ -294,6 +299,7 @@ impl App {
     /// shutdown under way starts again in it.
     fn restart_machine(&mut self) {
         self.machine = FlushPoints::new(self.settings);
+        self.attempts = Attempts::new();
         for (_, done) in self.held.drain(..) {
             let _ = done.send(());
         }
@@ -350,8 +356,21 @@ impl App {
         let LifecycleEvent { next, done } = event;
         match next {
             NextEvent::Invoke(invoke) => {
-                // Without a deadline nothing bounds a hold: it is not held.
+                // The one wall-clock read for this INVOKE: its attempt, its deadline and the
+                // enricher's arrival time all come from it.
                 let epoch = epoch_now();
+                let received_at = EpochSeconds(epoch.as_secs_f64());
+                let trace = invoke
+                    .trace_header
+                    .as_deref()
+                    .and_then(|h| TraceHeader::parse(h).ok());
+                let placed = self.attempts.place(Arrival {
+                    kind: Kind::Invoke,
+                    request_id: &invoke.request_id,
+                    root: trace.map(|t| t.root),
+                    at: received_at,
+                });
+                // Without a deadline nothing bounds a hold: it is not held.
                 let deadline_ms = invoke
                     .deadline_ms
                     .unwrap_or_else(|| u64::try_from(epoch.as_millis()).unwrap_or(u64::MAX));
@@ -359,13 +378,15 @@ impl App {
                     .deadline_ms
                     .map(|ms| deadline_instant(ms, now, epoch));
                 debug!(requestId = %invoke.request_id, tenantId = self.tenant_id(), "INVOKE");
-                self.enrich_invoke(&invoke, deadline_ms);
+                self.enrich_invoke(&invoke, trace, deadline_ms, received_at);
                 self.next_seq += 1;
                 let seq = self.next_seq;
                 self.held.push((seq, done));
                 self.feed(Input::Invoke {
                     seq,
-                    key: InvokeKey::new(invoke.request_id, Some(EpochSeconds(epoch.as_secs_f64()))),
+                    attempt: placed.id,
+                    request_id: invoke.request_id,
+                    runtime_done: placed.had_runtime_done,
                     deadline,
                 });
             }
@@ -396,14 +417,16 @@ impl App {
         }
     }
 
-    fn enrich_invoke(&mut self, invoke: &events::Invoke, deadline_ms: u64) {
+    fn enrich_invoke(
+        &mut self,
+        invoke: &events::Invoke,
+        trace: Option<TraceHeader>,
+        deadline_ms: u64,
+        received_at: EpochSeconds,
+    ) {
         let Some(enricher) = self.enricher.as_mut() else {
             return;
         };
-        let trace = invoke
-            .trace_header
-            .as_deref()
-            .and_then(|h| TraceHeader::parse(h).ok());
         #[expect(
             clippy::cast_precision_loss,
             reason = "epoch milliseconds fit f64's 53 bits"
@@ -413,7 +436,7 @@ impl App {
             request_id: invoke.request_id.clone(),
             trace,
             deadline,
-            received_at: epoch_seconds_now(),
+            received_at,
         });
         self.enqueue_generated(docs);
     }
@@ -472,13 +495,14 @@ impl App {
             self.enqueue_generated(docs);
         }
         for event in events {
+            let Some(arrival) = Arrival::of_record(&event.record, event.time) else {
+                continue;
+            };
+            let placed = self.attempts.place(arrival);
             if let Record::RuntimeDone(done) = &event.record {
                 let tenant = done.tenant_id.as_ref().map(TenantId::as_str);
                 debug!(requestId = %done.request_id, tenantId = tenant.or(self.tenant_id()), status = ?done.status, "platform.runtimeDone");
-                self.feed(Input::RuntimeDone(InvokeKey::new(
-                    done.request_id.clone(),
-                    Some(event.time),
-                )));
+                self.feed(Input::RuntimeDone(placed.id));
             }
         }
         if !self

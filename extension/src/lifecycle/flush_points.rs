@@ -1,17 +1,13 @@
 //! The flush-point state machine (see the module documentation).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::io::{Action, Input, InvokeKey};
+use super::io::{Action, Input};
+use crate::attempt::AttemptId;
 use crate::export::exporter::ExportView;
 use crate::export::policy::{AtInvoke, BufferState, Policy, PolicyConfig, Strategy};
-
-/// runtimeDone records remembered for an INVOKE not handled yet, and keys remembered as
-/// finished or owed (released without their runtimeDone), each.
-pub const RECENT_RUNTIME_DONE: usize = 16;
 
 /// What the machine is configured with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +43,8 @@ enum Stage {
 enum Point {
     Invoke {
         seq: u64,
-        key: InvokeKey,
+        attempt: AttemptId,
+        request_id: String,
         stage: Stage,
         deadline: Instant,
         flush_deadline: Option<Instant>,
@@ -63,27 +60,22 @@ enum Point {
     },
 }
 
+/// An INVOKE as [`FlushPoints::on_invoke`] takes it.
+struct Invoke {
+    seq: u64,
+    attempt: AttemptId,
+    request_id: String,
+    runtime_done: bool,
+}
+
 /// The state machine.
 #[derive(Debug, Clone)]
 pub struct FlushPoints {
     settings: Settings,
     policy: Policy,
     point: Option<Point>,
-    /// runtimeDone records not matched yet (they may come before their INVOKE).
-    early: VecDeque<InvokeKey>,
-    /// INVOKEs whose runtimeDone was consumed: a second copy is a duplicate.
-    finished: VecDeque<InvokeKey>,
-    /// INVOKEs released without their runtimeDone: a late one is theirs.
-    owed: VecDeque<InvokeKey>,
     degraded: bool,
     exited: bool,
-}
-
-fn push_bounded(ring: &mut VecDeque<InvokeKey>, key: InvokeKey) {
-    if ring.len() == RECENT_RUNTIME_DONE {
-        ring.pop_front();
-    }
-    ring.push_back(key);
 }
 
 impl FlushPoints {
@@ -93,9 +85,6 @@ impl FlushPoints {
             policy: Policy::new(settings.policy),
             settings,
             point: None,
-            early: VecDeque::new(),
-            finished: VecDeque::new(),
-            owed: VecDeque::new(),
             degraded: false,
             exited: false,
         }
@@ -158,14 +147,26 @@ impl FlushPoints {
             return actions;
         }
         match input {
-            Input::Invoke { seq, key, deadline } => {
-                self.on_invoke(seq, key, deadline, now, export, &mut actions);
+            Input::Invoke {
+                seq,
+                attempt,
+                request_id,
+                runtime_done,
+                deadline,
+            } => {
+                let invoke = Invoke {
+                    seq,
+                    attempt,
+                    request_id,
+                    runtime_done,
+                };
+                self.on_invoke(invoke, deadline, now, export, &mut actions);
             }
             Input::Shutdown {
                 deadline,
                 awaiting_report,
             } => self.on_shutdown(deadline, awaiting_report, now, &mut actions),
-            Input::RuntimeDone(key) => self.on_runtime_done(key, now, &mut actions),
+            Input::RuntimeDone(attempt) => self.on_runtime_done(attempt, now, &mut actions),
             Input::ReportArrived => {
                 if matches!(
                     self.point,
@@ -262,13 +263,18 @@ impl FlushPoints {
 
     fn on_invoke(
         &mut self,
-        seq: u64,
-        key: InvokeKey,
+        invoke: Invoke,
         deadline: Option<Instant>,
         now: Instant,
         export: ExportView,
         actions: &mut Vec<Action>,
     ) {
+        let Invoke {
+            seq,
+            attempt,
+            request_id,
+            runtime_done,
+        } = invoke;
         match self.point {
             Some(Point::Shutdown { .. }) => {
                 // Never hold during a shutdown.
@@ -307,7 +313,8 @@ impl FlushPoints {
             // No runtimeDone will come: flush what earlier invocations left, then answer.
             self.point = Some(Point::Invoke {
                 seq,
-                key,
+                attempt,
+                request_id,
                 stage: Stage::Flushing,
                 deadline,
                 flush_deadline: Some(self.flush_deadline(now, deadline)),
@@ -317,21 +324,18 @@ impl FlushPoints {
             self.continue_flushing(now, export, actions);
             return;
         }
-        let early = self.early.iter().position(|done| key.admits(done));
         self.point = Some(Point::Invoke {
             seq,
-            key,
+            attempt,
+            request_id,
             stage: Stage::AwaitRuntimeDone,
             deadline,
             flush_deadline: None,
             runtime_done_at: None,
             own_send: false,
         });
-        if let Some(i) = early {
+        if runtime_done {
             // Its runtimeDone came first.
-            if let Some(done) = self.early.remove(i) {
-                push_bounded(&mut self.finished, done);
-            }
             self.begin_drain(now, actions);
         }
     }
@@ -366,36 +370,25 @@ impl FlushPoints {
         }
     }
 
-    fn on_runtime_done(&mut self, key: InvokeKey, now: Instant, actions: &mut Vec<Action>) {
+    fn on_runtime_done(&mut self, attempt: AttemptId, now: Instant, actions: &mut Vec<Action>) {
         if self.degraded {
             self.degraded = false;
             actions.push(Action::GuardCleared);
         }
-        if let Some(Point::Invoke {
-            key: current,
-            stage,
-            ..
-        }) = &self.point
-            && current.admits(&key)
-        {
-            if *stage == Stage::AwaitRuntimeDone {
-                push_bounded(&mut self.finished, key);
-                self.begin_drain(now, actions);
-            }
-            // Else a second copy for the invocation under way: nothing to do.
-            return;
+        // Only the held invocation's own runtimeDone moves it on; another attempt's (a copy, a
+        // late one of an invocation released without it, one before its INVOKE) changes
+        // nothing here.
+        let held = matches!(
+            &self.point,
+            Some(Point::Invoke {
+                attempt: current,
+                stage: Stage::AwaitRuntimeDone,
+                ..
+            }) if *current == attempt
+        );
+        if held {
+            self.begin_drain(now, actions);
         }
-        if let Some(i) = self.finished.iter().position(|k| *k == key) {
-            // A duplicate of one already consumed.
-            self.finished.remove(i);
-            return;
-        }
-        if let Some(i) = self.owed.iter().position(|k| k.admits(&key)) {
-            // The late runtimeDone of an invocation released without it.
-            self.owed.remove(i);
-            return;
-        }
-        push_bounded(&mut self.early, key);
     }
 
     fn begin_drain(&mut self, now: Instant, actions: &mut Vec<Action>) {
@@ -478,7 +471,7 @@ impl FlushPoints {
         match &self.point {
             Some(Point::Invoke {
                 stage: Stage::AwaitRuntimeDone,
-                key,
+                request_id,
                 ..
             }) => {
                 // The deadline came without runtimeDone: Lambda is timing the invocation out.
@@ -486,7 +479,7 @@ impl FlushPoints {
                 if !self.degraded {
                     self.degraded = true;
                     actions.push(Action::GuardTripped {
-                        request_id: key.request_id.clone(),
+                        request_id: request_id.clone(),
                     });
                 }
                 self.send_unless_busy(now + self.settings.flush_timeout, now, export, actions);
@@ -521,16 +514,10 @@ impl FlushPoints {
     fn finish_invoke(&mut self, now: Instant, actions: &mut Vec<Action>) {
         if let Some(Point::Invoke {
             seq,
-            key,
-            stage,
             runtime_done_at,
             ..
         }) = self.point.take()
         {
-            if stage == Stage::AwaitRuntimeDone {
-                // Released without its runtimeDone: a late one is this invocation's.
-                push_bounded(&mut self.owed, key);
-            }
             actions.push(Action::Release(seq));
             if let Some(from) = runtime_done_at {
                 actions.push(Action::PostRuntime(now.saturating_duration_since(from)));

@@ -1,48 +1,11 @@
-//! What goes into the flush-point machine and what comes out: the INVOKE keys, the inputs and
-//! the actions (the view of the exporter is the exporter's: [`crate::export::exporter::ExportView`]).
+//! What goes into the flush-point machine and what comes out: the inputs and the actions (the
+//! view of the exporter is the exporter's: [`crate::export::exporter::ExportView`]).
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::lambda::telemetry::EpochSeconds;
-
-/// How much earlier than its INVOKE reached us a runtimeDone may say it happened and still be
-/// that INVOKE's (both clocks are the host's wall clock; Lambda retries an asynchronous event
-/// a minute or more after the previous attempt).
-pub const ATTEMPT_SEPARATION: Duration = Duration::from_secs(1);
-
-/// One INVOKE, or the invocation a runtimeDone speaks of: the request id and a wall-clock time
-/// (the INVOKE's arrival, the runtimeDone's `time`). Lambda's asynchronous retries reuse the
-/// request id, so the time tells the attempts apart: a runtimeDone from before an INVOKE
-/// arrived belongs to an earlier attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InvokeKey {
-    /// `requestId`.
-    pub request_id: String,
-    /// Epoch seconds, when known.
-    pub at: Option<EpochSeconds>,
-}
-
-impl InvokeKey {
-    /// A key from a request id and a wall-clock time in epoch seconds.
-    pub fn new(request_id: impl Into<String>, at: Option<EpochSeconds>) -> Self {
-        Self {
-            request_id: request_id.into(),
-            at: at.filter(|t| t.0.is_finite()),
-        }
-    }
-
-    /// Whether the runtimeDone keyed `done` may belong to this INVOKE: same request id, and
-    /// not from before this INVOKE arrived (when both times are known).
-    pub(super) fn admits(&self, done: &InvokeKey) -> bool {
-        self.request_id == done.request_id
-            && match (self.at, done.at) {
-                (Some(invoke), Some(done)) => done.0 + ATTEMPT_SEPARATION.as_secs_f64() >= invoke.0,
-                _ => true,
-            }
-    }
-}
+use crate::attempt::AttemptId;
 
 /// Something that happened.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,8 +14,12 @@ pub enum Input {
     Invoke {
         /// The shell's handle.
         seq: u64,
-        /// Its identity.
-        key: InvokeKey,
+        /// Its attempt ([`crate::attempt`]).
+        attempt: AttemptId,
+        /// Its request id, for the log.
+        request_id: String,
+        /// Its attempt's runtimeDone arrived before it.
+        runtime_done: bool,
         /// The invocation's deadline; without one it is never held.
         deadline: Option<Instant>,
     },
@@ -63,8 +30,8 @@ pub enum Input {
         /// Whether the enrichment still waits for a `platform.report`.
         awaiting_report: bool,
     },
-    /// A `platform.runtimeDone` reached us.
-    RuntimeDone(InvokeKey),
+    /// A `platform.runtimeDone` of this attempt reached us.
+    RuntimeDone(AttemptId),
     /// The enrichment no longer waits for a `platform.report`.
     ReportArrived,
     /// The UDP socket has been drained as asked (or cannot be).

@@ -6,22 +6,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
+use crate::attempt::AttemptId;
 use crate::export::exporter::ExportView;
 use crate::export::policy::{PolicyConfig, Strategy};
-use crate::lambda::telemetry::EpochSeconds;
 
 const FLUSH_TIMEOUT: u64 = 500;
 const MARGIN: u64 = 200;
 const REPORT_WAIT: u64 = 150;
 const DEADLINE_MARGIN: u64 = 200;
-/// Wall-clock times (epoch seconds) of a first attempt and of its asynchronous retry.
-const T1: Option<f64> = Some(1_795_605_000.0);
-const T2: Option<f64> = Some(1_795_605_060.0);
-
-fn later(t: Option<f64>, seconds: f64) -> Option<f64> {
-    t.map(|t| t + seconds)
-}
-
 fn settings(strategy: Strategy, telemetry: bool) -> Settings {
     Settings {
         flush_timeout: Duration::from_millis(FLUSH_TIMEOUT),
@@ -95,16 +87,18 @@ impl Run {
     }
 }
 
-fn invoke(run: &Run, seq: u64, request_id: &str, at: Option<f64>, deadline_ms: u64) -> Input {
+fn invoke(run: &Run, seq: u64, request_id: &str, attempt: u64, deadline_ms: u64) -> Input {
     Input::Invoke {
         seq,
-        key: InvokeKey::new(request_id, at.map(EpochSeconds)),
+        attempt: AttemptId::from_u64(attempt),
+        request_id: request_id.into(),
+        runtime_done: false,
         deadline: Some(run.t(deadline_ms)),
     }
 }
 
-fn done(request_id: &str, at: Option<f64>) -> Input {
-    Input::RuntimeDone(InvokeKey::new(request_id, at.map(EpochSeconds)))
+fn done(attempt: u64) -> Input {
+    Input::RuntimeDone(AttemptId::from_u64(attempt))
 }
 
 fn send(run: &Run, ms: u64) -> Action {
@@ -120,11 +114,11 @@ fn post(ms: u64) -> Action {
 #[test]
 fn end_holds_until_runtime_done_drains_sends_one_round_then_releases() {
     let mut run = Run::new(Strategy::End, true);
-    let i = invoke(&run, 1, "r1", T1, 3_000);
+    let i = invoke(&run, 1, "r1", 1, 3_000);
     let send_until = send(&run, 100 + FLUSH_TIMEOUT);
     run.script(&[
         (0, i, EMPTY, vec![]),
-        (100, done("r1", later(T1, 0.1)), QUEUED, vec![Action::Drain]),
+        (100, done(1), QUEUED, vec![Action::Drain]),
         (105, Input::Drained, QUEUED, vec![send_until]),
         (
             150,
@@ -140,21 +134,27 @@ fn end_holds_until_runtime_done_drains_sends_one_round_then_releases() {
 #[test]
 fn nothing_to_send_releases_at_the_drain() {
     let mut run = Run::new(Strategy::End, true);
-    let i = invoke(&run, 1, "r1", None, 3_000);
+    let i = invoke(&run, 1, "r1", 1, 3_000);
     run.script(&[
         (0, i, EMPTY, vec![]),
-        (10, done("r1", None), EMPTY, vec![Action::Drain]),
+        (10, done(1), EMPTY, vec![Action::Drain]),
         (12, Input::Drained, EMPTY, vec![Action::Release(1), post(2)]),
     ]);
 }
 
 #[test]
-fn runtime_done_before_its_invoke_is_remembered() {
+fn an_invoke_whose_runtime_done_came_first_is_not_held_for_it() {
     let mut run = Run::new(Strategy::End, true);
-    // Its record time may even read a little earlier than our clock at the INVOKE.
-    let i = invoke(&run, 1, "r1", later(T1, 0.3), 3_000);
+    // The attempt module says its runtimeDone arrived before it.
+    let i = Input::Invoke {
+        seq: 1,
+        attempt: AttemptId::from_u64(1),
+        request_id: "r1".into(),
+        runtime_done: true,
+        deadline: Some(run.t(3_000)),
+    };
     run.script(&[
-        (0, done("r1", later(T1, 0.2)), EMPTY, vec![]),
+        (0, done(1), EMPTY, vec![]),
         (1, i, EMPTY, vec![Action::Drain]),
         (2, Input::Drained, EMPTY, vec![Action::Release(1), post(1)]),
     ]);
@@ -163,25 +163,19 @@ fn runtime_done_before_its_invoke_is_remembered() {
 #[test]
 fn a_second_runtime_done_neither_releases_early_nor_the_next_attempt() {
     let mut run = Run::new(Strategy::End, true);
-    let first = invoke(&run, 1, "r1", T1, 3_000);
+    let first = invoke(&run, 1, "r1", 1, 3_000);
     // An async retry: the same request id, a minute later.
-    let retry = invoke(&run, 2, "r1", T2, 6_000);
-    let first_done = later(T1, 0.01);
+    let retry = invoke(&run, 2, "r1", 2, 6_000);
     run.script(&[
         (0, first, EMPTY, vec![]),
-        (10, done("r1", first_done), QUEUED, vec![Action::Drain]),
+        (10, done(1), QUEUED, vec![Action::Drain]),
         // The copy while draining changes nothing.
-        (11, done("r1", first_done), QUEUED, vec![]),
+        (11, done(1), QUEUED, vec![]),
         (12, Input::Drained, EMPTY, vec![Action::Release(1), post(2)]),
         // Another copy after the release is a duplicate, not the retry's.
-        (20, done("r1", first_done), EMPTY, vec![]),
+        (20, done(1), EMPTY, vec![]),
         (3_000, retry, EMPTY, vec![]),
-        (
-            3_050,
-            done("r1", later(T2, 0.05)),
-            EMPTY,
-            vec![Action::Drain],
-        ),
+        (3_050, done(2), EMPTY, vec![Action::Drain]),
     ]);
 }
 
@@ -190,8 +184,8 @@ fn another_attempts_runtime_done_never_releases_this_one() {
     // Attempt 1 is released by its deadline; copies of its runtimeDone arrive late, one during
     // attempt 2 (same request id, a minute later), and must not release attempt 2.
     let mut run = Run::new(Strategy::End, true);
-    let attempt1 = invoke(&run, 1, "r1", T1, 1_000);
-    let attempt2 = invoke(&run, 2, "r1", T2, 5_000);
+    let attempt1 = invoke(&run, 1, "r1", 1, 1_000);
+    let attempt2 = invoke(&run, 2, "r1", 2, 5_000);
     run.script(&[
         (0, attempt1, EMPTY, vec![]),
         (
@@ -206,41 +200,32 @@ fn another_attempts_runtime_done_never_releases_this_one() {
             ],
         ),
         // The late runtimeDone proves telemetry healthy again: holding resumes.
-        (
-            2_000,
-            done("r1", later(T1, 0.9)),
-            EMPTY,
-            vec![Action::GuardCleared],
-        ),
+        (2_000, done(1), EMPTY, vec![Action::GuardCleared]),
         (2_100, attempt2, EMPTY, vec![]),
-        (2_200, done("r1", later(T1, 0.9)), EMPTY, vec![]),
-        (
-            2_300,
-            done("r1", later(T2, 0.2)),
-            EMPTY,
-            vec![Action::Drain],
-        ),
+        (2_200, done(1), EMPTY, vec![]),
+        (2_300, done(2), EMPTY, vec![Action::Drain]),
     ]);
 }
 
 #[test]
 fn an_early_runtime_done_of_another_attempt_is_not_taken() {
     let mut run = Run::new(Strategy::End, true);
-    let attempt2 = invoke(&run, 2, "r1", T2, 5_000);
+    let attempt2 = invoke(&run, 2, "r1", 2, 5_000);
+    // Attempt 1's runtimeDone, placed on attempt 1 before attempt 2's INVOKE arrived.
     run.script(&[
-        (0, done("r1", later(T1, 0.5)), EMPTY, vec![]),
+        (0, done(1), EMPTY, vec![]),
         (10, attempt2, EMPTY, vec![]),
-        (20, done("r1", later(T2, 0.01)), EMPTY, vec![Action::Drain]),
+        (20, done(2), EMPTY, vec![Action::Drain]),
     ]);
 }
 
 #[test]
 fn a_lost_runtime_done_stops_holding_until_telemetry_is_healthy() {
     let mut run = Run::new(Strategy::End, true);
-    let first = invoke(&run, 1, "r1", None, 1_000);
-    let second = invoke(&run, 2, "r2", None, 3_000);
-    let third = invoke(&run, 3, "r3", None, 5_000);
-    let fourth = invoke(&run, 4, "r4", None, 7_000);
+    let first = invoke(&run, 1, "r1", 1, 1_000);
+    let second = invoke(&run, 2, "r2", 2, 3_000);
+    let third = invoke(&run, 3, "r3", 3, 5_000);
+    let fourth = invoke(&run, 4, "r4", 4, 7_000);
     run.script(&[
         (0, first, QUEUED, vec![]),
         // Released before the deadline (Lambda would time the invocation out and reset the
@@ -266,7 +251,7 @@ fn a_lost_runtime_done_stops_holding_until_telemetry_is_healthy() {
         ),
         (2_500, third, EMPTY, vec![Action::Release(3)]),
         // Telemetry is back (r3's runtimeDone): the next INVOKE is held again.
-        (2_600, done("r3", None), EMPTY, vec![Action::GuardCleared]),
+        (2_600, done(3), EMPTY, vec![Action::GuardCleared]),
         (6_000, fourth, EMPTY, vec![]),
     ]);
     assert!(!run.machine.is_degraded());
@@ -277,7 +262,7 @@ fn a_lost_runtime_done_stops_holding_until_telemetry_is_healthy() {
 fn degraded_mode_sends_on_the_idle_timer() {
     let mut run = Run::new(Strategy::End, true);
     assert!(!run.machine.idle_sends());
-    let first = invoke(&run, 1, "r1", None, 1_000);
+    let first = invoke(&run, 1, "r1", 1, 1_000);
     run.on(0, first, EMPTY);
     run.on(1_000, Input::Wake, EMPTY);
     assert!(run.machine.idle_sends());
@@ -288,7 +273,7 @@ fn degraded_mode_sends_on_the_idle_timer() {
 #[test]
 fn shutdown_during_a_hold_releases_it_and_flushes_until_empty() {
     let mut run = Run::new(Strategy::End, true);
-    let i = invoke(&run, 1, "r1", None, 3_000);
+    let i = invoke(&run, 1, "r1", 1, 3_000);
     let shutdown = Input::Shutdown {
         deadline: run.t(2_100),
         awaiting_report: false,
@@ -310,7 +295,7 @@ fn shutdown_during_a_hold_releases_it_and_flushes_until_empty() {
     ]);
     assert!(run.machine.has_exited());
     // A late INVOKE is never held.
-    let late = invoke(&run, 2, "r2", None, 9_000);
+    let late = invoke(&run, 2, "r2", 2, 9_000);
     assert_eq!(run.on(300, late, EMPTY), vec![Action::Release(2)]);
 }
 
@@ -354,12 +339,12 @@ fn the_report_ends_the_wait_at_shutdown() {
 #[test]
 fn a_send_in_flight_at_every_stage() {
     let mut run = Run::new(Strategy::End, true);
-    let i = invoke(&run, 1, "r1", None, 3_000);
+    let i = invoke(&run, 1, "r1", 1, 3_000);
     run.script(&[
         // A background send is in flight at the INVOKE: nothing starts.
         (0, i, FLYING_QUEUED, vec![]),
         // ... at runtimeDone: drain anyway.
-        (100, done("r1", None), FLYING_QUEUED, vec![Action::Drain]),
+        (100, done(1), FLYING_QUEUED, vec![Action::Drain]),
         // ... after the drain: wait it out.
         (105, Input::Drained, FLYING_QUEUED, vec![]),
         // It settles: our own round.
@@ -384,10 +369,10 @@ fn a_send_in_flight_at_every_stage() {
 #[test]
 fn the_flush_timeout_bounds_a_drain_that_never_ends() {
     let mut run = Run::new(Strategy::End, true);
-    let i = invoke(&run, 1, "r1", None, 3_000);
+    let i = invoke(&run, 1, "r1", 1, 3_000);
     run.script(&[
         (0, i, EMPTY, vec![]),
-        (100, done("r1", None), EMPTY, vec![Action::Drain]),
+        (100, done(1), EMPTY, vec![Action::Drain]),
         (
             100 + FLUSH_TIMEOUT,
             Input::Wake,
@@ -400,10 +385,10 @@ fn the_flush_timeout_bounds_a_drain_that_never_ends() {
 #[test]
 fn the_invocation_deadline_caps_the_flush() {
     let mut run = Run::new(Strategy::End, true);
-    let i = invoke(&run, 1, "r1", None, 300);
+    let i = invoke(&run, 1, "r1", 1, 300);
     run.script(&[
         (0, i, QUEUED, vec![]),
-        (100, done("r1", None), QUEUED, vec![Action::Drain]),
+        (100, done(1), QUEUED, vec![Action::Drain]),
         (101, Input::Drained, QUEUED, vec![send(&run, 300)]),
     ]);
     assert_eq!(run.machine.wake_at(), Some(run.t(300)));
@@ -413,21 +398,21 @@ fn the_invocation_deadline_caps_the_flush() {
 fn without_telemetry_end_flushes_what_is_left_then_releases() {
     let mut run = Run::new(Strategy::End, false);
     assert!(run.machine.idle_sends());
-    let i = invoke(&run, 1, "r1", None, 3_000);
+    let i = invoke(&run, 1, "r1", 1, 3_000);
     run.script(&[
         (0, i, QUEUED, vec![send(&run, FLUSH_TIMEOUT)]),
         (40, Input::SendDone, EMPTY, vec![Action::Release(1)]),
     ]);
-    let i = invoke(&run, 2, "r2", None, 6_000);
+    let i = invoke(&run, 2, "r2", 2, 6_000);
     assert_eq!(run.on(3_000, i, EMPTY), vec![Action::Release(2)]);
 }
 
 #[test]
 fn background_never_holds_and_sends_what_is_queued() {
     let mut run = Run::new(Strategy::Background, true);
-    let first = invoke(&run, 1, "r1", None, 3_000);
-    let second = invoke(&run, 2, "r2", None, 6_000);
-    let third = invoke(&run, 3, "r3", None, 9_000);
+    let first = invoke(&run, 1, "r1", 1, 3_000);
+    let second = invoke(&run, 2, "r2", 2, 6_000);
+    let third = invoke(&run, 3, "r3", 3, 9_000);
     run.script(&[
         (0, first, EMPTY, vec![Action::Release(1)]),
         (
@@ -439,7 +424,7 @@ fn background_never_holds_and_sends_what_is_queued() {
         // A send already in flight: none more.
         (3_100, third, FLYING_QUEUED, vec![Action::Release(3)]),
         // runtimeDones of unheld invocations are remembered harmlessly.
-        (3_200, done("r1", None), EMPTY, vec![]),
+        (3_200, done(1), EMPTY, vec![]),
         (
             3_300,
             Input::Tick,
@@ -455,7 +440,9 @@ fn an_invoke_without_a_deadline_is_never_held() {
     let mut run = Run::new(Strategy::End, true);
     let i = Input::Invoke {
         seq: 1,
-        key: InvokeKey::new("r1", T1.map(EpochSeconds)),
+        attempt: AttemptId::from_u64(1),
+        request_id: "r1".into(),
+        runtime_done: false,
         deadline: None,
     };
     let expected = vec![send(&run, FLUSH_TIMEOUT), Action::Release(1)];
@@ -464,13 +451,13 @@ fn an_invoke_without_a_deadline_is_never_held() {
 }
 
 #[test]
-fn without_times_the_request_id_decides() {
+fn only_the_held_attempts_runtime_done_releases_it() {
     let mut run = Run::new(Strategy::End, true);
-    let i = invoke(&run, 1, "r1", None, 3_000);
+    let i = invoke(&run, 1, "r1", 1, 3_000);
     run.script(&[
         (0, i, EMPTY, vec![]),
-        (5, done("r2", T1), EMPTY, vec![]),
-        (10, done("r1", T1), EMPTY, vec![Action::Drain]),
+        (5, done(2), EMPTY, vec![]),
+        (10, done(1), EMPTY, vec![Action::Drain]),
     ]);
 }
 
@@ -479,7 +466,7 @@ fn a_full_buffer_is_sent_while_the_function_runs_never_while_it_may_be_frozen() 
     // `end`: a long invocation fills the buffer: send while the function runs (it is not
     // frozen), and the flush after runtimeDone waits out that send first, within its timeout.
     let mut run = Run::new(Strategy::End, true);
-    let i = invoke(&run, 1, "r1", T1, 60_000);
+    let i = invoke(&run, 1, "r1", 1, 60_000);
     run.script(&[
         (0, i, EMPTY, vec![]),
         (
@@ -491,12 +478,7 @@ fn a_full_buffer_is_sent_while_the_function_runs_never_while_it_may_be_frozen() 
         // One send at a time.
         (1_100, Input::Pressure, FLYING_QUEUED, vec![]),
         (1_200, Input::SendDone, QUEUED, vec![]),
-        (
-            5_000,
-            done("r1", later(T1, 5.0)),
-            FLYING_QUEUED,
-            vec![Action::Drain],
-        ),
+        (5_000, done(1), FLYING_QUEUED, vec![Action::Drain]),
         (5_005, Input::Drained, FLYING_QUEUED, vec![]),
         (
             5_100,
@@ -514,15 +496,10 @@ fn a_full_buffer_is_sent_while_the_function_runs_never_while_it_may_be_frozen() 
     // Between invocations under `end` the environment may be frozen at any moment: no send.
     assert_eq!(run.on(6_000, Input::Pressure, QUEUED), vec![]);
     // Nor during the post-runtime flush (it sends on its own) or at shutdown.
-    let j = invoke(&run, 2, "r2", later(T1, 10.0), 70_000);
+    let j = invoke(&run, 2, "r2", 2, 70_000);
     run.script(&[
         (10_000, j, EMPTY, vec![]),
-        (
-            10_100,
-            done("r2", later(T1, 10.1)),
-            QUEUED,
-            vec![Action::Drain],
-        ),
+        (10_100, done(2), QUEUED, vec![Action::Drain]),
         (10_101, Input::Pressure, QUEUED, vec![]),
     ]);
     // Where nothing is held (`background`), a full buffer goes out at once, not at the tick.

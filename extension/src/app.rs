@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::attempt::{Arrival, Attempts, Kind};
+use crate::attempt::{AttemptId, Attempts};
 use crate::config::{Config, SpanDestination};
 use crate::document::Document;
 use crate::enrich::{self, Enricher};
@@ -364,12 +364,9 @@ impl App {
                     .trace_header
                     .as_deref()
                     .and_then(|h| TraceHeader::parse(h).ok());
-                let placed = self.attempts.place(Arrival {
-                    kind: Kind::Invoke,
-                    request_id: &invoke.request_id,
-                    root: trace.map(|t| t.root),
-                    at: received_at,
-                });
+                let placed = self
+                    .attempts
+                    .place_invoke(&invoke.request_id, trace, received_at);
                 // Without a deadline nothing bounds a hold: it is not held.
                 let deadline_ms = invoke
                     .deadline_ms
@@ -378,7 +375,7 @@ impl App {
                     .deadline_ms
                     .map(|ms| deadline_instant(ms, now, epoch));
                 debug!(requestId = %invoke.request_id, tenantId = self.tenant_id(), "INVOKE");
-                self.enrich_invoke(&invoke, trace, deadline_ms, received_at);
+                self.enrich_invoke(&invoke, placed.id, trace, deadline_ms, received_at);
                 self.next_seq += 1;
                 let seq = self.next_seq;
                 self.held.push((seq, done));
@@ -420,6 +417,7 @@ impl App {
     fn enrich_invoke(
         &mut self,
         invoke: &events::Invoke,
+        attempt: AttemptId,
         trace: Option<TraceHeader>,
         deadline_ms: u64,
         received_at: EpochSeconds,
@@ -432,12 +430,15 @@ impl App {
             reason = "epoch milliseconds fit f64's 53 bits"
         )]
         let deadline = EpochSeconds(deadline_ms as f64 / 1e3);
-        let docs = enricher.on_invoke(&enrich::Invoke {
-            request_id: invoke.request_id.clone(),
-            trace,
-            deadline,
-            received_at,
-        });
+        let docs = enricher.on_invoke(
+            &enrich::Invoke {
+                request_id: invoke.request_id.clone(),
+                trace,
+                deadline,
+                received_at,
+            },
+            attempt,
+        );
         self.enqueue_generated(docs);
     }
 
@@ -487,22 +488,24 @@ impl App {
         if self.tenant.is_none() {
             self.tenant = events.iter().find_map(|e| e.record.tenant_id()).cloned();
         }
+        // Each invocation record placed once; the enricher and the machine take the attempt.
+        let attempts: Vec<_> = events
+            .iter()
+            .map(|e| self.attempts.place_event(e).map(|placed| placed.id))
+            .collect();
         if let Some(enricher) = self.enricher.as_mut() {
             let docs: Vec<_> = events
                 .iter()
-                .flat_map(|e| enricher.on_telemetry(e))
+                .zip(&attempts)
+                .flat_map(|(e, attempt)| enricher.on_telemetry(e, *attempt))
                 .collect();
             self.enqueue_generated(docs);
         }
-        for event in events {
-            let Some(arrival) = Arrival::of_record(&event.record, event.time) else {
-                continue;
-            };
-            let placed = self.attempts.place(arrival);
-            if let Record::RuntimeDone(done) = &event.record {
+        for (event, attempt) in events.iter().zip(attempts) {
+            if let (Record::RuntimeDone(done), Some(attempt)) = (&event.record, attempt) {
                 let tenant = done.tenant_id.as_ref().map(TenantId::as_str);
                 debug!(requestId = %done.request_id, tenantId = tenant.or(self.tenant_id()), status = ?done.status, "platform.runtimeDone");
-                self.feed(Input::RuntimeDone(placed.id));
+                self.feed(Input::RuntimeDone(attempt));
             }
         }
         if !self

@@ -29,7 +29,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::lambda::telemetry::{EpochSeconds, Record, TracingContext};
+use crate::lambda::telemetry::{EpochSeconds, Event, Record, TracingContext};
 use crate::trace::{TraceHeader, TraceId};
 
 /// How much earlier than its INVOKE reached us a record may say it happened and still be that
@@ -219,6 +219,26 @@ impl Attempts {
         } else {
             MAX_CONCURRENT_ATTEMPTS
         }
+    }
+
+    /// The attempt of an INVOKE of `request_id` that reached us at `at` (our clock).
+    pub fn place_invoke(
+        &mut self,
+        request_id: &str,
+        trace: Option<TraceHeader>,
+        at: EpochSeconds,
+    ) -> Placed {
+        self.place(Arrival {
+            kind: Kind::Invoke,
+            request_id,
+            root: trace.map(|t| t.root),
+            at,
+        })
+    }
+
+    /// The attempt of a Telemetry API record, if it belongs to an invocation.
+    pub fn place_event(&mut self, event: &Event) -> Option<Placed> {
+        Arrival::of_record(&event.record, event.time).map(|arrival| self.place(arrival))
     }
 
     /// The attempt `arrival` belongs to (see the module documentation), recorded.

@@ -1,9 +1,11 @@
-//! The enrichment step: INVOKE, telemetry records and SHUTDOWN into our subsegments.
+//! The enrichment step: INVOKE, telemetry records and SHUTDOWN into our subsegments, each
+//! INVOKE and record placed on its attempt first, as the lifecycle loop does.
 
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput};
 use serde_json::Value;
+use xray_extension::attempt::Attempts;
 use xray_extension::enrich::{Enricher, Environment, Invoke, Settings};
 use xray_extension::lambda::events::ShutdownReason;
 use xray_extension::lambda::telemetry::{self, EpochSeconds, Event, InitializationType};
@@ -51,14 +53,21 @@ fn load(name: &str) -> (Environment, Vec<Step>, Vec<Vec<u8>>) {
 }
 
 /// Runs every step; returns the number of documents produced.
-fn run(enricher: &mut Enricher, steps: &[Step]) -> usize {
+fn run((enricher, attempts): &mut (Enricher, Attempts), steps: &[Step]) -> usize {
     let mut produced = 0;
     for step in steps {
         produced += match step {
-            Step::Invoke(invoke) => enricher.on_invoke(invoke).len(),
+            Step::Invoke(invoke) => {
+                let placed =
+                    attempts.place_invoke(&invoke.request_id, invoke.trace, invoke.received_at);
+                enricher.on_invoke(invoke, placed.id).len()
+            }
             Step::Telemetry(events) => events
                 .iter()
-                .map(|ev| enricher.on_telemetry(ev).len())
+                .map(|ev| {
+                    let attempt = attempts.place_event(ev).map(|placed| placed.id);
+                    enricher.on_telemetry(ev, attempt).len()
+                })
                 .sum(),
             Step::Shutdown(reason, at) => enricher.on_shutdown(reason, *at).len(),
         };
@@ -68,7 +77,12 @@ fn run(enricher: &mut Enricher, steps: &[Step]) -> usize {
 
 pub fn bench(c: &mut Criterion) {
     let (env, steps, bodies) = load("on_demand_cold_then_warm");
-    let fresh = || Enricher::with_ids(Settings::default(), env.clone(), IdSource::sequence(0x1000));
+    let fresh = || {
+        (
+            Enricher::with_ids(Settings::default(), env.clone(), IdSource::sequence(0x1000)),
+            Attempts::new(),
+        )
+    };
     assert!(
         run(&mut fresh(), &steps) > 0,
         "the sequence must produce documents"
@@ -78,7 +92,7 @@ pub fn bench(c: &mut Criterion) {
     group.bench_function("cold_then_warm_sequence", |b| {
         b.iter_batched(
             fresh,
-            |mut enricher| run(&mut enricher, black_box(&steps)),
+            |mut state| run(&mut state, black_box(&steps)),
             BatchSize::SmallInput,
         );
     });

@@ -1,5 +1,5 @@
-//! One Telemetry API POST body, decoded and fed through the enrichment state machine, then a
-//! SHUTDOWN. Nothing may panic, the decoder must account for each array element at most once,
+//! One Telemetry API POST body, decoded, each record placed on its attempt and fed through the
+//! enrichment state machine, then a SHUTDOWN. Nothing may panic, the decoder must account for each array element at most once,
 //! and every document enrichment produces must be one the protocol checks accept (it goes to
 //! X-Ray without further checks).
 
@@ -7,6 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
+use xray_extension::attempt::Attempts;
 use xray_extension::document::Document;
 use xray_extension::enrich::{Enricher, Environment, Settings};
 use xray_extension::ingest::protocol::parse_document;
@@ -54,8 +55,10 @@ fuzz_target!(|data: &[u8]| {
         Environment::default(),
         IdSource::sequence(0),
     );
+    let mut attempts = Attempts::new();
     for event in &decoded.events {
-        for doc in enricher.on_telemetry(event) {
+        let attempt = attempts.place_event(event).map(|placed| placed.id);
+        for doc in enricher.on_telemetry(event, attempt) {
             check(&doc);
         }
     }

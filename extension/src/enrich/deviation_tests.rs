@@ -95,10 +95,11 @@ fn assert_releases(body: &[serde_json::Value], what: &str) {
         Environment::default(),
         IdSource::sequence(0),
     );
+    let mut attempts = crate::attempt::Attempts::new();
     let mut docs: Vec<_> = d
         .events
         .iter()
-        .flat_map(|e| enricher.on_telemetry(e))
+        .flat_map(|e| super::tests::record(&mut enricher, &mut attempts, e))
         .collect();
     docs.extend(enricher.on_shutdown(&ShutdownReason::Spindown, RECEIVED.plus_ms(1000.0)));
     for doc in docs {

@@ -4,8 +4,9 @@
 //! times come from the Telemetry API records or are passed in. Ids come from one [`IdSource`]
 //! the enricher holds (the kernel's random numbers in production, a sequence in tests).
 //!
-//! Three layers: [`state`] remembers what arrived, per invocation (one INVOKE, not one request
-//! id), bounded in count and age; [`render`] turns that state into subsegments, purely;
+//! Three layers: [`state`] remembers what arrived, per invocation (one attempt, as
+//! [`crate::attempt`] places every INVOKE and record, not one request id), bounded in count and
+//! age; [`render`] turns that state into subsegments, purely;
 //! [`document`] serialises them and keeps them within X-Ray's limits. This module decides when
 //! to send.
 //!
@@ -29,6 +30,7 @@ pub mod state;
 use serde_json::Value;
 use tracing::warn;
 
+use crate::attempt::AttemptId;
 use crate::document::Document;
 use crate::lambda::events::ShutdownReason;
 use crate::lambda::telemetry::{
@@ -39,8 +41,7 @@ use annotations::BuiltinSet;
 use render::Context;
 pub use render::StartKind;
 use state::{
-    Arrival, InitPhase, Invocation, Invocations, MAX_TRACKED_CONCURRENT_INVOCATIONS,
-    MAX_TRACKED_INVOCATIONS, Slot,
+    InitPhase, Invocation, Invocations, MAX_TRACKED_CONCURRENT_INVOCATIONS, MAX_TRACKED_INVOCATIONS,
 };
 
 /// An on-demand init followed by a first invoke more than this many seconds later was a
@@ -156,13 +157,13 @@ impl Enricher {
         }
     }
 
-    /// Places a record (or the INVOKE) of `request_id`; returns its invocation's index and the
-    /// documents of invocations forgotten to make room or for their age.
+    /// The invocation of `attempt` (of `request_id`), remembered from now if it was not;
+    /// returns its index and the documents of invocations forgotten to make room or for their
+    /// age.
     fn place(
         &mut self,
-        slot: Slot,
+        attempt: AttemptId,
         request_id: &str,
-        trace: Option<TraceHeader>,
         at: EpochSeconds,
     ) -> (usize, Vec<Document>) {
         let mut out = Vec::new();
@@ -170,15 +171,9 @@ impl Enricher {
             out.extend(self.render_forgotten(&gone));
         }
         let ids = &mut self.ids;
-        let (index, evicted) = self.invocations.place(
-            Arrival {
-                slot,
-                request_id,
-                root: trace.map(|t| t.root),
-                at,
-            },
-            || ids.next_id(),
-        );
+        let (index, evicted) = self
+            .invocations
+            .entry(attempt, request_id, at, || ids.next_id());
         if let Some(gone) = evicted {
             out.extend(self.render_forgotten(&gone));
         }
@@ -194,14 +189,9 @@ impl Enricher {
         self.render(inv, false)
     }
 
-    /// An INVOKE event.
-    pub fn on_invoke(&mut self, invoke: &Invoke) -> Vec<Document> {
-        let (index, mut out) = self.place(
-            Slot::Invoke,
-            &invoke.request_id,
-            invoke.trace,
-            invoke.received_at,
-        );
+    /// An INVOKE event; `attempt` is the attempt [`crate::attempt`] placed it on.
+    pub fn on_invoke(&mut self, invoke: &Invoke, attempt: AttemptId) -> Vec<Document> {
+        let (index, mut out) = self.place(attempt, &invoke.request_id, invoke.received_at);
         let Some(inv) = self.invocations.get_mut(index) else {
             return out;
         };
@@ -227,8 +217,9 @@ impl Enricher {
         out
     }
 
-    /// One Telemetry API record.
-    pub fn on_telemetry(&mut self, event: &Event) -> Vec<Document> {
+    /// One Telemetry API record; `attempt` is the attempt [`crate::attempt`] placed it on (a
+    /// record of an invocation without one is not used).
+    pub fn on_telemetry(&mut self, event: &Event, attempt: Option<AttemptId>) -> Vec<Document> {
         let t = event.time;
         let tenant = event.record.tenant_id();
         if self.tenant.is_none() {
@@ -257,8 +248,11 @@ impl Enricher {
                 return self.restore_arrived();
             }
             Record::Start(s) => {
-                let (index, mut out) =
-                    self.place_record(Slot::Start, &s.request_id, s.tracing.as_ref(), tenant, t);
+                let Some((index, mut out)) =
+                    self.place_record(attempt, &s.request_id, s.tracing.as_ref(), tenant, t)
+                else {
+                    return Vec::new();
+                };
                 if let Some(inv) = self.invocations.get_mut(index) {
                     inv.start = Some(t);
                 }
@@ -266,13 +260,11 @@ impl Enricher {
                 return out;
             }
             Record::RuntimeDone(d) => {
-                let (index, mut out) = self.place_record(
-                    Slot::RuntimeDone,
-                    &d.request_id,
-                    d.tracing.as_ref(),
-                    tenant,
-                    t,
-                );
+                let Some((index, mut out)) =
+                    self.place_record(attempt, &d.request_id, d.tracing.as_ref(), tenant, t)
+                else {
+                    return Vec::new();
+                };
                 if let Some(inv) = self.invocations.get_mut(index) {
                     inv.done = Some((t, d.clone()));
                     // SHUTDOWN can come before a finished invocation's runtimeDone is delivered
@@ -284,8 +276,11 @@ impl Enricher {
                 return out;
             }
             Record::Report(r) => {
-                let (index, mut out) =
-                    self.place_record(Slot::Report, &r.request_id, r.tracing.as_ref(), tenant, t);
+                let Some((index, mut out)) =
+                    self.place_record(attempt, &r.request_id, r.tracing.as_ref(), tenant, t)
+                else {
+                    return Vec::new();
+                };
                 let Some(inv) = self.invocations.get_mut(index) else {
                     return out;
                 };
@@ -306,18 +301,19 @@ impl Enricher {
         Vec::new()
     }
 
-    /// Places a platform record of `request_id` in `slot` (see [`Self::place`]); its invocation
-    /// takes the record's trace unless it has one, and its tenant when it names one.
+    /// A platform record of `request_id` on the invocation of its `attempt` (see
+    /// [`Self::place`]; none without an attempt); the invocation takes the record's trace unless
+    /// it has one, and its tenant when it names one.
     fn place_record(
         &mut self,
-        slot: Slot,
+        attempt: Option<AttemptId>,
         request_id: &str,
         tracing: Option<&TracingContext>,
         tenant: Option<&TenantId>,
         at: EpochSeconds,
-    ) -> (usize, Vec<Document>) {
+    ) -> Option<(usize, Vec<Document>)> {
         let trace = trace_of(tracing.map(|c| c.value.as_str()));
-        let (index, out) = self.place(slot, request_id, trace, at);
+        let (index, out) = self.place(attempt?, request_id, at);
         if let Some(inv) = self.invocations.get_mut(index) {
             if inv.trace.is_none() {
                 inv.trace = trace;
@@ -326,7 +322,7 @@ impl Enricher {
                 inv.tenant_id = tenant.cloned();
             }
         }
-        (index, out)
+        Some((index, out))
     }
 
     /// A restore record arrived: if the first invocation was reported before the restore was

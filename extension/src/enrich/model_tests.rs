@@ -5,8 +5,9 @@
 
 use serde_json::{Value, json};
 
-use super::tests::{RECEIVED, children, close, names};
+use super::tests::{RECEIVED, children, close, invoke, names, record};
 use super::*;
+use crate::attempt::Attempts;
 use crate::document::MAX_DOCUMENT_BYTES;
 use crate::ingest::protocol::parse_document;
 use crate::lambda::telemetry;
@@ -66,16 +67,21 @@ fn env(init_type: &str) -> Environment {
 /// Runs `steps`; the documents of each step, checked by our own ingest and parsed.
 fn run(env: Environment, steps: Vec<Step>) -> Vec<Vec<Value>> {
     let mut e = Enricher::with_ids(Settings::default(), env, IdSource::sequence(0x5000));
+    let mut attempts = Attempts::new();
     steps
         .into_iter()
         .map(|step| {
             let docs = match step {
-                Step::Invoke(id, h, at) => e.on_invoke(&Invoke {
-                    request_id: id.into(),
-                    trace: Some(TraceHeader::parse(&h).unwrap()),
-                    deadline: EpochSeconds(at + 3.0),
-                    received_at: EpochSeconds(at),
-                }),
+                Step::Invoke(id, h, at) => invoke(
+                    &mut e,
+                    &mut attempts,
+                    &Invoke {
+                        request_id: id.into(),
+                        trace: Some(TraceHeader::parse(&h).unwrap()),
+                        deadline: EpochSeconds(at + 3.0),
+                        received_at: EpochSeconds(at),
+                    },
+                ),
                 Step::Telemetry(records) => {
                     let body = Value::Array(records).to_string();
                     let decoded = telemetry::decode(body.as_bytes(), RECEIVED);
@@ -83,7 +89,7 @@ fn run(env: Environment, steps: Vec<Step>) -> Vec<Vec<Value>> {
                     decoded
                         .events
                         .iter()
-                        .flat_map(|ev| e.on_telemetry(ev))
+                        .flat_map(|ev| record(&mut e, &mut attempts, ev))
                         .collect()
                 }
                 Step::Shutdown(reason, at) => {
@@ -296,6 +302,7 @@ fn managed_instances_state_is_bounded_in_count_and_age() {
         env("lambda-managed-instances"),
         IdSource::sequence(1),
     );
+    let mut attempts = Attempts::new();
     let decode =
         |v: Vec<Value>| telemetry::decode(Value::Array(v).to_string().as_bytes(), RECEIVED).events;
     // A report whose start is lost, and a start whose report is lost.
@@ -303,13 +310,13 @@ fn managed_instances_state_is_bounded_in_count_and_age() {
         lmi_report(T0, "orphan-report", &h, "success", 10.0),
         lmi_start(T0, "orphan-start", &h),
     ]) {
-        assert!(e.on_telemetry(&ev).is_empty());
+        assert!(record(&mut e, &mut attempts, &ev).is_empty());
     }
     // Much later traffic: the orphans are forgotten; the report is still sent.
     let later = T0 + state::MAX_INVOCATION_AGE_SECONDS + 1.0;
     let docs: Vec<Document> = decode(vec![lmi_start(later, "new", &h)])
         .iter()
-        .flat_map(|ev| e.on_telemetry(ev))
+        .flat_map(|ev| record(&mut e, &mut attempts, ev))
         .collect();
     assert_eq!(docs.len(), 1);
     let orphan: Value = serde_json::from_str(&docs[0].body).unwrap();
@@ -321,7 +328,7 @@ fn managed_instances_state_is_bounded_in_count_and_age() {
         .map(|i| lmi_start(later + 1.0, &format!("c-{i}"), &h))
         .collect();
     for ev in decode(starts) {
-        e.on_telemetry(&ev);
+        record(&mut e, &mut attempts, &ev);
     }
     assert_eq!(
         e.invocations.len(),

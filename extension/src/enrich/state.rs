@@ -1,28 +1,27 @@
 //! What the enricher remembers: the environment's init (or restore) records, and per
 //! invocation what arrived for it. Bounded in count and age. Pure: times are inputs.
 //!
-//! An invocation is one INVOKE, not one request id: Lambda's asynchronous retries re-deliver an
-//! event under the same request id. Each record is attached to the oldest attempt of its request
-//! id that still lacks a record of its kind (and whose trace root, when both are known, is the
-//! record's), so a late `platform.report` of attempt 1 never lands on attempt 2, and attempt 2
-//! gets its own `Runtime` id.
+//! An invocation is one attempt ([`crate::attempt`] decides which attempt each INVOKE and
+//! record belongs to), not one request id: Lambda's asynchronous retries re-deliver an event
+//! under the same request id, and each attempt gets its own `Runtime` id.
 
 use std::collections::VecDeque;
 
+use crate::attempt::{AttemptId, MAX_ATTEMPT_AGE_SECONDS};
 use crate::lambda::events::ShutdownReason;
 use crate::lambda::telemetry::{
     EpochSeconds, InitStart, InitializationType, Phase, PhaseDone, PhaseReport, Report,
     RuntimeDone, Status, TenantId,
 };
-use crate::trace::{SegmentId, TraceHeader, TraceId};
+use crate::trace::{SegmentId, TraceHeader};
 
 /// Invocations remembered on the one-at-a-time models (waiting for their report or late records).
 pub const MAX_TRACKED_INVOCATIONS: usize = 8;
 /// Invocations remembered on Lambda Managed Instances, where many run at once.
 pub const MAX_TRACKED_CONCURRENT_INVOCATIONS: usize = 1_024;
-/// An invocation untouched for this long (in record time) is forgotten: longer than the
-/// longest function timeout (900 s), so only pairs that will never complete go.
-pub const MAX_INVOCATION_AGE_SECONDS: f64 = 960.0;
+/// An invocation untouched for this long (in record time) is forgotten: as long as its attempt
+/// is remembered.
+pub const MAX_INVOCATION_AGE_SECONDS: f64 = MAX_ATTEMPT_AGE_SECONDS;
 
 /// The init (and SnapStart restore) records of this environment.
 #[derive(Debug, Default)]
@@ -124,22 +123,11 @@ fn phase_end(
     max_time(by_report, by_done).or(Some(*start))
 }
 
-/// Which record an invocation received.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    /// The Extensions API INVOKE.
-    Invoke,
-    /// `platform.start`.
-    Start,
-    /// `platform.runtimeDone`.
-    RuntimeDone,
-    /// `platform.report`.
-    Report,
-}
-
 /// What arrived for one invocation (one INVOKE: a retry under the same request id is another).
 #[derive(Debug)]
 pub struct Invocation {
+    /// Its attempt.
+    pub attempt: AttemptId,
     /// The request.
     pub request_id: String,
     /// Its trace context: the INVOKE's when there was one, else the records'.
@@ -171,19 +159,6 @@ pub struct Invocation {
 }
 
 impl Invocation {
-    fn has(&self, slot: Slot) -> bool {
-        match slot {
-            Slot::Invoke => self.invoked,
-            Slot::Start => self.start.is_some(),
-            Slot::RuntimeDone => self.done.is_some(),
-            Slot::Report => self.report.is_some(),
-        }
-    }
-
-    fn root(&self) -> Option<TraceId> {
-        self.trace.map(|t| t.root)
-    }
-
     /// The runtime finished it (or we know it never will).
     pub fn finished(&self) -> bool {
         self.done.is_some() || self.report.is_some() || self.killed_at_shutdown.is_some()
@@ -205,19 +180,6 @@ impl Invocation {
         }
         (None, None)
     }
-}
-
-/// A record for an invocation, as the table needs to place it.
-#[derive(Debug, Clone, Copy)]
-pub struct Arrival<'a> {
-    /// Which record.
-    pub slot: Slot,
-    /// Its request id.
-    pub request_id: &'a str,
-    /// Its trace root, when it has one.
-    pub root: Option<TraceId>,
-    /// Its time.
-    pub at: EpochSeconds,
 }
 
 /// The invocations remembered, oldest first; bounded in count and age.
@@ -294,34 +256,19 @@ impl Invocations {
         gone
     }
 
-    /// Where `arrival` belongs: the oldest attempt of its request id that lacks a record of its
-    /// kind (a record identical in kind and time to one it already has is a redelivery and goes
-    /// to the same one), else a new invocation with an id from `new_id`. Returns its index and
-    /// the invocation pushed out to stay within the bound, if any.
-    pub fn place(
+    /// The invocation of `attempt` (of `request_id`), a new one (with an id from `new_id`) when
+    /// it is not remembered. Returns its index and the invocation pushed out to stay within the
+    /// bound, if any.
+    pub fn entry(
         &mut self,
-        arrival: Arrival<'_>,
+        attempt: AttemptId,
+        request_id: &str,
+        at: EpochSeconds,
         new_id: impl FnOnce() -> SegmentId,
     ) -> (usize, Option<Invocation>) {
-        let same_root = |inv: &Invocation| match (inv.root(), arrival.root) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        };
-        let candidates = || {
-            self.items
-                .iter()
-                .enumerate()
-                .filter(|(_, i)| i.request_id == arrival.request_id && same_root(i))
-        };
-        let redelivered = candidates()
-            .find(|(_, inv)| is_redelivery(inv, arrival))
-            .map(|(index, _)| index);
-        let open = candidates()
-            .find(|(_, inv)| !inv.has(arrival.slot) && fits(inv, arrival))
-            .map(|(index, _)| index);
-        if let Some(index) = redelivered.or(open) {
+        if let Some(index) = self.items.iter().position(|i| i.attempt == attempt) {
             let inv = &mut self.items[index];
-            inv.touched = EpochSeconds(inv.touched.0.max(arrival.at.0));
+            inv.touched = EpochSeconds(inv.touched.0.max(at.0));
             return (index, None);
         }
         let evicted = if self.items.len() >= self.capacity {
@@ -337,7 +284,8 @@ impl Invocations {
         };
         let first = !std::mem::replace(&mut self.seen_first, true);
         self.items.push_back(Invocation {
-            request_id: arrival.request_id.to_owned(),
+            attempt,
+            request_id: request_id.to_owned(),
             trace: None,
             invoked: false,
             deadline: None,
@@ -350,30 +298,9 @@ impl Invocations {
             runtime_id: new_id(),
             first,
             emitted: false,
-            touched: arrival.at,
+            touched: at,
         });
         (self.items.len() - 1, evicted)
-    }
-}
-
-/// Whether `arrival`'s time is consistent with what `inv` already has: a start is not after
-/// its runtimeDone, a runtimeDone or report not before its start.
-fn fits(inv: &Invocation, arrival: Arrival<'_>) -> bool {
-    let done = inv.done.as_ref().map(|(t, _)| t.0);
-    match arrival.slot {
-        Slot::Invoke => true,
-        Slot::Start => done.is_none_or(|d| arrival.at.0 <= d),
-        Slot::RuntimeDone | Slot::Report => inv.start.is_none_or(|s| arrival.at.0 >= s.0),
-    }
-}
-
-fn is_redelivery(inv: &Invocation, arrival: Arrival<'_>) -> bool {
-    let same = |t: Option<EpochSeconds>| t.is_some_and(|t| t == arrival.at);
-    match arrival.slot {
-        Slot::Invoke => false,
-        Slot::Start => same(inv.start),
-        Slot::RuntimeDone => same(inv.done.as_ref().map(|(t, _)| *t)),
-        Slot::Report => same(inv.report.as_ref().map(|(t, _)| *t)),
     }
 }
 
@@ -390,15 +317,6 @@ pub fn max_time(a: Option<EpochSeconds>, b: Option<EpochSeconds>) -> Option<Epoc
 mod tests {
     use super::*;
 
-    fn arrival(slot: Slot, request_id: &str, at: f64) -> Arrival<'_> {
-        Arrival {
-            slot,
-            request_id,
-            root: None,
-            at: EpochSeconds(at),
-        }
-    }
-
     fn ids() -> impl FnMut() -> SegmentId {
         let mut n = 0;
         move || {
@@ -407,127 +325,61 @@ mod tests {
         }
     }
 
-    /// Fill in the slot the way the enricher does.
-    fn mark(table: &mut Invocations, index: usize, slot: Slot, at: f64) {
-        let inv = table.get_mut(index).unwrap();
-        let t = EpochSeconds(at);
-        match slot {
-            Slot::Invoke => inv.invoked = true,
-            Slot::Start => inv.start = Some(t),
-            Slot::RuntimeDone => {
-                inv.done = Some((
-                    t,
-                    RuntimeDone {
-                        request_id: "r".into(),
-                        status: None,
-                        error_type: None,
-                        metrics: None,
-                        spans: Vec::new(),
-                        tracing: None,
-                        tenant_id: None,
-                    },
-                ));
-            }
-            Slot::Report => {
-                inv.report = Some((
-                    t,
-                    Report {
-                        request_id: "r".into(),
-                        status: None,
-                        error_type: None,
-                        metrics: crate::lambda::telemetry::ReportMetrics::default(),
-                        spans: Vec::new(),
-                        tracing: None,
-                        tenant_id: None,
-                    },
-                ));
-            }
-        }
+    fn attempt(n: u64) -> AttemptId {
+        AttemptId::from_u64(n)
     }
 
     #[test]
-    fn a_retry_under_the_same_request_id_is_another_invocation() {
+    fn one_invocation_per_attempt_each_with_its_own_runtime_id() {
         let mut table = Invocations::new(MAX_TRACKED_INVOCATIONS);
         let mut new_id = ids();
-        let mut place = |table: &mut Invocations, slot, at| {
-            let (index, _) = table.place(arrival(slot, "r", at), &mut new_id);
-            mark(table, index, slot, at);
-            index
+        let mut entry = |table: &mut Invocations, n, at| {
+            table
+                .entry(attempt(n), "r", EpochSeconds(at), &mut new_id)
+                .0
         };
-        // Attempt 1 runs; its report arrives only during attempt 2.
-        assert_eq!(place(&mut table, Slot::Invoke, 1.0), 0);
-        assert_eq!(place(&mut table, Slot::Start, 1.0), 0);
-        assert_eq!(place(&mut table, Slot::RuntimeDone, 2.0), 0);
-        assert_eq!(place(&mut table, Slot::Invoke, 60.0), 1);
-        assert_eq!(place(&mut table, Slot::Report, 2.1), 0);
-        assert_eq!(place(&mut table, Slot::Start, 60.0), 1);
-        assert_eq!(place(&mut table, Slot::RuntimeDone, 61.0), 1);
-        assert_eq!(place(&mut table, Slot::Report, 61.1), 1);
-        assert_ne!(
-            table.get(0).unwrap().runtime_id,
-            table.get(1).unwrap().runtime_id
-        );
-        assert!(table.get(0).unwrap().first && !table.get(1).unwrap().first);
-        // A redelivered runtimeDone of attempt 1 stays with attempt 1.
-        assert_eq!(place(&mut table, Slot::RuntimeDone, 2.0), 0);
+        // Attempt 1 and its retry (same request id): two invocations; attempt 1's late
+        // records find attempt 1.
+        assert_eq!(entry(&mut table, 1, 1.0), 0);
+        assert_eq!(entry(&mut table, 2, 60.0), 1);
+        assert_eq!(entry(&mut table, 1, 2.1), 0);
+        assert_eq!(entry(&mut table, 2, 61.0), 1);
         assert_eq!(table.len(), 2);
-    }
-
-    #[test]
-    fn records_before_the_invoke_and_report_before_start() {
-        let mut table = Invocations::new(MAX_TRACKED_INVOCATIONS);
-        let mut new_id = ids();
-        let mut place = |table: &mut Invocations, slot, id, at| {
-            let (index, _) = table.place(arrival(slot, id, at), &mut new_id);
-            mark(table, index, slot, at);
-            index
-        };
-        assert_eq!(place(&mut table, Slot::RuntimeDone, "a", 2.0), 0);
-        assert_eq!(place(&mut table, Slot::Invoke, "a", 1.0), 0);
-        assert_eq!(place(&mut table, Slot::Report, "b", 3.0), 1);
-        assert_eq!(place(&mut table, Slot::Start, "b", 2.5), 1);
-    }
-
-    #[test]
-    fn a_different_trace_root_is_a_different_attempt() {
-        let mut table = Invocations::new(MAX_TRACKED_INVOCATIONS);
-        let mut new_id = ids();
-        let (index, _) = table.place(arrival(Slot::Invoke, "r", 1.0), &mut new_id);
-        let root_a = TraceId::parse("1-62e900b2-710d76f009d6e7785905449a").unwrap();
-        let root_b = TraceId::parse("1-62e900b3-710d76f009d6e7785905449a").unwrap();
-        table.get_mut(index).unwrap().trace = Some(TraceHeader {
-            root: root_a,
-            parent: None,
-            sampling: crate::trace::Sampling::Sampled,
-        });
-        mark(&mut table, index, Slot::Invoke, 1.0);
-        let mut start_b = arrival(Slot::Start, "r", 2.0);
-        start_b.root = Some(root_b);
-        assert_eq!(table.place(start_b, &mut new_id).0, 1);
-        let mut start_a = arrival(Slot::Start, "r", 1.0);
-        start_a.root = Some(root_a);
-        assert_eq!(table.place(start_a, &mut new_id).0, 0);
+        let (a, b) = (table.get(0).unwrap(), table.get(1).unwrap());
+        assert_ne!(a.runtime_id, b.runtime_id);
+        assert!(a.first && !b.first);
+        assert_eq!(a.touched, EpochSeconds(2.1));
     }
 
     #[test]
     fn bounded_in_count_preferring_complete_ones_and_in_age() {
         let mut table = Invocations::new(3);
         let mut new_id = ids();
-        for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
-            let at = 1.0 + f64::from(u32::try_from(i).unwrap());
-            let (index, _) = table.place(arrival(Slot::Start, id, at), &mut new_id);
-            mark(&mut table, index, Slot::Start, at);
+        for n in 1..=3 {
+            let at = EpochSeconds(f64::from(u32::try_from(n).unwrap()));
+            table.entry(attempt(n), "r", at, &mut new_id);
         }
-        // "b" is complete: it goes first, though "a" is older.
+        // Attempt 2 is complete: it goes first, though attempt 1 is older.
         let b = table.get_mut(1).unwrap();
         b.emitted = true;
-        mark(&mut table, 1, Slot::Report, 2.5);
-        let (_, evicted) = table.place(arrival(Slot::Start, "d", 4.0), &mut new_id);
-        assert_eq!(evicted.unwrap().request_id, "b");
-        let (_, evicted) = table.place(arrival(Slot::Start, "e", 5.0), &mut new_id);
-        assert_eq!(evicted.unwrap().request_id, "a");
+        b.report = Some((
+            EpochSeconds(2.5),
+            Report {
+                request_id: "r".into(),
+                status: None,
+                error_type: None,
+                metrics: crate::lambda::telemetry::ReportMetrics::default(),
+                spans: Vec::new(),
+                tracing: None,
+                tenant_id: None,
+            },
+        ));
+        let (_, evicted) = table.entry(attempt(4), "r", EpochSeconds(4.0), &mut new_id);
+        assert_eq!(evicted.unwrap().attempt, attempt(2));
+        let (_, evicted) = table.entry(attempt(5), "r", EpochSeconds(5.0), &mut new_id);
+        assert_eq!(evicted.unwrap().attempt, attempt(1));
         assert_eq!(table.len(), 3);
-        // Nothing for "c", "d", "e" in 960 s: forgotten.
+        // Nothing for attempts 3, 4, 5 in 960 s: forgotten.
         assert!(table.expire(EpochSeconds(100.0)).is_empty());
         let gone = table.expire(EpochSeconds(5.0 + MAX_INVOCATION_AGE_SECONDS + 0.5));
         assert_eq!(gone.len(), 3);

@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::attempt::Attempts;
 use crate::ingest::protocol::parse_document;
 use crate::lambda::telemetry;
 use crate::trace::IdSource;
@@ -11,6 +12,17 @@ const ROOT: &str = "1-62e900b2-710d76f009d6e7785905449a";
 const PARENT: &str = "0efbd19962d95b05";
 /// When telemetry bodies "arrive" (stands in for an unreadable record time; none here).
 pub(super) const RECEIVED: EpochSeconds = EpochSeconds(1_665_532_816.0);
+
+/// An INVOKE placed on its attempt, as the lifecycle loop does, then handed to the enricher.
+pub(super) fn invoke(e: &mut Enricher, attempts: &mut Attempts, invoke: &Invoke) -> Vec<Document> {
+    let attempt = attempts.place_invoke(&invoke.request_id, invoke.trace, invoke.received_at);
+    e.on_invoke(invoke, attempt.id)
+}
+
+/// A record placed on its attempt, as the lifecycle loop does, then handed to the enricher.
+pub(super) fn record(e: &mut Enricher, attempts: &mut Attempts, event: &Event) -> Vec<Document> {
+    e.on_telemetry(event, attempts.place_event(event).map(|placed| placed.id))
+}
 
 /// Runs a fixture; returns the documents produced by each step, parsed.
 fn run_with(name: &str, settings: Settings) -> Vec<Vec<Value>> {
@@ -27,16 +39,17 @@ pub(super) fn fixture(name: &str) -> Value {
 pub(super) fn run_fixture(fixture: &Value, settings: Settings) -> Vec<Vec<Value>> {
     let env = fixtures::environment(fixture);
     let mut enricher = Enricher::with_ids(settings, env, IdSource::sequence(0x1000));
+    let mut attempts = Attempts::new();
     let mut out = Vec::new();
     for step in fixture["steps"].as_array().unwrap() {
         let docs = if let Some(inv) = step.get("invoke") {
-            enricher.on_invoke(&fixtures::invoke(inv))
+            invoke(&mut enricher, &mut attempts, &fixtures::invoke(inv))
         } else if let Some(records) = step.get("telemetry") {
             let decoded = telemetry::decode(records.to_string().as_bytes(), RECEIVED);
             decoded
                 .events
                 .iter()
-                .flat_map(|ev| enricher.on_telemetry(ev))
+                .flat_map(|ev| record(&mut enricher, &mut attempts, ev))
                 .collect()
         } else {
             let (reason, at) = fixtures::shutdown(&step["shutdown"]);
@@ -309,6 +322,7 @@ fn annotations_can_be_chosen_and_extended() {
 #[test]
 fn the_number_of_tracked_invocations_is_bounded() {
     let mut e = Enricher::new(Settings::default(), Environment::default());
+    let mut attempts = Attempts::new();
     for i in 0..100 {
         let ev = Event {
             time: EpochSeconds(1_700_000_000.0 + f64::from(i)),
@@ -319,7 +333,7 @@ fn the_number_of_tracked_invocations_is_bounded() {
                 tenant_id: None,
             }),
         };
-        e.on_telemetry(&ev);
+        record(&mut e, &mut attempts, &ev);
     }
     assert_eq!(e.invocations.len(), MAX_TRACKED_INVOCATIONS);
 }
@@ -344,10 +358,11 @@ fn the_invoke_header_wins_over_the_records_parent_even_when_it_comes_last() {
 /// Found by fuzzing: records alone, with odd trace context.
 fn feed(records: &str) -> Vec<Value> {
     let mut e = Enricher::new(Settings::default(), Environment::default());
+    let mut attempts = Attempts::new();
     telemetry::decode(records.as_bytes(), RECEIVED)
         .events
         .iter()
-        .flat_map(|ev| e.on_telemetry(ev))
+        .flat_map(|ev| record(&mut e, &mut attempts, ev))
         .map(|d| {
             parse_document(d.body.as_bytes()).unwrap();
             serde_json::from_str::<Value>(&d.body).unwrap()
@@ -388,19 +403,21 @@ fn runtime_done_alone_starts_at_its_time_minus_its_duration() {
 fn a_runtime_done_after_shutdown_replaces_the_provisional_fault() {
     for (status, error_type) in [("success", None), ("error", Some("Handler.Boom"))] {
         let mut e = Enricher::new(Settings::default(), Environment::default());
+        let mut attempts = Attempts::new();
         let at = |s: &str| EpochSeconds::parse_rfc3339(s).unwrap();
         let header = format!("Root={ROOT};Parent={PARENT};Sampled=1");
-        e.on_invoke(&Invoke {
+        let event = Invoke {
             request_id: "r1".into(),
             trace: Some(TraceHeader::parse(&header).unwrap()),
             deadline: at("2022-10-12T00:00:18.000Z"),
             received_at: at("2022-10-12T00:00:15.000Z"),
-        });
+        };
+        invoke(&mut e, &mut attempts, &event);
         let start = format!(
             r#"[{{"time":"2022-10-12T00:00:15.001Z","type":"platform.start","record":{{"requestId":"r1","tracing":{{"value":"{header}"}}}}}}]"#
         );
         for ev in &telemetry::decode(start.as_bytes(), RECEIVED).events {
-            e.on_telemetry(ev);
+            record(&mut e, &mut attempts, ev);
         }
         let provisional = e.on_shutdown(&ShutdownReason::Spindown, at("2022-10-12T00:00:15.050Z"));
         let provisional: Vec<Value> = provisional
@@ -417,7 +434,7 @@ fn a_runtime_done_after_shutdown_replaces_the_provisional_fault() {
         let docs: Vec<Value> = telemetry::decode(done.as_bytes(), RECEIVED)
             .events
             .iter()
-            .flat_map(|ev| e.on_telemetry(ev))
+            .flat_map(|ev| record(&mut e, &mut attempts, ev))
             .map(|d| serde_json::from_str(&d.body).unwrap())
             .collect();
         let runtime = docs.iter().find(|d| d["name"] == "Runtime").unwrap();

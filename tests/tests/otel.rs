@@ -36,6 +36,15 @@ fn python_otel_function(module: &str) -> FunctionSpec {
     python_function("python_otel", module)
 }
 
+/// How many documents X-Ray refused (answered as unprocessed).
+fn refused_documents(sink: &XraySink) -> usize {
+    sink.put_calls()
+        .iter()
+        .flat_map(|c| c.documents.iter())
+        .filter(|d| d.rejection.is_some())
+        .count()
+}
+
 /// The spans of one trace, as X-Ray decoded them.
 fn spans_in(sink: &XraySink, root: &str) -> Vec<ReceivedSpan> {
     sink.spans()
@@ -178,13 +187,7 @@ async fn adot_python_udp_spans_reach_xray_byte_for_byte_next_to_our_subsegments(
     let counters = counters(&lambda).expect("counters");
     assert_eq!(counters.get("rejected"), Some(&0), "{counters:?}");
     // Nothing X-Ray refused.
-    let unprocessed: usize = sink
-        .put_calls()
-        .iter()
-        .flat_map(|c| c.documents.iter())
-        .filter(|d| d.rejection.is_some())
-        .count();
-    assert_eq!(unprocessed, 0);
+    assert_eq!(refused_documents(&sink), 0);
 }
 
 /// A serialized request of spans named `names` in `trace`, each under Lambda's Parent, and
@@ -430,13 +433,11 @@ async fn otlp_http_scenario(
         );
     }
     lambda.shutdown().await.expect("shutdown");
-    let refused: usize = sink
-        .put_calls()
-        .iter()
-        .flat_map(|c| c.documents.iter())
-        .filter(|d| d.rejection.is_some())
-        .count();
-    assert_eq!(refused, 0, "{label}: X-Ray refused nothing");
+    assert_eq!(
+        refused_documents(&sink),
+        0,
+        "{label}: X-Ray refused nothing"
+    );
     let counters = counters(&lambda).expect("counters");
     assert_eq!(counters.get("rejected"), Some(&0), "{counters:?}");
 }

@@ -15,7 +15,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{EXTENSION, Harness, Options, counters, sent_ids};
+use common::{EXTENSION, Harness, Options, counters, invoke_traced, sent_ids};
 use serde_json::json;
 use xray_extension_tests::emulator::{InvocationStatus, Invoke};
 use xray_extension_tests::sink::{Fault, FaultPlan};
@@ -44,11 +44,7 @@ async fn run_invocations(
     let mut ids = Vec::new();
     let mut longest = Duration::ZERO;
     for _ in 0..invocations {
-        let inv = h
-            .lambda
-            .invoke(Invoke::new(json!({"subsegments": per})).traced(TraceHeader::sampled()))
-            .await
-            .expect("invoke");
+        let (_, inv) = invoke_traced(&mut h.lambda, json!({"subsegments": per})).await;
         assert_eq!(inv.status, InvocationStatus::Success);
         ids.extend(sent_ids(&inv));
         longest = longest.max(inv.post_runtime.unwrap_or_default());

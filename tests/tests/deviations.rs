@@ -329,10 +329,7 @@ async fn idle_local_connections_to_the_listener_do_not_hold_the_function() {
     let bound = flush_timeout();
     let mut figures = Vec::new();
     for _ in 0..3 {
-        let inv = lambda
-            .invoke(Invoke::new(json!({"subsegments": 1})).traced(TraceHeader::sampled()))
-            .await
-            .expect("invoke");
+        let (_, inv) = invoke_traced(&mut lambda, json!({"subsegments": 1})).await;
         assert!(!inv.timed_out, "timed out");
         let held = inv.post_runtime.expect("the invocation finished");
         figures.push(held);

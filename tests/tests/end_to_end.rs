@@ -217,10 +217,7 @@ async fn without_the_telemetry_api_documents_still_arrive() {
     .await;
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let inv = lambda
-            .invoke(Invoke::new(json!({"subsegments": 2})).traced(TraceHeader::sampled()))
-            .await
-            .expect("invoke");
+        let (_, inv) = invoke_traced(&mut lambda, json!({"subsegments": 2})).await;
         ids.extend(sent_ids(&inv));
     }
     let report = lambda.shutdown().await.expect("shutdown");

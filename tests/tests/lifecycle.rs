@@ -302,10 +302,7 @@ async fn sigterm_flushes_logs_the_counters_and_exits_0() {
         sink,
         udp_port,
     } = Harness::start(Options::strategy("background")).await;
-    let inv = lambda
-        .invoke(Invoke::new(json!({"subsegments": 3})).traced(TraceHeader::sampled()))
-        .await
-        .expect("invoke");
+    let (_, inv) = invoke_traced(&mut lambda, json!({"subsegments": 3})).await;
     let ids = sent_ids(&inv);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(
@@ -378,10 +375,7 @@ async fn exit_follows_the_counters_at_once_with_a_dns_lookup_hanging() {
         ));
     }
     let Harness { mut lambda, .. } = Harness::start(options).await;
-    let inv = lambda
-        .invoke(Invoke::new(json!({"subsegments": 2})).traced(TraceHeader::sampled()))
-        .await
-        .expect("invoke");
+    let (_, inv) = invoke_traced(&mut lambda, json!({"subsegments": 2})).await;
     assert_eq!(inv.status, InvocationStatus::Success);
     let report = lambda.shutdown().await.expect("shutdown");
     let ext = report.extension(EXTENSION).expect("extension exit");
@@ -523,10 +517,7 @@ async fn documents_accepted_before_the_shutdown_abort_are_not_counted_as_dropped
     } = Harness::start(Options::strategy("end")).await;
     // During the invocation X-Ray fails: everything stays buffered for the shutdown.
     sink.set_fault_plan(FaultPlan::always(Fault::ServerError));
-    let inv = lambda
-        .invoke(Invoke::new(json!({"subsegments": 120})).traced(TraceHeader::sampled()))
-        .await
-        .expect("invoke");
+    let (_, inv) = invoke_traced(&mut lambda, json!({"subsegments": 120})).await;
     assert_eq!(inv.status, InvocationStatus::Success);
     // At shutdown, two calls go through and the third never answers.
     let base = sink.put_calls().len();

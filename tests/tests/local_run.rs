@@ -16,8 +16,7 @@ use common::{
     EXTENSION, Harness, Options, WAIT, extension_log, flush_timeout, invoke_traced, sent_ids,
 };
 use serde_json::{Value, json};
-use xray_extension_tests::emulator::{Emulator, Invoke, ShutdownReason};
-use xray_extension_tests::trace::TraceHeader;
+use xray_extension_tests::emulator::{Emulator, ShutdownReason};
 
 fn local(strategy: &str, function_timeout: Duration) -> Options {
     Options {
@@ -92,10 +91,7 @@ async fn everything_by_shutdown(strategy: &str) {
         .await
         .expect("documents sent on the timer");
     // What the last invocation sent goes out at SHUTDOWN at the latest.
-    let inv = lambda
-        .invoke(Invoke::new(json!({"subsegments": 3})).traced(TraceHeader::sampled()))
-        .await
-        .expect("invoke");
+    let (_, inv) = invoke_traced(&mut lambda, json!({"subsegments": 3})).await;
     ids.extend(sent_ids(&inv));
     let report = lambda.shutdown().await.expect("shutdown");
     let ext = report.extension(EXTENSION).expect("extension");
@@ -136,16 +132,10 @@ async fn a_timeout_in_a_local_run_is_followed_by_a_fresh_init_on_the_same_ports(
         sink,
         udp_port,
     } = Harness::start(local("adaptive", Duration::from_secs(1))).await;
-    let first = lambda
-        .invoke(Invoke::new(json!({"subsegments": 2})).traced(TraceHeader::sampled()))
-        .await
-        .expect("invoke");
+    let (_, first) = invoke_traced(&mut lambda, json!({"subsegments": 2})).await;
     let mut ids = sent_ids(&first);
     // The SDK sends before the function hangs; the timeout ends the environment.
-    let hung = lambda
-        .invoke(Invoke::new(json!({"subsegments": 2, "hang": true})).traced(TraceHeader::sampled()))
-        .await
-        .expect("invoke");
+    let (_, hung) = invoke_traced(&mut lambda, json!({"subsegments": 2, "hang": true})).await;
     assert!(hung.timed_out);
     let reset = hung.reset.as_ref().expect("reset after the timeout");
     assert_eq!(reset.reason, ShutdownReason::Timeout);
@@ -164,10 +154,7 @@ async fn a_timeout_in_a_local_run_is_followed_by_a_fresh_init_on_the_same_ports(
         "the hung invocation's documents: {got:?}"
     );
     // The next invoke starts a fresh environment on the same ports.
-    let again = lambda
-        .invoke(Invoke::new(json!({"subsegments": 2})).traced(TraceHeader::sampled()))
-        .await
-        .expect("invoke");
+    let (_, again) = invoke_traced(&mut lambda, json!({"subsegments": 2})).await;
     assert!(again.cold, "a fresh init after the timeout");
     ids.extend(sent_ids(&again));
     let report = lambda.shutdown().await.expect("shutdown");

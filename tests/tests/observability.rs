@@ -9,12 +9,11 @@
 
 mod common;
 
-use common::{Harness, Options, counters, extension_log, sent_ids, venv};
+use common::{Harness, Options, counters, extension_log, invoke_traced, sent_ids, venv};
 use serde_json::{Value, json};
 use xray_extension_tests::emulator::{
-    DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, DUMMY_SESSION_TOKEN, Invoke,
+    DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, DUMMY_SESSION_TOKEN,
 };
-use xray_extension_tests::trace::TraceHeader;
 
 /// The extension's EMF lines, parsed.
 fn emf_lines(log: &[String]) -> Vec<(String, Value)> {
@@ -48,10 +47,7 @@ async fn shutdown_writes_one_valid_emf_line_with_the_run_counters() {
     } = Harness::start(Options::strategy("end")).await;
     let mut received = 0;
     for _ in 0..2 {
-        let inv = lambda
-            .invoke(Invoke::new(json!({"subsegments": 3})).traced(TraceHeader::sampled()))
-            .await
-            .expect("invoke");
+        let (_, inv) = invoke_traced(&mut lambda, json!({"subsegments": 3})).await;
         received += sent_ids(&inv).len();
     }
     lambda.shutdown().await.expect("shutdown");
@@ -113,10 +109,7 @@ async fn namespace_none_turns_the_emf_line_off_and_a_chosen_namespace_is_used() 
             namespace.to_owned(),
         ));
         let Harness { mut lambda, .. } = Harness::start(options).await;
-        lambda
-            .invoke(Invoke::new(json!({"subsegments": 1})).traced(TraceHeader::sampled()))
-            .await
-            .expect("invoke");
+        invoke_traced(&mut lambda, json!({"subsegments": 1})).await;
         lambda.shutdown().await.expect("shutdown");
         let lines = emf_lines(&extension_log(&lambda));
         let namespaces: Vec<&str> = lines
@@ -150,11 +143,7 @@ async fn full_run(extension_env: &[(&str, &str)]) -> (Harness, Vec<String>) {
         json!({"subsegments": 1}),
         json!({"error": "OrderRejected"}),
     ] {
-        let inv = harness
-            .lambda
-            .invoke(Invoke::new(event).traced(TraceHeader::sampled()))
-            .await
-            .expect("invoke");
+        let (_, inv) = invoke_traced(&mut harness.lambda, event).await;
         request_ids.push(inv.request_id);
     }
     harness.lambda.shutdown().await.expect("shutdown");

@@ -581,10 +581,7 @@ async fn a_full_buffer_gets_503_from_the_receiver_and_every_span_it_accepted_rea
         assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
     }
     for _ in 0..3 {
-        lambda
-            .invoke(Invoke::new(json!({})).traced(TraceHeader::sampled()))
-            .await
-            .expect("invoke");
+        invoke_traced(&mut lambda, json!({})).await;
     }
     lambda.shutdown().await.expect("shutdown");
     assert!(busy > 0, "the buffer never filled: the test proves nothing");

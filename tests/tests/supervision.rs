@@ -10,7 +10,8 @@
 mod common;
 
 use common::{
-    EXTENSION, Harness, Options, WAIT, counters, extension_log, invocation_started, sent_ids,
+    EXTENSION, Harness, Options, WAIT, counters, extension_log, invocation_started, invoke_traced,
+    sent_ids,
 };
 use serde_json::json;
 use xray_extension::fault;
@@ -77,10 +78,7 @@ async fn armed(site: Site, format: Format) -> (Harness, u16) {
 /// One traced invocation that sends two subsegments: it completes, held no longer than the
 /// flush timeout; the ids it sent.
 async fn invoke(lambda: &mut Emulator) -> Vec<String> {
-    let inv = lambda
-        .invoke(Invoke::new(json!({"subsegments": 2})).traced(TraceHeader::sampled()))
-        .await
-        .expect("invoke");
+    let (_, inv) = invoke_traced(lambda, json!({"subsegments": 2})).await;
     assert_eq!(inv.status, InvocationStatus::Success);
     assert!(!inv.timed_out && inv.failure.is_none(), "{inv:?}");
     let post = inv.post_runtime.expect("post-runtime duration");

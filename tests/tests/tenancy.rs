@@ -125,10 +125,7 @@ async fn without_tenant_isolation_no_tenant_id_anywhere() {
         roots.push(trace.root);
     }
     // A timeout: AWS's runtime core adds platform.fault (Go's field names), which costs nothing.
-    let hung = lambda
-        .invoke(Invoke::new(json!({"subsegments": 0, "hang": true})).traced(TraceHeader::sampled()))
-        .await
-        .expect("invoke");
+    let (_, hung) = invoke_traced(&mut lambda, json!({"subsegments": 0, "hang": true})).await;
     assert!(hung.timed_out);
     lambda.shutdown().await.expect("shutdown");
     // The records say "tenantId": "" (runtimeDone), as AWS's runtime core writes them.

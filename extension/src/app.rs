@@ -36,6 +36,7 @@ use crate::export::xray::XrayBackend;
 use crate::ingest::udp::Ingested;
 use crate::lambda::api::Telemetry;
 use crate::lambda::events::{self, NextEvent};
+use crate::lambda::listener::Delivery;
 use crate::lambda::telemetry::{EpochSeconds, Event, Record, TenantId};
 use crate::lifecycle::{Action, FlushPoints, Input, Settings};
 use crate::metrics::{self, Metrics};
@@ -99,8 +100,8 @@ pub struct Inputs {
     pub lifecycle: mpsc::Receiver<LifecycleEvent>,
     /// Documents from the UDP reader.
     pub documents: mpsc::Receiver<Ingested>,
-    /// Telemetry records from the listener.
-    pub telemetry: mpsc::Receiver<Vec<Event>>,
+    /// Telemetry records from the listener (their room in the budget given back once read).
+    pub telemetry: mpsc::Receiver<Delivery>,
     /// Asks the UDP reader to drain the socket.
     pub drain: mpsc::Sender<()>,
 }
@@ -191,8 +192,8 @@ pub async fn run(setup: Setup, inputs: Inputs) {
             },
             Some(item) = documents.recv() => app.step(|app| app.on_ingested(item)),
             events = records.recv(), if listening => {
-                if let Some(events) = events {
-                    app.step(|app| app.on_telemetry(&events));
+                if let Some(delivery) = events {
+                    app.step(|app| app.on_telemetry(&delivery.events));
                 } else {
                     // The listener is closed for good (or was never started).
                     listening = false;
@@ -553,7 +554,7 @@ mod tests {
 
     /// The loop, flushing at each invocation's end, as if subscribed to telemetry; its
     /// lifecycle and telemetry senders.
-    fn start_loop() -> (mpsc::Sender<LifecycleEvent>, mpsc::Sender<Vec<Event>>) {
+    fn start_loop() -> (mpsc::Sender<LifecycleEvent>, mpsc::Sender<Delivery>) {
         let (config, _) = Config::from_lookup(|k| {
             (k == crate::config::vars::FLUSH_STRATEGY).then(|| "end".to_owned())
         });

@@ -158,7 +158,7 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
         let inputs = udp::Inputs {
             socket: Arc::new(udp_socket),
             docs: documents_tx,
-            budget,
+            budget: budget.clone(),
             drain_requests: Arc::new(tokio::sync::Mutex::new(drain_rx)),
             metrics: metrics.clone(),
         };
@@ -171,7 +171,12 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     if let Some(telemetry_socket) = telemetry_socket {
         let (listener, metrics) = (Arc::new(telemetry_socket), metrics.clone());
         tasks.spawn(Task::TelemetryListener, move || {
-            listener::run(listener.clone(), telemetry_tx.clone(), metrics.clone())
+            listener::run(
+                listener.clone(),
+                telemetry_tx.clone(),
+                budget.clone(),
+                metrics.clone(),
+            )
         });
     }
 

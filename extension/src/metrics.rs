@@ -85,6 +85,9 @@ macro_rules! __counters {
             generated_refused => (17, "OwnDocumentsRefused", Count);
             /// Our tasks that panicked or ended unexpectedly (each logged once, see `supervisor`).
             task_failures => (18, "TasksFailed", Count);
+            /// Telemetry deliveries answered 503 because the budget's telemetry slice had no
+            /// room (Lambda sends them again).
+            telemetry_busy;
         }
     };
 }
@@ -247,6 +250,12 @@ impl LogLimiter {
             }
         }
     }
+
+    /// [`LogLimiter::allow`] on a limiter shared by a receiver's requests, now (`None` when its
+    /// lock is poisoned: no line rather than a panic).
+    pub fn allow_shared(limiter: &std::sync::Mutex<Self>) -> Option<u64> {
+        limiter.lock().ok()?.allow(Instant::now())
+    }
 }
 
 #[cfg(test)]
@@ -312,6 +321,7 @@ mod tests {
             &m.send_failed,
             &m.generated_refused,
             &m.task_failures,
+            &m.telemetry_busy,
         ];
         for (n, counter) in (1..).zip(all) {
             set(counter, n);
@@ -361,7 +371,7 @@ mod tests {
              otlp_out_requests=20 otlp_out_spans=21 otlp_out_raw_bytes=22 otlp_out_wire_bytes=23 \
              post_runtime_count=25 post_runtime_us_sum=40525 post_runtime_us_max=40500 \
              telemetry_fields_ignored=27 telemetry_dropped=28 send_failed=29 generated_refused=30 \
-             task_failures=31"
+             task_failures=31 telemetry_busy=32"
         );
         let (rss, rest) = tail.split_once(' ').unwrap();
         assert!(rss.parse::<u64>().is_ok(), "{tail}");

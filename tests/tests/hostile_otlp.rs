@@ -193,15 +193,7 @@ async fn receiver(strategy: &str) -> (u16, Harness) {
     let port = xray_extension_tests::net::free_tcp_port().expect("tcp port");
     let mut harness = Harness::start(Options {
         extension_env: vec![
-            // The layer's binary is static musl, whose allocator maps each large block on its
-            // own and unmaps it when freed. A glibc build (the tests' debug binary) raises its
-            // mmap threshold to the largest block freed and keeps up to twice that per arena
-            // (measured: 4 to 7 MB more peak here); pinning the threshold at glibc's default
-            // measures the extension rather than the test build's allocator.
-            (
-                "GLIBC_TUNABLES".into(),
-                "glibc.malloc.mmap_threshold=131072".into(),
-            ),
+            common::pinned_mmap_threshold(),
             ("XRAY_EXTENSION_FLUSH_STRATEGY".into(), strategy.into()),
             (
                 "XRAY_EXTENSION_OTLP_ADDRESS".into(),
@@ -264,17 +256,7 @@ async fn hostile_requests_leave_the_extension_small_and_alive_and_legitimate_exp
         "peak RSS {peak} KiB (limit {PEAK_RSS_LIMIT_KB} KiB)"
     );
     // Alive: it still serves an invocation, sends what it accepted, and exits cleanly.
-    let inv = lambda
-        .invoke(Invoke::new(json!({"subsegments": 1})).traced(trace.clone()))
-        .await
-        .expect("invoke");
-    assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
-    let report = lambda.shutdown().await.expect("shutdown");
-    assert!(
-        report.extensions.iter().all(|e| e.exit_code() == Some(0)),
-        "{:?}",
-        report.extensions
-    );
+    common::assert_serves_and_exits_cleanly(&mut lambda, trace.clone()).await;
     let arrived: std::collections::HashSet<String> =
         sink.spans().into_iter().map(|s| s.span_id).collect();
     let legit: Vec<String> = legit.into_iter().flatten().collect();

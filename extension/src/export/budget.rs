@@ -1,33 +1,68 @@
 //! The one byte budget for what the receivers hold: documents from their hand-off until their
 //! send settles, and an OTLP/HTTP request's bytes (its body as read, as inflated, its decoded
-//! form and the documents built from it) while it is decoded. A receiver takes permits for the
-//! bytes before it reads or allocates them; the permits travel with a document and are given
-//! back when it is dropped, and a [`Reservation`] gives back what it holds when it is dropped.
+//! form and the documents built from it) while it is decoded; and, in a slice of its own past
+//! the documents' limit, Telemetry API deliveries (the body as read and the records decoded
+//! from it, until the lifecycle loop has them). A receiver takes permits for the bytes before
+//! it reads or allocates them; the permits travel with a document and are given back when it is
+//! dropped, and a [`Reservation`] gives back what it holds when it is dropped.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::document::Document;
 
 /// The bytes of received documents allowed from the receivers up to the end of their send, on
 /// top of the channel's slot count (with 64 KB documents the slots alone would not bound
 /// memory): sized like the export buffer, so a document is refused here exactly when the buffer
-/// is full (the OTLP/HTTP receiver then answers 503), and never dropped once accepted.
+/// is full (the OTLP/HTTP receiver then answers 503), and never dropped once accepted. Telemetry
+/// deliveries have [`TELEMETRY_SLICE`] more of their own.
 #[derive(Debug, Clone)]
 pub struct HandOffBudget {
+    documents: Pool,
+    telemetry: Pool,
+}
+
+/// Room past the documents' limit for Telemetry API deliveries, so that a buffer full of the
+/// function's spans never keeps out the `platform.runtimeDone` that releases an invocation:
+/// three of the deliveries our subscription asks for (256 KiB) at their largest decoding cost,
+/// or one of Lambda's largest (1 MiB).
+pub const TELEMETRY_SLICE: usize = 4 * 1024 * 1024;
+
+/// Permits for a number of bytes.
+#[derive(Debug, Clone)]
+struct Pool {
     permits: Arc<Semaphore>,
     capacity: usize,
 }
 
-impl HandOffBudget {
-    /// A budget of `bytes` (at most [`Semaphore::MAX_PERMITS`]).
-    pub fn new(bytes: usize) -> Self {
+impl Pool {
+    fn new(bytes: usize) -> Self {
         let capacity = bytes.min(Semaphore::MAX_PERMITS);
         Self {
             permits: Arc::new(Semaphore::new(capacity)),
             capacity,
         }
+    }
+}
+
+impl HandOffBudget {
+    /// A budget of `bytes` for documents (at most [`Semaphore::MAX_PERMITS`]), and the
+    /// [`TELEMETRY_SLICE`] for telemetry deliveries.
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            documents: Pool::new(bytes),
+            telemetry: Pool::new(TELEMETRY_SLICE),
+        }
+    }
+
+    /// The same budget with a telemetry slice of `bytes` instead.
+    #[must_use]
+    pub fn with_telemetry_slice(mut self, bytes: usize) -> Self {
+        self.telemetry = Pool::new(bytes);
+        self
     }
 
     /// Takes the permits for `doc`'s bytes, or gives the document back when they are not free.
@@ -35,7 +70,12 @@ impl HandOffBudget {
         let Ok(weight) = u32::try_from(doc.weight()) else {
             return Err(doc);
         };
-        match self.permits.clone().try_acquire_many_owned(weight) {
+        match self
+            .documents
+            .permits
+            .clone()
+            .try_acquire_many_owned(weight)
+        {
             Ok(permit) => Ok(Admitted { doc, permit }),
             Err(_) => Err(doc),
         }
@@ -48,10 +88,15 @@ impl HandOffBudget {
         let Ok(wanted) = u32::try_from(total) else {
             return Err(docs);
         };
-        if total > self.capacity {
+        if total > self.documents.capacity {
             return Err(docs);
         }
-        let Ok(mut permit) = self.permits.clone().try_acquire_many_owned(wanted) else {
+        let Ok(mut permit) = self
+            .documents
+            .permits
+            .clone()
+            .try_acquire_many_owned(wanted)
+        else {
             return Err(docs);
         };
         let mut admitted: Vec<Admitted> = Vec::with_capacity(docs.len());
@@ -71,24 +116,32 @@ impl HandOffBudget {
 
     /// Whether documents of `bytes` in all could ever be admitted (at most the whole budget).
     pub fn could_admit(&self, bytes: usize) -> bool {
-        bytes <= self.capacity
+        bytes <= self.documents.capacity
     }
 
     /// Bytes free now.
     #[cfg(test)]
     pub fn available(&self) -> usize {
-        self.permits.available_permits()
+        self.documents.permits.available_permits()
     }
 
     /// The whole budget, in bytes.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.documents.capacity
     }
 
     /// An empty reservation on this budget, to grow as the work it covers needs bytes.
     pub fn reservation(&self) -> Reservation {
         Reservation {
-            budget: self.clone(),
+            pool: self.documents.clone(),
+            permit: None,
+        }
+    }
+
+    /// An empty reservation on the telemetry slice, for one Telemetry API delivery.
+    pub fn telemetry_reservation(&self) -> Reservation {
+        Reservation {
+            pool: self.telemetry.clone(),
             permit: None,
         }
     }
@@ -106,10 +159,11 @@ pub enum BudgetError {
 }
 
 /// Bytes held from the budget for one piece of work (an OTLP/HTTP request being read and
-/// decoded), grown before each allocation it covers and given back when dropped.
+/// decoded, a telemetry delivery), grown before each allocation it covers and given back when
+/// dropped.
 #[derive(Debug)]
 pub struct Reservation {
-    budget: HandOffBudget,
+    pool: Pool,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -126,12 +180,12 @@ impl Reservation {
         if bytes == 0 {
             return Ok(());
         }
-        if self.bytes().saturating_add(bytes) > self.budget.capacity {
+        if self.bytes().saturating_add(bytes) > self.pool.capacity {
             return Err(BudgetError::TooLarge);
         }
         let wanted = u32::try_from(bytes).map_err(|_| BudgetError::TooLarge)?;
         let more = self
-            .budget
+            .pool
             .permits
             .clone()
             .try_acquire_many_owned(wanted)
@@ -143,6 +197,29 @@ impl Reservation {
         Ok(())
     }
 
+    /// Takes `bytes` more, looking for room every `poll` until `deadline` (`on_wait` is called
+    /// once, when it first finds none): [`BudgetError::NoRoom`] when none came in time.
+    pub async fn grow_until(
+        &mut self,
+        bytes: usize,
+        deadline: Instant,
+        poll: Duration,
+        on_wait: impl FnOnce(),
+    ) -> Result<(), BudgetError> {
+        let mut on_wait = Some(on_wait);
+        loop {
+            match self.try_grow(bytes) {
+                Err(BudgetError::NoRoom) if Instant::now() + poll <= deadline => {
+                    if let Some(first) = on_wait.take() {
+                        first();
+                    }
+                    tokio::time::sleep(poll).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Gives back `bytes` of what it holds (all of it, when it holds less).
     pub fn release(&mut self, bytes: usize) {
         if bytes >= self.bytes() {
@@ -152,9 +229,9 @@ impl Reservation {
         }
     }
 
-    /// The whole budget, in bytes.
+    /// The whole budget (or slice) it draws from, in bytes.
     pub fn capacity(&self) -> usize {
-        self.budget.capacity
+        self.pool.capacity
     }
 
     /// `doc` with permits for its bytes, moved out of this reservation (grown first by what it

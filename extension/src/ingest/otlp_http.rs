@@ -255,12 +255,7 @@ fn respond(status: StatusCode, encoding: Encoding, body: Vec<u8>) -> Response<Fu
 
 impl Shared {
     fn log_refused(&self, status: StatusCode, reason: &str) {
-        let allowed = self
-            .refused
-            .lock()
-            .ok()
-            .and_then(|mut l| l.allow(Instant::now()));
-        if let Some(suppressed) = allowed {
+        if let Some(suppressed) = LogLimiter::allow_shared(&self.refused) {
             warn!(
                 status = status.as_u16(),
                 reason, suppressed, "OTLP request refused"
@@ -322,21 +317,15 @@ async fn grow(
     deadline: tokio::time::Instant,
     wake: &mpsc::Sender<Ingested>,
 ) -> Result<(), ReceiverError> {
-    let mut asked = false;
-    loop {
-        match reservation.try_grow(bytes) {
-            Ok(()) => return Ok(()),
-            Err(BudgetError::TooLarge) => return Err(ReceiverError::TooLarge),
-            Err(BudgetError::NoRoom) if tokio::time::Instant::now() + ROOM_POLL <= deadline => {
-                if !asked {
-                    // Best effort: a full queue is busy enough.
-                    let _ = wake.try_send(Ingested::RoomWanted);
-                    asked = true;
-                }
-                tokio::time::sleep(ROOM_POLL).await;
-            }
-            Err(BudgetError::NoRoom) => return Err(ReceiverError::Busy),
-        }
+    // Best effort: a full queue is busy enough.
+    let nudge = || drop(wake.try_send(Ingested::RoomWanted));
+    match reservation
+        .grow_until(bytes, deadline, ROOM_POLL, nudge)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(BudgetError::TooLarge) => Err(ReceiverError::TooLarge),
+        Err(BudgetError::NoRoom) => Err(ReceiverError::Busy),
     }
 }
 

@@ -3,11 +3,14 @@
 //! It answers 200 to every POST, even to a body it cannot read: any other status makes Lambda
 //! re-send the same batch. The 200 goes out once the records are handed to the lifecycle loop
 //! (or, if the loop does not take them in time, counted as dropped). The socket is bound by the
-//! caller and passed in.
+//! caller and passed in. The one exception is a delivery that finds no room in the budget (see
+//! [`handle`]).
 //!
 //! Other local processes can connect too, so no connection may keep Lambda's own POSTs out: the
 //! connections are served by [`crate::serve`] (accepted at once, the head under a deadline, the
-//! oldest idle one closed at the limit), and the body has a deadline of its own.
+//! oldest idle one closed at the limit), and the body has a deadline of its own. What a delivery
+//! holds (its body, then its records until the lifecycle loop has them) comes out of the
+//! budget's telemetry slice, reserved before it is read or decoded.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,9 +19,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::warn;
 
 use super::telemetry::{self, Event};
+use crate::export::budget::{BudgetError, HandOffBudget, Reservation};
 use crate::metrics::{self, LogLimiter, Metrics};
 use crate::serve;
 
@@ -33,6 +38,11 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a delivery may wait for the lifecycle loop to take its records.
 pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a delivery may wait for room in the budget's telemetry slice (held by deliveries
+/// being read or not yet taken by the lifecycle loop).
+pub const ROOM_WAIT: Duration = Duration::from_millis(250);
+/// How often a waiting delivery looks for room.
+pub const ROOM_POLL: Duration = Duration::from_millis(5);
 /// One log line per this interval for unreadable deliveries.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -57,124 +67,226 @@ impl Default for Limits {
     }
 }
 
+/// The records of one delivery, with the room they hold in the budget's telemetry slice (given
+/// back when the delivery is dropped, once the lifecycle loop has read them).
+#[derive(Debug)]
+pub struct Delivery {
+    /// The records, in the order received.
+    pub events: Vec<Event>,
+    held: Reservation,
+}
+
+impl Delivery {
+    /// `events`, holding the room `held` has.
+    pub fn new(events: Vec<Event>, held: Reservation) -> Self {
+        Self { events, held }
+    }
+
+    /// Bytes it holds in the budget.
+    pub fn held_bytes(&self) -> usize {
+        self.held.bytes()
+    }
+}
+
 /// Serves the listener until the process ends, with the default [`Limits`].
 pub async fn run(
     listener: impl serve::Accept,
-    events: mpsc::Sender<Vec<Event>>,
+    events: mpsc::Sender<Delivery>,
+    budget: HandOffBudget,
     metrics: Arc<Metrics>,
 ) {
-    run_with(listener, events, metrics, Limits::default()).await;
+    run_with(listener, events, budget, metrics, Limits::default()).await;
+}
+
+/// What every request's handler shares.
+struct Shared {
+    events: mpsc::Sender<Delivery>,
+    budget: HandOffBudget,
+    metrics: Arc<Metrics>,
+    limiter: Mutex<LogLimiter>,
+    body_timeout: Duration,
 }
 
 /// Serves the listener until the process ends.
 pub async fn run_with(
     listener: impl serve::Accept,
-    events: mpsc::Sender<Vec<Event>>,
+    events: mpsc::Sender<Delivery>,
+    budget: HandOffBudget,
     metrics: Arc<Metrics>,
     limits: Limits,
 ) {
-    let limiter = Arc::new(Mutex::new(LogLimiter::new(LOG_INTERVAL)));
+    let shared = Arc::new(Shared {
+        events,
+        budget,
+        metrics,
+        limiter: Mutex::new(LogLimiter::new(LOG_INTERVAL)),
+        body_timeout: limits.body_timeout,
+    });
     let bounds = serve::Bounds {
         max_connections: limits.max_connections,
         head_timeout: limits.head_timeout,
     };
     serve::serve(listener, bounds, "telemetry", move |req| {
-        handle(
-            req,
-            events.clone(),
-            metrics.clone(),
-            limiter.clone(),
-            limits.body_timeout,
-        )
+        handle(req, shared.clone())
     })
     .await;
 }
 
-/// Reads a body of at most [`MAX_BODY_BYTES`] into one buffer (sized by its `Content-Length`,
-/// so it is never copied whole once read).
-async fn read_body(mut body: Incoming, length: Option<usize>) -> Result<Vec<u8>, String> {
-    let too_large = || format!("body larger than {MAX_BODY_BYTES} bytes");
-    let mut out = Vec::new();
-    if let Some(length) = length {
-        if length > MAX_BODY_BYTES {
-            return Err(too_large());
+/// Why a delivery was not read or decoded.
+enum Unread {
+    /// No room in the telemetry slice now.
+    NoRoom,
+    /// Never readable: too large (for the limit or the whole slice), broken, or too slow.
+    Failed(String),
+}
+
+impl Unread {
+    fn of_budget(e: BudgetError, what: &str) -> Self {
+        match e {
+            BudgetError::NoRoom => Self::NoRoom,
+            BudgetError::TooLarge => {
+                Self::Failed(format!("{what} needs more than the whole telemetry budget"))
+            }
         }
-        out.reserve_exact(length);
     }
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`] into one buffer whose bytes `held` takes first:
+/// sized by its `Content-Length`, so it is never copied whole once read; without one, room
+/// for the largest body and the copy of its buffer as it doubles, the unused part given back
+/// once read.
+async fn read_body(
+    mut body: Incoming,
+    length: Option<usize>,
+    held: &mut Reservation,
+    room_deadline: Instant,
+) -> Result<Vec<u8>, Unread> {
+    let too_large = || Unread::Failed(format!("body larger than {MAX_BODY_BYTES} bytes"));
+    let limit = length.unwrap_or(MAX_BODY_BYTES);
+    if limit > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    let room = length.unwrap_or(MAX_BODY_BYTES + MAX_BODY_BYTES / 2);
+    held.grow_until(room, room_deadline, ROOM_POLL, || {})
+        .await
+        .map_err(|e| Unread::of_budget(e, "the body"))?;
+    let mut out = Vec::new();
+    out.reserve_exact(length.unwrap_or(0));
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else {
+        let Ok(data) = frame
+            .map_err(|e| Unread::Failed(e.to_string()))?
+            .into_data()
+        else {
             continue;
         };
-        if out.len() + data.len() > MAX_BODY_BYTES {
+        let needed = out.len() + data.len();
+        if needed > limit {
             return Err(too_large());
+        }
+        if needed > out.capacity() {
+            let target = (out.capacity() * 2).clamp(needed, limit);
+            out.reserve_exact(target - out.len());
         }
         out.extend_from_slice(&data);
     }
+    held.release(room.saturating_sub(out.capacity()));
     Ok(out)
 }
 
+/// Answers a delivery. A delivery that finds no room in the budget's telemetry slice within
+/// [`ROOM_WAIT`] (local processes posting large bodies, or deliveries the lifecycle loop has not
+/// taken yet) gets 503, unread: Lambda keeps a delivery it was answered non-2xx for and sends it
+/// again (contracts: Telemetry API), and the room comes back within the body and hand-off
+/// timeouts, so it gets in then; a 200 would lose its records, and with them perhaps the
+/// `platform.runtimeDone` that releases an invocation. A body that needs more than the whole
+/// slice never could get in: it gets 200 and is counted as unreadable, as re-sending it would
+/// loop.
 async fn handle(
     req: Request<Incoming>,
-    events: mpsc::Sender<Vec<Event>>,
-    metrics: Arc<Metrics>,
-    limiter: Arc<Mutex<LogLimiter>>,
-    body_timeout: Duration,
+    shared: Arc<Shared>,
 ) -> Result<Response<Empty<Bytes>>, std::convert::Infallible> {
-    if req.method() == hyper::Method::POST {
+    let status = if req.method() == hyper::Method::POST {
         let length = req
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
-        let body = tokio::time::timeout(body_timeout, read_body(req.into_body(), length))
-            .await
-            .map_err(|_| String::from("timed out"))
-            .and_then(|r| r);
-        match body {
-            Ok(body) => {
-                let decoded = telemetry::decode(&body, received_now());
-                if decoded.invalid > 0 {
-                    metrics::add(&metrics.telemetry_invalid, decoded.invalid as u64);
-                    log_limited(
-                        &limiter,
-                        decoded.invalid,
-                        "unreadable telemetry records skipped",
-                    );
-                }
-                if decoded.fields_ignored > 0 {
-                    metrics::add(
-                        &metrics.telemetry_fields_ignored,
-                        decoded.fields_ignored as u64,
-                    );
-                    log_limited(
-                        &limiter,
-                        decoded.fields_ignored,
-                        "unreadable telemetry fields ignored; their records were kept",
-                    );
-                }
-                let records = decoded.events.len();
-                if records > 0
-                    && events
-                        .send_timeout(decoded.events, HANDOFF_TIMEOUT)
-                        .await
-                        .is_err()
-                {
-                    metrics::add(&metrics.telemetry_dropped, records as u64);
-                    log_limited(
-                        &limiter,
-                        records,
-                        "telemetry records dropped: the lifecycle loop did not take them",
-                    );
-                }
+        match take(req.into_body(), length, &shared).await {
+            Ok(()) => StatusCode::OK,
+            Err(Unread::NoRoom) => {
+                metrics::add(&shared.metrics.telemetry_busy, 1);
+                shared.log_limited(
+                    1,
+                    "telemetry delivery answered 503 (Lambda sends it again): no room in the telemetry budget",
+                );
+                StatusCode::SERVICE_UNAVAILABLE
             }
-            Err(e) => {
-                metrics::add(&metrics.telemetry_invalid, 1);
-                log_limited(&limiter, 1, &format!("telemetry body not read: {e}"));
+            Err(Unread::Failed(e)) => {
+                metrics::add(&shared.metrics.telemetry_invalid, 1);
+                shared.log_limited(1, &format!("telemetry body not read: {e}"));
+                StatusCode::OK
             }
         }
-    }
+    } else {
+        StatusCode::OK
+    };
     let mut res = Response::new(Empty::new());
-    *res.status_mut() = StatusCode::OK;
+    *res.status_mut() = status;
     Ok(res)
+}
+
+/// Reads, decodes and hands on one delivery, its bytes reserved before each step.
+async fn take(body: Incoming, length: Option<usize>, shared: &Shared) -> Result<(), Unread> {
+    let mut held = shared.budget.telemetry_reservation();
+    let room_deadline = Instant::now() + ROOM_WAIT;
+    let read = read_body(body, length, &mut held, room_deadline);
+    let body = tokio::time::timeout(shared.body_timeout, read)
+        .await
+        .unwrap_or_else(|_| Err(Unread::Failed("timed out".into())))?;
+    let cost = telemetry::decode_cost(&body);
+    held.grow_until(cost.total(), room_deadline, ROOM_POLL, || {})
+        .await
+        .map_err(|e| Unread::of_budget(e, "decoding the body"))?;
+    let decoded = telemetry::decode(&body, received_now());
+    // The records keep what `cost.records` covers; the body and the scratch are gone.
+    held.release(body.len().saturating_add(cost.scratch));
+    drop(body);
+    if decoded.invalid > 0 {
+        metrics::add(&shared.metrics.telemetry_invalid, decoded.invalid as u64);
+        shared.log_limited(decoded.invalid, "unreadable telemetry records skipped");
+    }
+    if decoded.fields_ignored > 0 {
+        metrics::add(
+            &shared.metrics.telemetry_fields_ignored,
+            decoded.fields_ignored as u64,
+        );
+        shared.log_limited(
+            decoded.fields_ignored,
+            "unreadable telemetry fields ignored; their records were kept",
+        );
+    }
+    let records = decoded.events.len();
+    if records > 0
+        && shared
+            .events
+            .send_timeout(Delivery::new(decoded.events, held), HANDOFF_TIMEOUT)
+            .await
+            .is_err()
+    {
+        metrics::add(&shared.metrics.telemetry_dropped, records as u64);
+        shared.log_limited(
+            records,
+            "telemetry records dropped: the lifecycle loop did not take them",
+        );
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn log_limited(&self, count: usize, message: &str) {
+        if let Some(suppressed) = LogLimiter::allow_shared(&self.limiter) {
+            warn!(count, suppressed, "{message}");
+        }
+    }
 }
 
 /// The wall clock now, standing in for a record time Lambda did not give readably.
@@ -185,21 +297,15 @@ fn received_now() -> telemetry::EpochSeconds {
     telemetry::EpochSeconds(now.as_secs_f64())
 }
 
-fn log_limited(limiter: &Mutex<LogLimiter>, count: usize, message: &str) {
-    let allowed = limiter
-        .lock()
-        .ok()
-        .and_then(|mut l| l.allow(std::time::Instant::now()));
-    if let Some(suppressed) = allowed {
-        warn!(count, suppressed, "{message}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    fn budget() -> HandOffBudget {
+        HandOffBudget::new(1024 * 1024)
+    }
 
     async fn post(addr: std::net::SocketAddr, body: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -219,7 +325,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (tx, mut rx) = mpsc::channel(4);
         let metrics = Arc::new(Metrics::default());
-        tokio::spawn(run(listener, tx, metrics.clone()));
+        tokio::spawn(run(listener, tx, budget(), metrics.clone()));
 
         let res = post(addr, "this is not json").await;
         assert!(res.starts_with("HTTP/1.1 200"), "{res}");
@@ -229,7 +335,7 @@ mod tests {
                        {"time":"2023-01-01T00:00:00.030Z","type":"platform.runtimeDone","record":{"requestId":"r-2","status":"success"}}]"#;
         let res = post(addr, body).await;
         assert!(res.starts_with("HTTP/1.1 200"), "{res}");
-        let events = rx.recv().await.unwrap();
+        let events = rx.recv().await.unwrap().events;
         assert_eq!(events.len(), 2);
         assert!(
             matches!(&events[1].record, telemetry::Record::RuntimeDone(r) if r.request_id == "r-2")
@@ -250,7 +356,7 @@ mod tests {
             head_timeout: Duration::from_mins(1),
             body_timeout: Duration::from_mins(1),
         };
-        tokio::spawn(run_with(listener, tx, metrics, limits));
+        tokio::spawn(run_with(listener, tx, budget(), metrics, limits));
         let mut idle = Vec::new();
         for n in 0..12 {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -266,7 +372,7 @@ mod tests {
             .await
             .expect("the delivery was kept out");
         assert!(res.starts_with("HTTP/1.1 200"), "{res}");
-        let events = rx.recv().await.unwrap();
+        let events = rx.recv().await.unwrap().events;
         assert!(
             matches!(&events[0].record, telemetry::Record::RuntimeDone(r) if r.request_id == "r-9")
         );
@@ -282,7 +388,13 @@ mod tests {
             head_timeout: Duration::from_millis(200),
             ..Limits::default()
         };
-        tokio::spawn(run_with(listener, tx, Arc::new(Metrics::default()), limits));
+        tokio::spawn(run_with(
+            listener,
+            tx,
+            budget(),
+            Arc::new(Metrics::default()),
+            limits,
+        ));
         for partial in [&b""[..], b"POST /telemetry HTTP/1.1\r\n"] {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
             s.write_all(partial).await.unwrap();
@@ -308,9 +420,90 @@ mod tests {
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
         let metrics = Arc::new(Metrics::default());
-        tokio::spawn(run(listener, tx, metrics.clone()));
+        tokio::spawn(run(listener, tx, budget(), metrics.clone()));
         let res = post(addr, RUNTIME_DONE).await;
         assert!(res.starts_with("HTTP/1.1 200"), "{res}");
         assert_eq!(metrics::get(&metrics.telemetry_dropped), 1);
+    }
+
+    fn runtime_done(request_id: &str) -> String {
+        RUNTIME_DONE.replace("r-9", request_id)
+    }
+
+    #[tokio::test]
+    async fn a_delivery_without_room_gets_503_until_the_loop_has_read_the_one_holding_it() {
+        let body = runtime_done("r-1");
+        let cost = telemetry::decode_cost(body.as_bytes());
+        // Room to read and decode one delivery while another's records wait for the loop,
+        // short of one byte.
+        let slice = body.len() + cost.total() + cost.records - 1;
+        let budget = HandOffBudget::new(1024 * 1024).with_telemetry_slice(slice);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let metrics = Arc::new(Metrics::default());
+        tokio::spawn(run(listener, tx, budget.clone(), metrics.clone()));
+
+        let res = post(addr, &body).await;
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        // Its records hold their room until the loop has read them: the next finds none.
+        let started = std::time::Instant::now();
+        let res = post(addr, &runtime_done("r-2")).await;
+        assert!(res.starts_with("HTTP/1.1 503"), "{res}");
+        // It waited for room: it gives up when the next look would come past the wait.
+        assert!(
+            started.elapsed() + ROOM_POLL >= ROOM_WAIT,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(metrics::get(&metrics.telemetry_busy), 1);
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first.held_bytes(), cost.records);
+        assert!(rx.try_recv().is_err(), "the refused delivery was not read");
+        drop(first);
+        // Lambda sends it again: now it gets in.
+        let res = post(addr, &runtime_done("r-2")).await;
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        let events = rx.recv().await.unwrap().events;
+        assert!(
+            matches!(&events[0].record, telemetry::Record::RuntimeDone(r) if r.request_id == "r-2")
+        );
+        assert_eq!(metrics::get(&metrics.telemetry_invalid), 0);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_larger_than_the_whole_slice_is_answered_200_and_counted() {
+        let body = runtime_done("r-1");
+        let budget = HandOffBudget::new(1024 * 1024).with_telemetry_slice(body.len());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let metrics = Arc::new(Metrics::default());
+        tokio::spawn(run(listener, tx, budget, metrics.clone()));
+        // Read (its body fits), but decoding it never could: re-sending would not help.
+        let res = post(addr, &body).await;
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        assert_eq!(metrics::get(&metrics.telemetry_invalid), 1);
+        assert_eq!(metrics::get(&metrics.telemetry_busy), 0);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_documents_budget_never_keeps_a_delivery_out() {
+        let budget = HandOffBudget::new(64 * 1024);
+        let mut documents = budget.reservation();
+        documents.try_grow(64 * 1024).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(run(listener, tx, budget, Arc::new(Metrics::default())));
+        let res = post(addr, RUNTIME_DONE).await;
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        let delivery = rx.recv().await.unwrap();
+        assert!(delivery.held_bytes() > 0);
+        assert!(
+            matches!(&delivery.events[0].record, telemetry::Record::RuntimeDone(r) if r.request_id == "r-9")
+        );
+        drop(documents);
     }
 }

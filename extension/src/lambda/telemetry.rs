@@ -414,6 +414,53 @@ pub const MAX_RECORDS_PER_DELIVERY: usize = 10_000;
 /// fewer than a hundred (a `runtimeDone` with its spans). Long strings are one value each.
 pub const MAX_RECORD_VALUES: usize = 4_096;
 
+/// Bytes one JSON value of a record may take while the record is read (the value and its key
+/// in the record's map, whatever its kind; its text is counted with the record's).
+pub const VALUE_BYTES: usize = 128;
+
+/// The fewest slots a growing list has once it holds anything (Rust's `Vec`, for items of up
+/// to 1 KiB).
+const MIN_LIST_SLOTS: usize = 4;
+
+/// What decoding a body may hold at most, besides the body itself (see [`decode_cost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeCost {
+    /// The records: at most one per element of the array (kept in a list that grows by
+    /// doubling, from 4 slots), and the strings they keep, copied from the body (so at most
+    /// its size).
+    pub records: usize,
+    /// The one record being read, given back once decoded: its text and a map of at most
+    /// [`MAX_RECORD_VALUES`] values (a value takes at least two bytes of text).
+    pub scratch: usize,
+}
+
+impl DecodeCost {
+    /// Both.
+    pub fn total(self) -> usize {
+        self.records.saturating_add(self.scratch)
+    }
+}
+
+/// What decoding `body` may hold at most, found from its separators without reading it, so
+/// that the bytes can be reserved before [`decode`] allocates them (pure).
+pub fn decode_cost(body: &[u8]) -> DecodeCost {
+    let elements = crate::json_scan::array_elements(body);
+    let records = elements
+        .count
+        .min(MAX_RECORDS_PER_DELIVERY)
+        .next_power_of_two()
+        .max(MIN_LIST_SLOTS);
+    let values = (elements.largest / 2 + 1).min(MAX_RECORD_VALUES);
+    DecodeCost {
+        records: records
+            .saturating_mul(std::mem::size_of::<Event>())
+            .saturating_add(body.len()),
+        scratch: values
+            .saturating_mul(VALUE_BYTES)
+            .saturating_add(elements.largest),
+    }
+}
+
 /// Whether the JSON `raw` holds at most `max` values (counted by their separators outside
 /// strings, without reading it).
 fn values_at_most(raw: &str, max: usize) -> bool {

@@ -462,6 +462,46 @@ impl ContainerCredentials {
     }
 }
 
+/// Checks the extension is alive: it still serves an invocation (traced by `trace`), and exits
+/// 0 at the shutdown.
+pub async fn assert_serves_and_exits_cleanly(
+    lambda: &mut Emulator,
+    trace: xray_extension_tests::trace::TraceHeader,
+) {
+    let inv = lambda
+        .invoke(
+            xray_extension_tests::emulator::Invoke::new(serde_json::json!({"subsegments": 1}))
+                .traced(trace),
+        )
+        .await
+        .expect("invoke");
+    assert_eq!(
+        inv.status,
+        xray_extension_tests::emulator::InvocationStatus::Success,
+        "{:?}",
+        inv.error
+    );
+    let report = lambda.shutdown().await.expect("shutdown");
+    assert!(
+        report.extensions.iter().all(|e| e.exit_code() == Some(0)),
+        "{:?}",
+        report.extensions
+    );
+}
+
+/// The extension variable that makes a peak RSS measure the extension: the layer's binary is
+/// static musl, whose allocator maps each large block on its own and unmaps it when freed. A
+/// glibc build (the tests' debug binary) raises its mmap threshold to the largest block freed
+/// and keeps up to twice that per arena (measured in `hostile_otlp.rs`: 4 to 7 MB more peak);
+/// pinning the threshold at glibc's default measures the extension rather than the test
+/// build's allocator.
+pub fn pinned_mmap_threshold() -> (String, String) {
+    (
+        "GLIBC_TUNABLES".into(),
+        "glibc.malloc.mmap_threshold=131072".into(),
+    )
+}
+
 /// The extension's process id: the process running [`EXTENSION`] whose environment holds
 /// `var=value` (tests run in parallel, each with its own ports).
 pub fn extension_pid(var: &str, value: &str) -> u32 {

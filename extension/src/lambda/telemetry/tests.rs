@@ -263,3 +263,43 @@ fn enums_round_trip_their_wire_values() {
     assert_eq!(Phase::parse("invoke"), Phase::Invoke);
     assert_eq!(serde_json::json!(Status::Timeout), "timeout");
 }
+
+#[test]
+fn decode_cost_covers_what_decoding_keeps() {
+    let record = |n: usize| {
+        format!(
+            r#"{{"time":"2023-01-01T00:00:00.030Z","type":"platform.runtimeDone","record":{{"requestId":"r-{n}","status":"success","spans":[{{"name":"responseLatency","start":"2023-01-01T00:00:00.000Z","durationMs":1.0}}]}}}}"#
+        )
+    };
+    let array = |n: usize| format!("[{}]", (0..n).map(record).collect::<Vec<_>>().join(","));
+    let tiny = format!("[{}]", vec![r#"{"type":"x"}"#; 20_000].join(","));
+    let event = std::mem::size_of::<Event>();
+    // (body, records it may hold at most: list slots, as the list grows by doubling)
+    let cases: [(String, usize); 6] = [
+        ("[]".to_owned(), 4),
+        (array(1), 4),
+        (array(5), 8),
+        (array(100), 128),
+        // At most MAX_RECORDS_PER_DELIVERY are decoded, however many there are.
+        (tiny, MAX_RECORDS_PER_DELIVERY.next_power_of_two()),
+        ("not json".to_owned(), 4),
+    ];
+    for (body, slots) in cases {
+        let cost = decode_cost(body.as_bytes());
+        assert_eq!(cost.records, slots * event + body.len(), "{body:.40}");
+        let decoded = decode(body.as_bytes(), EpochSeconds(0.0));
+        // What the decoded records hold is inside it: their list, and strings from the body.
+        assert!(
+            decoded.events.capacity() <= slots,
+            "{} > {slots}: {body:.40}",
+            decoded.events.capacity()
+        );
+    }
+    // The record being read: its text, and a map of its values.
+    let one = array(1);
+    let largest = one.len() - 1;
+    assert_eq!(
+        decode_cost(one.as_bytes()).scratch,
+        largest + (largest / 2 + 1) * VALUE_BYTES
+    );
+}

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use xray_extension::app::{self, ClientCell, Inputs, LifecycleEvent, Setup};
-use xray_extension::config::{Config, vars};
+use xray_extension::config::{Config, SpanDestination, vars};
 use xray_extension::enrich::{Enricher, Environment};
 use xray_extension::export::budget::HandOffBudget;
 use xray_extension::export::policy::Strategy;
@@ -19,6 +19,7 @@ use xray_extension::lambda::listener;
 use xray_extension::lambda::telemetry::{EpochSeconds, InitializationType};
 use xray_extension::logging;
 use xray_extension::metrics::{LogLimiter, Metrics, emf};
+use xray_extension::otlp::Packing;
 use xray_extension::supervisor::{self, Supervisor, Task};
 
 /// Documents waiting between the UDP reader and the lifecycle loop.
@@ -144,11 +145,16 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     let budget = HandOffBudget::new(config.buffer_bytes);
     if let Some(otlp_socket) = otlp_socket {
         let (listener, docs) = (Arc::new(otlp_socket), documents_tx.clone());
+        let packing = match config.span_destination {
+            SpanDestination::Segments => &Packing::DOCUMENTS,
+            SpanDestination::Otlp => &xray_extension::export::otlp::request::PACKING,
+        };
         let (budget, metrics) = (budget.clone(), metrics.clone());
         tasks.spawn(Task::OtlpReceiver, move || {
             otlp_http::run(
                 listener.clone(),
                 docs.clone(),
+                packing,
                 budget.clone(),
                 metrics.clone(),
             )

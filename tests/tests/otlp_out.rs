@@ -196,20 +196,26 @@ async fn injected_503s_at_the_otlp_endpoint_lose_nothing() {
     assert!(refused >= 2, "the endpoint refused {refused} calls");
 }
 
-#[tokio::test]
-async fn python_otlp_http_spans_go_to_the_otlp_endpoint_through_the_receiver() {
+/// A harness whose function is traced with Python's plain OpenTelemetry SDK, exporting with
+/// `opentelemetry-exporter-otlp-proto-http` to the extension's OTLP/HTTP receiver.
+async fn otlp_http_harness() -> Harness {
     let port = xray_extension_tests::net::free_tcp_port().expect("tcp port");
     let function = python_function("python_otel", "http_app").env(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         format!("http://127.0.0.1:{port}"),
     );
-    let mut h = Harness::start(Options {
+    Harness::start(Options {
         function: Some(function),
         ..Options::strategy("end")
             .env("XRAY_EXTENSION_SPAN_DESTINATION", "otlp")
             .otlp_port(port)
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn python_otlp_http_spans_go_to_the_otlp_endpoint_through_the_receiver() {
+    let mut h = otlp_http_harness().await;
     for (i, event) in [
         json!({"children": 5}),
         json!({"children": 5, "compression": "gzip"}),
@@ -230,4 +236,74 @@ async fn python_otlp_http_spans_go_to_the_otlp_endpoint_through_the_receiver() {
         0,
         "no sampled span as a T1S document"
     );
+}
+
+/// `n` characters of the ASCII letters, repeated: what `http_app.padding_text` makes.
+fn padding_text(n: usize) -> String {
+    ('a'..='z').chain('A'..='Z').cycle().take(n).collect()
+}
+
+#[tokio::test]
+async fn a_150_kb_span_reaches_the_otlp_endpoint_whole_and_a_250_kb_one_is_refused_alone() {
+    let mut h = otlp_http_harness().await;
+    let trace = TraceHeader::sampled();
+    // One request: the handler span, a 150 KB span, a 250 KB span (over the endpoint's 200 KB),
+    // and a small one.
+    let event = json!({"children": 3, "paddings": [150_000, 250_000, 10]});
+    let inv = h
+        .lambda
+        .invoke(Invoke::new(event).traced(trace.clone()))
+        .await
+        .expect("invoke");
+    assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
+    let released = inv.extension_next(EXTENSION).expect("released");
+    let ids = strings(&inv.response_json().expect("json"), "span_ids");
+    assert_eq!(ids.len(), 4);
+    // Already there when the invocation is released: no wait.
+    let spans: Vec<_> = h
+        .sink
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id == trace.root)
+        .collect();
+    let found = |id: &String| spans.iter().filter(|s| &s.span_id == id).count();
+    assert_eq!(found(&ids[0]), 1, "the handler span");
+    assert_eq!(found(&ids[1]), 1, "the 150 KB span");
+    assert_eq!(found(&ids[2]), 0, "the 250 KB span is refused");
+    assert_eq!(found(&ids[3]), 1, "its small sibling");
+    assert_eq!(spans.len(), 3);
+    let big = spans
+        .iter()
+        .find(|s| s.span_id == ids[1])
+        .expect("150 KB span");
+    let padding = big.attribute("padding").expect("padding attribute");
+    assert_eq!(padding.len(), 150_000);
+    assert!(
+        padding == padding_text(150_000),
+        "the attribute's bytes changed"
+    );
+    let small = spans
+        .iter()
+        .find(|s| s.span_id == ids[3])
+        .expect("small span");
+    assert_eq!(small.attribute("padding"), Some(padding_text(10).as_str()));
+    let calls = traces_calls(&h.sink);
+    assert!(!calls.is_empty());
+    for call in &calls {
+        assert!(call.at <= released, "a request after the release");
+        assert_eq!(call.status, 200, "{:?}", call.response);
+    }
+    assert_eq!(
+        t1s_documents(&h.sink),
+        0,
+        "no sampled span as a T1S document"
+    );
+    h.lambda.shutdown().await.expect("shutdown");
+    let counters = counters(&h.lambda).expect("counters");
+    assert_eq!(
+        counters.get("otlp_spans_rejected"),
+        Some(&1),
+        "{counters:?}"
+    );
+    assert_eq!(counters.get("otlp_out_spans"), Some(&3), "{counters:?}");
 }

@@ -7,6 +7,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput};
 use xray_extension::ingest::otlp_http::{Encoding, decode_export};
 use xray_extension::ingest::protocol::parse_datagram;
+use xray_extension::otlp::Packing;
 
 use crate::docs;
 
@@ -30,12 +31,19 @@ pub fn bench(c: &mut Criterion) {
         .decode_to_vec(body)
         .unwrap_or_else(|e| panic!("fixture base64: {e}"));
     let request = one.repeat(10);
-    let split = decode_export(Encoding::Protobuf, None, &request)
+    let split = decode_export(Encoding::Protobuf, None, &request, &Packing::DOCUMENTS)
         .unwrap_or_else(|e| panic!("100-span request: {e}"));
     assert_eq!(split.rejected_spans, 0);
     group.throughput(Throughput::Elements(100));
     group.bench_function("http_protobuf_100_spans", |b| {
-        b.iter(|| decode_export(Encoding::Protobuf, None, black_box(&request)));
+        b.iter(|| {
+            decode_export(
+                Encoding::Protobuf,
+                None,
+                black_box(&request),
+                &Packing::DOCUMENTS,
+            )
+        });
     });
     group.finish();
 }

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
             "document of {} bytes",
             doc.body.len()
         );
-        assert!(doc.body.starts_with("T1U"));
+        assert!(doc.body.as_bytes().starts_with(b"T1U"));
         let again = match parse_document(doc.body.as_bytes()) {
             Ok(again) => again,
             Err(e) => panic!("a document we built is refused: {e}"),

@@ -104,7 +104,7 @@ fn assert_releases(body: &[serde_json::Value], what: &str) {
     docs.extend(enricher.on_shutdown(&ShutdownReason::Spindown, RECEIVED.plus_ms(1000.0)));
     for doc in docs {
         parse_document(doc.body.as_bytes())
-            .unwrap_or_else(|e| panic!("{what}: enrichment produced {e}: {}", doc.body));
+            .unwrap_or_else(|e| panic!("{what}: enrichment produced {e}: {:?}", doc.body));
     }
 }
 

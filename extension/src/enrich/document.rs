@@ -197,7 +197,7 @@ mod tests {
         };
         let doc = independent(trace, parent, &sub, id).unwrap();
         assert!(doc.body.len() < 4 * MAX_FIELD_CHARS, "{}", doc.body.len());
-        let v: Value = serde_json::from_str(&doc.body).unwrap();
+        let v: Value = serde_json::from_str(doc.body.text().unwrap()).unwrap();
         let ex = &v["cause"]["exceptions"][0];
         assert_eq!(ex["type"].as_str().unwrap().len(), MAX_FIELD_CHARS);
         assert_eq!(ex["id"], id.derived(EXCEPTION_SALT).as_str());
@@ -214,7 +214,7 @@ mod tests {
             ..Subsegment::default()
         };
         let doc = independent(trace, parent, &sub, id).unwrap();
-        assert!(!doc.body.contains("metadata"));
+        assert!(!doc.body.text().unwrap().contains("metadata"));
         let sub = Subsegment {
             name: "Runtime",
             annotations: big,

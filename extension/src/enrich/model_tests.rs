@@ -100,7 +100,7 @@ fn run(env: Environment, steps: Vec<Step>) -> Vec<Vec<Value>> {
                 .map(|d| {
                     let checked = parse_document(d.body.as_bytes()).unwrap();
                     assert_eq!(checked.id, d.id);
-                    serde_json::from_str(&d.body).unwrap()
+                    serde_json::from_str(d.body.text().unwrap()).unwrap()
                 })
                 .collect()
         })
@@ -319,7 +319,7 @@ fn managed_instances_state_is_bounded_in_count_and_age() {
         .flat_map(|ev| record(&mut e, &mut attempts, ev))
         .collect();
     assert_eq!(docs.len(), 1);
-    let orphan: Value = serde_json::from_str(&docs[0].body).unwrap();
+    let orphan: Value = serde_json::from_str(docs[0].body.text().unwrap()).unwrap();
     assert_eq!(orphan["metadata"]["lambda"]["requestId"], "orphan-report");
     assert!(close(&orphan["start_time"], T0));
     assert_eq!(e.invocations.len(), 1);

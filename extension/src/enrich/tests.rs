@@ -61,7 +61,7 @@ pub(super) fn run_fixture(fixture: &Value, settings: Settings) -> Vec<Vec<Value>
                     // Everything we produce passes our own ingest checks.
                     let checked = parse_document(d.body.as_bytes()).unwrap();
                     assert_eq!(checked.id, d.id);
-                    serde_json::from_str::<Value>(&d.body).unwrap()
+                    serde_json::from_str::<Value>(d.body.text().unwrap()).unwrap()
                 })
                 .collect(),
         );
@@ -365,7 +365,7 @@ fn feed(records: &str) -> Vec<Value> {
         .flat_map(|ev| record(&mut e, &mut attempts, ev))
         .map(|d| {
             parse_document(d.body.as_bytes()).unwrap();
-            serde_json::from_str::<Value>(&d.body).unwrap()
+            serde_json::from_str::<Value>(d.body.text().unwrap()).unwrap()
         })
         .collect()
 }
@@ -422,7 +422,7 @@ fn a_runtime_done_after_shutdown_replaces_the_provisional_fault() {
         let provisional = e.on_shutdown(&ShutdownReason::Spindown, at("2022-10-12T00:00:15.050Z"));
         let provisional: Vec<Value> = provisional
             .iter()
-            .map(|d| serde_json::from_str(&d.body).unwrap())
+            .map(|d| serde_json::from_str(d.body.text().unwrap()).unwrap())
             .collect();
         let first = provisional.iter().find(|d| d["name"] == "Runtime").unwrap();
         assert_eq!(first["fault"], true);
@@ -435,7 +435,7 @@ fn a_runtime_done_after_shutdown_replaces_the_provisional_fault() {
             .events
             .iter()
             .flat_map(|ev| record(&mut e, &mut attempts, ev))
-            .map(|d| serde_json::from_str(&d.body).unwrap())
+            .map(|d| serde_json::from_str(d.body.text().unwrap()).unwrap())
             .collect();
         let runtime = docs.iter().find(|d| d["name"] == "Runtime").unwrap();
         assert_eq!(runtime["id"], first["id"], "re-sent under the same id");

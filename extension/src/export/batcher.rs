@@ -67,7 +67,7 @@ mod tests {
         let flat: Vec<(&str, &str)> = out
             .iter()
             .flatten()
-            .map(|d| (d.id.as_str(), &*d.body))
+            .map(|d| (d.id.as_str(), d.body.text().unwrap()))
             .collect();
         assert_eq!(
             flat,

@@ -203,37 +203,34 @@ impl Sender {
     }
 
     /// The calls of one flush: each backend's batches, after dropping older versions of a
-    /// document (`superseded`, returned with them).
+    /// document (`superseded`, returned with them). Spans held for the OTLP endpoint
+    /// ([`crate::document::Body::Spans`]) never go to the documents' backend, even without a spans backend.
     fn calls<T: Borrow<Document>>(&self, docs: Vec<T>) -> (Vec<(Route, Vec<T>)>, usize) {
         let total = docs.len();
-        let (spans, docs): (Vec<T>, Vec<T>) = match &self.spans {
-            Some(_) => docs
-                .into_iter()
-                .partition(|d| otlp::request::is_sampled_spans(d.borrow())),
-            None => (Vec::new(), docs),
-        };
+        let (spans, docs): (Vec<T>, Vec<T>) = docs.into_iter().partition(|d| {
+            let d = d.borrow();
+            d.body.text().is_none() || (self.spans.is_some() && otlp::request::is_sampled_spans(d))
+        });
         let mut calls: Vec<(Route, Vec<T>)> = batcher::batches(docs, self.backend.max_batch())
             .into_iter()
             .map(|b| (Route::Documents, b))
             .collect();
-        if self.spans.is_some() {
-            let weighed = batcher::batches(spans, usize::MAX)
+        let weighed = batcher::batches(spans, usize::MAX)
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                let w = otlp::request::weigh(d.borrow()).unwrap_or(otlp::request::Weight {
+                    bytes: d.borrow().body.len(),
+                    spans: 1,
+                });
+                (d, w)
+            })
+            .collect();
+        calls.extend(
+            otlp::request::batches(weighed)
                 .into_iter()
-                .flatten()
-                .map(|d| {
-                    let w = otlp::request::weigh(d.borrow()).unwrap_or(otlp::request::Weight {
-                        bytes: d.borrow().body.len(),
-                        spans: 1,
-                    });
-                    (d, w)
-                })
-                .collect();
-            calls.extend(
-                otlp::request::batches(weighed)
-                    .into_iter()
-                    .map(|b| (Route::Spans, b)),
-            );
-        }
+                .map(|b| (Route::Spans, b)),
+        );
         let superseded = total - calls.iter().map(|(_, b)| b.len()).sum::<usize>();
         (calls, superseded)
     }
@@ -261,11 +258,11 @@ impl Sender {
         report
     }
 
-    /// The backend of a route.
-    fn route(&self, route: Route) -> &dyn Backend {
-        match (route, &self.spans) {
-            (Route::Spans, Some(spans)) => &**spans,
-            _ => &*self.backend,
+    /// The backend of a route; `None` for spans without a spans backend.
+    fn route(&self, route: Route) -> Option<&dyn Backend> {
+        match route {
+            Route::Spans => self.spans.as_deref(),
+            Route::Documents => Some(&*self.backend),
         }
     }
 
@@ -276,8 +273,18 @@ impl Sender {
         deadline: Instant,
         progress: &Progress,
     ) -> FlushReport<T> {
-        let backend = self.route(route);
         let mut report = FlushReport::default();
+        let Some(backend) = self.route(route) else {
+            // Only a receiver told that spans go to the OTLP endpoint builds these.
+            error!(
+                documents = batch.len(),
+                "spans for the OTLP endpoint without its backend; dropped"
+            );
+            metrics::add(&self.metrics.unprocessed, batch.len() as u64);
+            report.refused = batch.len();
+            progress.add(batch.len());
+            return report;
+        };
         let mut pending = batch;
         let mut attempt = 0;
         loop {

@@ -1,9 +1,11 @@
 //! The OTLP/HTTP receiver: `POST /v1/traces` from plain OpenTelemetry SDKs, on loopback.
 //!
-//! A request (`application/x-protobuf` or `application/json`, optionally gzip) becomes `T1S`
-//! documents of at most 64 KB ([`otlp::to_documents`]), handed to the lifecycle loop like
-//! datagrams. Answers follow the OTLP specification: 200 with an `ExportTraceServiceResponse` in
-//! the request's encoding (`partial_success` counts spans too large for any document), 400 for a
+//! A request (`application/x-protobuf` or `application/json`, optionally gzip) becomes documents
+//! as its [`Packing`] says, handed to the lifecycle loop like datagrams: `T1S` documents of at
+//! most 64 KB for PutTraceSegments, or, when spans go to X-Ray's OTLP endpoint, pieces of the
+//! request that keep spans of up to 200 KB whole. Answers follow the OTLP specification: 200
+//! with an `ExportTraceServiceResponse` in the request's encoding (`partial_success` counts the
+//! spans refused for their size), 400 for a
 //! body that does not decode (not retried), 503 with `Retry-After` while the buffer is full
 //! (retried). Bodies, decompressed sizes, connections and every stage's time are bounded.
 //!
@@ -26,7 +28,7 @@ use tracing::{debug, warn};
 use super::udp::Ingested;
 use crate::export::budget::{Admitted, BudgetError, HandOffBudget, Reservation};
 use crate::metrics::{self, LogLimiter, Metrics};
-use crate::otlp::{OtlpError, Split, wire};
+use crate::otlp::{OtlpError, Packing, Split, wire};
 use crate::serve;
 
 /// The OTLP/HTTP traces path.
@@ -138,12 +140,14 @@ pub fn is_gzip(content_encoding: Option<&str>) -> Result<bool, ReceiverError> {
     }
 }
 
-/// Decodes one export request into documents with a budget of its own as large as the largest
-/// body inflated, and no deadline: what [`decode::decode`] does for the receiver.
+/// Decodes one export request into documents packed as `packing` says, with a budget of its own
+/// as large as the largest body inflated, and no deadline: what [`decode::decode`] does for the
+/// receiver.
 pub fn decode_export(
     encoding: Encoding,
     content_encoding: Option<&str>,
     body: &[u8],
+    packing: &'static Packing,
 ) -> Result<Split, ReceiverError> {
     let gzip = is_gzip(content_encoding)?;
     let budget = HandOffBudget::new(8 * MAX_DECODED_BYTES);
@@ -156,6 +160,7 @@ pub fn decode_export(
         encoding,
         gzip,
         body: body.to_vec(),
+        packing,
         reservation,
         room_deadline: far,
         deadline: far,
@@ -171,9 +176,9 @@ pub fn decode_export(
     })
 }
 
-/// An `ExportTraceServiceResponse`: empty, or with `partial_success` when spans were rejected.
-pub fn success_body(encoding: Encoding, rejected_spans: usize) -> Vec<u8> {
-    let message = "spans larger than one X-Ray document (64 KB) were dropped";
+/// An `ExportTraceServiceResponse`: empty, or with `partial_success` when spans were rejected
+/// (saying why in `message`).
+pub fn success_body(encoding: Encoding, rejected_spans: usize, message: &str) -> Vec<u8> {
     match (encoding, rejected_spans) {
         (Encoding::Json, 0) => b"{}".to_vec(),
         (Encoding::Json, n) => serde_json::json!({
@@ -211,6 +216,7 @@ pub fn status_body(encoding: Encoding, code: u32, message: &str) -> Vec<u8> {
 /// What every connection shares.
 struct Shared {
     docs: mpsc::Sender<Ingested>,
+    packing: &'static Packing,
     budget: HandOffBudget,
     /// The decode threads ([`MAX_DECODES`]), started by the first request.
     workers: std::sync::OnceLock<Option<decode::Workers>>,
@@ -219,15 +225,17 @@ struct Shared {
 }
 
 /// Serves the receiver until the process ends (`listener` may be shared: a receiver started
-/// again serves the same socket).
+/// again serves the same socket), packing each request's spans as `packing` says.
 pub async fn run(
     listener: impl serve::Accept,
     docs: mpsc::Sender<Ingested>,
+    packing: &'static Packing,
     budget: HandOffBudget,
     metrics: Arc<Metrics>,
 ) {
     let shared = Arc::new(Shared {
         docs,
+        packing,
         budget,
         workers: std::sync::OnceLock::new(),
         metrics,
@@ -451,6 +459,7 @@ async fn handle(
         encoding,
         gzip,
         body,
+        packing: shared.packing,
         reservation,
         room_deadline: room_deadline.into_std(),
         deadline: Instant::now() + DECODE_TIMEOUT,
@@ -460,7 +469,7 @@ async fn handle(
         Ok(rejected_spans) => Ok(respond(
             StatusCode::OK,
             encoding,
-            success_body(encoding, rejected_spans),
+            success_body(encoding, rejected_spans, shared.packing.refusal),
         )),
         Err(e) => Ok(refused(e)),
     }
@@ -487,10 +496,7 @@ impl Shared {
                 &self.metrics.otlp_spans_rejected,
                 decoded.rejected_spans as u64,
             );
-            self.log_refused(
-                StatusCode::OK,
-                "span larger than one X-Ray document dropped",
-            );
+            self.log_refused(StatusCode::OK, self.packing.refusal);
         }
         let rejected_spans = decoded.rejected_spans;
         if self.hand_over(decoded.documents, room_deadline).await {

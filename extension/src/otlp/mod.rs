@@ -6,16 +6,20 @@
 //! first that they are what X-Ray expects (the prefix, the base64, and a well-formed request:
 //! resource spans → scope spans → spans with a 16-byte trace id and an 8-byte span id) so that
 //! nothing X-Ray would refuse takes a place in a batch. The OTLP/HTTP receiver builds the same
-//! documents from the requests it accepts ([`to_documents`]). Pure: no I/O.
+//! documents from the requests it accepts ([`to_documents`]), or, when spans go to X-Ray's OTLP
+//! endpoint, pieces of the request that keep spans whole ([`Packing`]). Pure: no I/O.
 
 pub mod json;
+pub mod pack;
 pub mod schema;
 pub mod wire;
+
+pub use pack::{Form, Packed, Packing, Split, each_document, packed, to_documents};
 
 use schema::{Kind, Schema};
 use wire::{Fields, WireType};
 
-use crate::document::{Document, DocumentKind, MAX_DOCUMENT_BYTES};
+use crate::document::{Body, Document, DocumentKind, MAX_DOCUMENT_BYTES};
 use crate::trace::{SegmentId, TraceId};
 
 /// Deepest message nesting accepted (`AnyValue` can nest arrays and maps without end).
@@ -342,9 +346,13 @@ impl From<Sampling> for DocumentKind {
     }
 }
 
-fn document(body: String, first: &Span<'_>, sampling: Sampling) -> Result<Document, OtlpError> {
+pub(crate) fn document(
+    body: Body,
+    first: &Span<'_>,
+    sampling: Sampling,
+) -> Result<Document, OtlpError> {
     Ok(Document {
-        body: body.into_boxed_str(),
+        body,
         id: SegmentId::from_u64(u64::from_be_bytes(first.span_id)),
         trace_id: xray_trace_id(&first.trace_id)?,
         kind: sampling.into(),
@@ -362,67 +370,7 @@ pub fn parse_document(body: &[u8]) -> Result<Document, OtlpError> {
         .map_err(|_| OtlpError::Base64)?;
     let request = parse_request(&bytes)?;
     let first = request.spans().next().ok_or(OtlpError::NoSpans)?;
-    document(text.to_owned(), first, sampling)
-}
-
-/// Documents built from one request, and the spans that could not be placed.
-#[derive(Debug, Default)]
-pub struct Split {
-    /// The documents, each at most [`MAX_DOCUMENT_BYTES`].
-    pub documents: Vec<Document>,
-    /// Spans too large for a document of their own.
-    pub rejected_spans: usize,
-}
-
-/// Turns a request into documents of at most [`MAX_DOCUMENT_BYTES`]: spans in order, as many per
-/// document as fit, each under a copy of its own resource and scope. A span that cannot fit
-/// alone is left out and counted.
-pub fn to_documents(request: &Request<'_>, sampling: Sampling) -> Split {
-    let mut documents = Vec::new();
-    let rejected = each_document(request, sampling, |doc| {
-        documents.push(doc);
-        Ok::<(), std::convert::Infallible>(())
-    });
-    Split {
-        documents,
-        rejected_spans: rejected.unwrap_or_else(|never| match never {}),
-    }
-}
-
-/// [`to_documents`], handing each document to `take` as soon as it is built (so the caller can
-/// account for its bytes, and stop, before the next one is built). The spans left out, or the
-/// first error of `take`.
-pub fn each_document<E>(
-    request: &Request<'_>,
-    sampling: Sampling,
-    mut take: impl FnMut(Document) -> Result<(), E>,
-) -> Result<usize, E> {
-    let mut rejected = 0;
-    let mut packer = Packer::default();
-    for (ri, rs) in request.resource_spans.iter().enumerate() {
-        for (si, ss) in rs.scope_spans.iter().enumerate() {
-            for span in &ss.spans {
-                let alone = Packer::default().size_with(request, (ri, si), span.bytes.len());
-                if alone > MAX_REQUEST_BYTES_PER_DOCUMENT {
-                    rejected += 1;
-                    continue;
-                }
-                if packer.size_with(request, (ri, si), span.bytes.len())
-                    > MAX_REQUEST_BYTES_PER_DOCUMENT
-                {
-                    let full = std::mem::take(&mut packer);
-                    if let Some(doc) = full.finish(request, sampling) {
-                        take(doc)?;
-                    }
-                }
-                packer.push(request, (ri, si), span);
-            }
-        }
-    }
-    if let Some(doc) = packer.finish(request, sampling) {
-        take(doc)?;
-    }
-    Ok(rejected)
+    document(text.into(), first, sampling)
 }
 
 /// Bytes [`parse_request`] allocates for `bytes` at most: its lists of resource spans, scope
@@ -446,116 +394,6 @@ pub fn parse_cost(bytes: &[u8]) -> usize {
     2 * (resources * std::mem::size_of::<ResourceSpans<'_>>()
         + scopes * std::mem::size_of::<ScopeSpans<'_>>()
         + spans * std::mem::size_of::<Span<'_>>())
-}
-
-fn optional_len_size(number: u32, value: Option<&[u8]>) -> usize {
-    value.map_or(0, |v| wire::len_field_size(number, v.len()))
-}
-
-/// Builds one `ExportTraceServiceRequest` span by span, tracking its encoded size.
-#[derive(Debug, Default)]
-struct Packer<'a> {
-    /// Encoded, closed `ResourceSpans` fields.
-    out: Vec<u8>,
-    /// The open resource: its index and its closed `ScopeSpans` fields.
-    resource: Option<(usize, Vec<u8>)>,
-    /// The open scope: its index and its encoded span fields.
-    scope: Option<(usize, Vec<u8>)>,
-    /// The first span placed.
-    first: Option<Span<'a>>,
-}
-
-impl<'a> Packer<'a> {
-    fn scope_payload(request: &Request<'_>, (ri, si): (usize, usize), spans: usize) -> usize {
-        let ss = &request.resource_spans[ri].scope_spans[si];
-        optional_len_size(1, ss.scope) + optional_len_size(3, ss.schema_url) + spans
-    }
-
-    fn resource_payload(request: &Request<'_>, ri: usize, scopes: usize) -> usize {
-        let rs = &request.resource_spans[ri];
-        optional_len_size(1, rs.resource) + optional_len_size(3, rs.schema_url) + scopes
-    }
-
-    /// The encoded size if a span of `span_len` bytes under `at` were added.
-    fn size_with(&self, request: &Request<'_>, at: (usize, usize), span_len: usize) -> usize {
-        let span_field = wire::len_field_size(2, span_len);
-        let (mut out, mut scopes) = (self.out.len(), 0);
-        let same_resource = self.resource.as_ref().map(|(ri, _)| *ri) == Some(at.0);
-        if let Some((ri, closed)) = &self.resource {
-            scopes = closed.len();
-            if let Some((si, spans)) = &self.scope {
-                let open =
-                    wire::len_field_size(2, Self::scope_payload(request, (*ri, *si), spans.len()));
-                if same_resource && *si == at.1 {
-                    let payload = Self::scope_payload(request, at, spans.len() + span_field);
-                    let scopes = scopes + wire::len_field_size(2, payload);
-                    return out
-                        + wire::len_field_size(1, Self::resource_payload(request, at.0, scopes));
-                }
-                scopes += open;
-            }
-            if !same_resource {
-                out += wire::len_field_size(1, Self::resource_payload(request, *ri, scopes));
-                scopes = 0;
-            }
-        }
-        let scopes = scopes + wire::len_field_size(2, Self::scope_payload(request, at, span_field));
-        out + wire::len_field_size(1, Self::resource_payload(request, at.0, scopes))
-    }
-
-    fn close_scope(&mut self, request: &Request<'_>) {
-        if let (Some((ri, closed)), Some((si, spans))) = (&mut self.resource, self.scope.take()) {
-            let ss = &request.resource_spans[*ri].scope_spans[si];
-            let payload = Self::scope_payload(request, (*ri, si), spans.len());
-            wire::put_len_header(closed, 2, payload);
-            if let Some(scope) = ss.scope {
-                wire::put_len(closed, 1, scope);
-            }
-            closed.extend_from_slice(&spans);
-            if let Some(url) = ss.schema_url {
-                wire::put_len(closed, 3, url);
-            }
-        }
-    }
-
-    fn close_resource(&mut self, request: &Request<'_>) {
-        self.close_scope(request);
-        if let Some((ri, scopes)) = self.resource.take() {
-            let rs = &request.resource_spans[ri];
-            let payload = Self::resource_payload(request, ri, scopes.len());
-            wire::put_len_header(&mut self.out, 1, payload);
-            if let Some(resource) = rs.resource {
-                wire::put_len(&mut self.out, 1, resource);
-            }
-            self.out.extend_from_slice(&scopes);
-            if let Some(url) = rs.schema_url {
-                wire::put_len(&mut self.out, 3, url);
-            }
-        }
-    }
-
-    fn push(&mut self, request: &Request<'_>, (ri, si): (usize, usize), span: &Span<'a>) {
-        if self.resource.as_ref().map(|(r, _)| *r) != Some(ri) {
-            self.close_resource(request);
-            self.resource = Some((ri, Vec::new()));
-        }
-        if self.scope.as_ref().map(|(s, _)| *s) != Some(si) {
-            self.close_scope(request);
-            self.scope = Some((si, Vec::new()));
-        }
-        if let Some((_, spans)) = &mut self.scope {
-            wire::put_len(spans, 2, span.bytes);
-        }
-        self.first.get_or_insert(*span);
-    }
-
-    fn finish(mut self, request: &Request<'_>, sampling: Sampling) -> Option<Document> {
-        self.close_resource(request);
-        let first = self.first?;
-        let mut body = String::from(sampling.prefix());
-        base64_simd::STANDARD.encode_append(&self.out, &mut body);
-        document(body, &first, sampling).ok()
-    }
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ fn a_document_takes_its_first_spans_ids_and_keeps_the_body() {
     for prefix in ["T1S", "T1U"] {
         let text = body(prefix, &req);
         let doc = parse_document(text.as_bytes()).unwrap();
-        assert_eq!(&*doc.body, text);
+        assert_eq!(doc.body.text().unwrap(), text);
         assert_eq!(doc.id.as_str(), "1bbaa244e76f8d42");
         assert_eq!(doc.trace_id.as_str(), "1-5759e988-bd862e3fe1be46a994272793");
     }
@@ -213,7 +213,9 @@ fn spans_of(split: &Split) -> Vec<(String, String, Vec<u8>)> {
         assert!(doc.body.len() <= MAX_DOCUMENT_BYTES, "{}", doc.body.len());
         let again = parse_document(doc.body.as_bytes()).unwrap();
         assert_eq!(again.id, doc.id);
-        let bytes = base64_simd::STANDARD.decode_to_vec(&doc.body[3..]).unwrap();
+        let bytes = base64_simd::STANDARD
+            .decode_to_vec(&doc.body.as_bytes()[3..])
+            .unwrap();
         let req = parse_request(&bytes).unwrap();
         for rs in &req.resource_spans {
             for ss in &rs.scope_spans {
@@ -248,7 +250,12 @@ fn splitting_keeps_every_span_under_its_resource_and_scope_within_the_limit() {
     let split = to_documents(&req, Sampling::Sampled);
     assert_eq!(split.rejected_spans, 0);
     assert!(split.documents.len() >= 4, "{}", split.documents.len());
-    assert!(split.documents.iter().all(|d| d.body.starts_with("T1S")));
+    assert!(
+        split
+            .documents
+            .iter()
+            .all(|d| d.body.as_bytes().starts_with(b"T1S"))
+    );
     assert!(
         split
             .documents
@@ -288,7 +295,10 @@ fn a_small_request_is_one_document_equal_to_its_input() {
     let req = parse_request(&req_bytes).unwrap();
     let split = to_documents(&req, Sampling::Unsampled);
     assert_eq!(split.documents.len(), 1);
-    assert_eq!(&*split.documents[0].body, body("T1U", &req_bytes));
+    assert_eq!(
+        split.documents[0].body.text().unwrap(),
+        body("T1U", &req_bytes)
+    );
     assert_eq!(split.documents[0].kind, DocumentKind::UnsampledSpans);
 }
 
@@ -321,4 +331,138 @@ fn a_span_too_large_alone_is_rejected_and_the_rest_kept() {
             .iter()
             .any(|d| d.body.len() == MAX_DOCUMENT_BYTES || d.body.len() > MAX_DOCUMENT_BYTES - 4)
     );
+}
+
+/// Every span of documents holding requests (`Body::Spans`), in order, with how many each held.
+fn whole_spans_of(split: &Split) -> (Vec<Vec<u8>>, Vec<usize>) {
+    let (mut spans, mut per_document) = (Vec::new(), Vec::new());
+    for doc in &split.documents {
+        let Body::Spans(bytes) = &doc.body else {
+            panic!("a text document: {:?}", doc.body);
+        };
+        assert_eq!(doc.kind, DocumentKind::SampledSpans);
+        let req = parse_request(bytes).unwrap();
+        let first = req.spans().next().unwrap();
+        assert_eq!(
+            doc.id,
+            SegmentId::from_u64(u64::from_be_bytes(first.span_id))
+        );
+        per_document.push(req.spans().count());
+        spans.extend(req.spans().map(|s| s.bytes.to_vec()));
+    }
+    (spans, per_document)
+}
+
+/// Name lengths of a request's spans, its packing, the spans refused (by index), the spans
+/// in each document.
+type Case<'a> = (&'a [usize], Packing, &'a [usize], &'a [usize]);
+
+/// Whole spans in small pieces (the OTLP endpoint's packing is tested with the endpoint).
+const SMALL: Packing = Packing {
+    form: Form::Protobuf,
+    piece_bytes: 1_000,
+    piece_spans: 3,
+    max_span_bytes: 500,
+    max_alone_bytes: 2_000,
+    scratch_factor: 3,
+    refusal: "",
+};
+
+#[test]
+fn whole_packing_keeps_spans_whole_within_its_limits() {
+    let small = SMALL;
+    // A resource of about 1,000 bytes: a span with it is over `max_alone_bytes`.
+    let tight = Packing {
+        max_alone_bytes: 400,
+        ..SMALL
+    };
+    let table: [Case<'_>; 5] = [
+        (&[10; 5], small, &[], &[3, 2]),
+        // Over 500 bytes: refused; its siblings kept, in order.
+        (&[10, 600, 10], small, &[1], &[2]),
+        // 440 + ~50 bytes each: two fit under 1,000 bytes, not three.
+        (&[440, 440, 440], small, &[], &[1, 1, 1]),
+        (&[10, 10, 440, 440], small, &[], &[3, 1]),
+        // Under 500 bytes, but with its resource and scope over 400: refused.
+        (&[10, 300, 10], tight, &[1], &[2]),
+    ];
+    for (i, (lens, packing, refused, per_document)) in table.into_iter().enumerate() {
+        let spans: Vec<Vec<u8>> = lens
+            .iter()
+            .enumerate()
+            .map(|(n, len)| span(n as u64 + 1, *len))
+            .collect();
+        let req_bytes = request(&[("a", &[("s", &spans)])]);
+        let req = parse_request(&req_bytes).unwrap();
+        let split = packed(&req, Sampling::Sampled, packing);
+        assert_eq!(split.rejected_spans, refused.len(), "{i}");
+        let want: Vec<Vec<u8>> = spans
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| !refused.contains(n))
+            .map(|(_, s)| s.clone())
+            .collect();
+        let (got, counts) = whole_spans_of(&split);
+        assert!(got == want, "{i}: spans lost, reordered or changed");
+        assert_eq!(counts, per_document, "{i}");
+        for doc in &split.documents {
+            let len = doc.body.len();
+            assert!(
+                len <= packing.piece_bytes || counts.contains(&1),
+                "{i}: {len}"
+            );
+        }
+    }
+}
+
+#[test]
+fn unsampled_spans_stay_text_documents_whatever_the_packing() {
+    let req_bytes = request(&[("a", &[("s", &[span(1, 10)])])]);
+    let req = parse_request(&req_bytes).unwrap();
+    let split = packed(&req, Sampling::Unsampled, SMALL);
+    assert_eq!(split.documents.len(), 1);
+    assert_eq!(
+        split.documents[0].body.text().unwrap(),
+        body("T1U", &req_bytes)
+    );
+}
+
+#[test]
+fn the_packer_says_its_scratch_before_each_span_and_frees_it_with_each_document() {
+    let spans: Vec<Vec<u8>> = (1..=4).map(|n| span(n, 400)).collect();
+    let req_bytes = request(&[("a", &[("s", &spans)])]);
+    let req = parse_request(&req_bytes).unwrap();
+    let packing = Packing {
+        form: Form::Protobuf,
+        piece_bytes: 1_000,
+        piece_spans: 10,
+        max_span_bytes: 1_000,
+        max_alone_bytes: 1_000,
+        scratch_factor: 3,
+        refusal: "",
+    };
+    let (mut held, mut most) = (0, 0);
+    let mut documents = 0;
+    each_document(&req, Sampling::Sampled, packing, |packed| {
+        match packed {
+            Packed::Scratch(bytes) => held += bytes,
+            Packed::Document(doc) => {
+                // What was said covers the document thrice over, and no more.
+                assert!(held >= 3 * doc.body.len() && held <= 3 * (doc.body.len() + 16));
+                most = most.max(held);
+                held = 0;
+                documents += 1;
+            }
+        }
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(documents, 2);
+    assert!(most <= 3 * 1_000, "{most}");
+    // Text documents reserve nothing, as before.
+    each_document(&req, Sampling::Sampled, Packing::DOCUMENTS, |packed| {
+        assert!(matches!(packed, Packed::Document(_)));
+        Ok::<(), ()>(())
+    })
+    .unwrap();
 }

@@ -148,17 +148,16 @@ impl OtlpBackend {
         let url = endpoint(&client.settings)
             .ok_or_else(|| ExportError::Other("no AWS_REGION and no endpoint URL".to_owned()))?;
         let region = client.settings.region.clone().unwrap_or_default();
-        let raw = request::body(batch).map_err(|e| ExportError::Client4xx {
+        let body = request::gzipped_body(batch).map_err(|e| ExportError::Client4xx {
             status: 0,
             message: e.to_string(),
         })?;
-        let gzipped = request::gzip(&raw);
         let sizes = (
-            raw.len() as u64,
-            gzipped.len() as u64,
-            request::span_count(&raw) as u64,
+            body.raw_bytes as u64,
+            body.wire.len() as u64,
+            body.spans as u64,
         );
-        drop(raw);
+        let gzipped = body.wire;
         let credentials = self.credentials(&client.credentials).await?;
         let request = signed(&url, &region, &credentials, gzipped, SystemTime::now())?;
         let request = aws_smithy_runtime_api::http::Request::try_from(request)

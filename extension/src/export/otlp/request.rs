@@ -1,18 +1,20 @@
-//! The `/v1/traces` request, pure: the protobuf of `T1S` documents concatenated into one
-//! `ExportTraceServiceRequest` (repeated fields of a message concatenate, so no re-encoding),
-//! gzip'd; batches within the endpoint's limits; the answer read into an [`Answer`] or an
-//! [`ExportError`]. No I/O.
+//! The `/v1/traces` request, pure: the protobuf of sampled-span documents (`T1S` text, or the
+//! OTLP/HTTP receiver's [`Body::Spans`]) concatenated into one `ExportTraceServiceRequest`
+//! (repeated fields of a message concatenate, so no re-encoding) as it is gzip'd; batches
+//! within the endpoint's limits; the answer read into an [`Answer`] or an [`ExportError`]. No
+//! I/O.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use crate::document::{Document, DocumentKind};
+use crate::document::{Body, Document, DocumentKind};
 use crate::export::backend::{Answer, ExportError};
 use crate::export::xray::errors::by_status;
 use crate::otlp::wire::{Fields, WireType};
-use crate::otlp::{SAMPLED_PREFIX, parse_request};
+use crate::otlp::{Form, Packing, SAMPLED_PREFIX, parse_request};
 
 /// Most bytes of one request before compression (AWS: 5 MB; the stricter, decimal reading).
 pub const MAX_REQUEST_BYTES: usize = 5_000_000;
@@ -22,6 +24,24 @@ pub const MAX_SPANS_PER_REQUEST: usize = 10_000;
 pub const MAX_SPAN_BYTES: usize = 200_000;
 /// Most bytes of an answer read (an `ExportTraceServiceResponse` is a few dozen bytes).
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Bytes of spans the OTLP/HTTP receiver puts in one document when spans come here: requests
+/// are assembled from documents at send time, so this only bounds what one document holds
+/// (and the packer's scratch), while each document repeats its resource and scope.
+pub const PIECE_BYTES: usize = 256 * 1024;
+
+/// How the OTLP/HTTP receiver packs spans that come here: whole spans of up to
+/// [`MAX_SPAN_BYTES`] in serialized requests (no base64), at most [`PIECE_BYTES`] (or one span)
+/// and [`MAX_SPANS_PER_REQUEST`] each; a span over [`MAX_SPAN_BYTES`], or that with its resource
+/// and scope exceeds [`MAX_REQUEST_BYTES`], is refused.
+pub const PACKING: Packing = Packing {
+    form: Form::Protobuf,
+    piece_bytes: PIECE_BYTES,
+    piece_spans: MAX_SPANS_PER_REQUEST,
+    max_span_bytes: MAX_SPAN_BYTES,
+    max_alone_bytes: MAX_REQUEST_BYTES,
+    scratch_factor: 3,
+    refusal: "spans larger than 200,000 bytes were dropped",
+};
 
 /// Why a document cannot go to the OTLP endpoint (it was checked on receipt, so this is a
 /// document of another kind routed here by mistake).
@@ -49,14 +69,19 @@ pub fn is_sampled_spans(doc: &Document) -> bool {
     doc.kind == DocumentKind::SampledSpans
 }
 
-/// The serialized `ExportTraceServiceRequest` a `T1S` document carries.
-pub fn request_bytes(doc: &Document) -> Result<Vec<u8>, RequestError> {
+/// The serialized `ExportTraceServiceRequest` a sampled-spans document carries: decoded from
+/// `T1S` text, or as held.
+pub fn request_bytes(doc: &Document) -> Result<Cow<'_, [u8]>, RequestError> {
     if !is_sampled_spans(doc) {
         return Err(RequestError::NotSampledSpans);
     }
-    base64_simd::STANDARD
-        .decode_to_vec(&doc.body.as_bytes()[SAMPLED_PREFIX.len()..])
-        .map_err(|_| RequestError::Undecodable)
+    match &doc.body {
+        Body::Spans(bytes) => Ok(Cow::Borrowed(bytes)),
+        Body::Text(text) => base64_simd::STANDARD
+            .decode_to_vec(&text.as_bytes()[SAMPLED_PREFIX.len()..])
+            .map(Cow::Owned)
+            .map_err(|_| RequestError::Undecodable),
+    }
 }
 
 /// What a `T1S` document weighs.
@@ -93,29 +118,39 @@ pub fn batches<T>(items: Vec<(T, Weight)>) -> Vec<Vec<T>> {
     out
 }
 
-/// One request's body, before compression: the documents' requests, concatenated.
-pub fn body(batch: &[&Document]) -> Result<Vec<u8>, RequestError> {
-    let mut out = Vec::new();
+/// One request, gzip'd as it is assembled (the uncompressed request is never held whole).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gzipped {
+    /// The body as sent.
+    pub wire: Vec<u8>,
+    /// Its bytes before compression.
+    pub raw_bytes: usize,
+    /// Its spans.
+    pub spans: usize,
+}
+
+/// One request's body: the documents' requests, concatenated and gzip'd.
+pub fn gzipped_body(batch: &[&Document]) -> Result<Gzipped, RequestError> {
+    let weight = batch.iter().map(|d| d.body.len()).sum::<usize>();
+    let mut encoder = GzEncoder::new(Vec::with_capacity(weight / 4 + 64), Compression::fast());
+    let (mut raw_bytes, mut spans) = (0, 0);
     for doc in batch {
-        out.extend_from_slice(&request_bytes(doc)?);
+        let bytes = request_bytes(doc)?;
+        raw_bytes += bytes.len();
+        spans += span_count(&bytes);
+        // Writing into a `Vec` cannot fail.
+        let _ = encoder.write_all(&bytes);
     }
-    Ok(out)
+    Ok(Gzipped {
+        wire: encoder.finish().unwrap_or_default(),
+        raw_bytes,
+        spans,
+    })
 }
 
 /// Spans in a serialized request (0 for one that does not parse).
 pub fn span_count(bytes: &[u8]) -> usize {
     parse_request(bytes).map_or(0, |r| r.spans().count())
-}
-
-/// `bytes`, gzip'd.
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 4 + 64),
-        Compression::fast(),
-    );
-    // Writing into a `Vec` cannot fail.
-    let _ = encoder.write_all(bytes);
-    encoder.finish().unwrap_or_default()
 }
 
 /// Reads the endpoint's answer: a 2xx with its `partial_success`, or the error for the status

@@ -456,3 +456,28 @@ async fn span_calls_retry_like_documents_and_count_rejected_spans() {
     assert_eq!(metrics::get(&out.metrics.otlp_spans_rejected), 2);
     assert!(out.documents.calls().is_empty());
 }
+
+/// The same span as [`span_doc`] `T1S`, held as the serialized request (what the OTLP/HTTP
+/// receiver builds when spans go to the OTLP endpoint).
+fn whole_span_doc(n: u64, name_len: usize) -> Document {
+    let text = span_doc("T1S", n, name_len);
+    let bytes = otlp::request::request_bytes(&text).unwrap().into_owned();
+    Document {
+        body: crate::document::Body::Spans(bytes.into()),
+        ..text
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn spans_held_for_the_otlp_endpoint_never_go_to_put_trace_segments() {
+    let id = SegmentId::from_u64;
+    let docs = vec![doc(1), whole_span_doc(2, 150_000), span_doc("T1S", 3, 10)];
+    let out = flush_routed(docs.clone(), vec![]).await;
+    assert_eq!(out.documents.stored(), [1].map(id));
+    assert_eq!(out.spans.stored(), [2, 3].map(id));
+    // Without a span backend (never so in the extension), they are refused, not sent as text.
+    let out = flush(docs, 50, vec![], ms(1000)).await;
+    assert_eq!(out.backend.stored(), [1, 3].map(id));
+    assert_eq!(out.report.refused, 1);
+    assert_eq!(metrics::get(&out.metrics.unprocessed), 1);
+}

@@ -22,7 +22,7 @@ use super::{Encoding, MAX_DECODED_BYTES, ROOM_POLL, ReceiverError};
 use crate::document::Document;
 use crate::export::budget::{Admitted, BudgetError, Reservation};
 use crate::ingest::udp::Ingested;
-use crate::otlp::{self, OtlpError, Sampling, json};
+use crate::otlp::{self, OtlpError, Packed, Packing, Sampling, json};
 
 /// What one request needs to be decoded.
 #[derive(Debug)]
@@ -33,6 +33,8 @@ pub struct Job {
     pub gzip: bool,
     /// The body as read.
     pub body: Vec<u8>,
+    /// How its spans become documents.
+    pub packing: &'static Packing,
     /// The reservation holding the body's bytes, grown for everything the decode allocates.
     pub reservation: Reservation,
     /// Until when the decode may wait for room.
@@ -188,6 +190,7 @@ pub fn decode(job: Job) -> Result<Decoded, ReceiverError> {
         encoding,
         gzip,
         body,
+        packing,
         reservation,
         room_deadline,
         deadline,
@@ -220,9 +223,19 @@ pub fn decode(job: Job) -> Result<Decoded, ReceiverError> {
     budget.grow(otlp::parse_cost(&protobuf))?;
     let request = otlp::parse_request(&protobuf)?;
     let mut documents = Vec::new();
-    let rejected_spans = otlp::each_document(&request, Sampling::Sampled, |doc| {
+    let mut scratch = 0;
+    let rejected_spans = otlp::each_document(&request, Sampling::Sampled, *packing, |packed| {
         budget.check_time()?;
-        documents.push(budget.admit(doc)?);
+        match packed {
+            Packed::Scratch(bytes) => {
+                budget.grow(bytes)?;
+                scratch += bytes;
+            }
+            Packed::Document(doc) => {
+                budget.release(std::mem::take(&mut scratch));
+                documents.push(budget.admit(doc)?);
+            }
+        }
         Ok::<(), ReceiverError>(())
     })?;
     Ok(Decoded {

@@ -61,10 +61,15 @@ fn requests_decode_in_each_encoding_and_compression() {
         (Encoding::Json, None, JSON.as_bytes().to_vec()),
         (Encoding::Json, Some("GZIP"), gzip(JSON.as_bytes())),
     ] {
-        let split = decode_export(encoding, content_encoding, &body)
+        let split = decode_export(encoding, content_encoding, &body, &Packing::DOCUMENTS)
             .unwrap_or_else(|e| panic!("{encoding:?} {content_encoding:?}: {e}"));
         assert!(!split.documents.is_empty());
-        assert!(split.documents.iter().all(|d| d.body.starts_with("T1S")));
+        assert!(
+            split
+                .documents
+                .iter()
+                .all(|d| d.body.as_bytes().starts_with(b"T1S"))
+        );
     }
 }
 
@@ -105,18 +110,24 @@ fn bad_requests_are_refused_with_their_status() {
             StatusCode::BAD_REQUEST,
         ),
     ] {
-        let e = decode_export(encoding, content_encoding, &body).unwrap_err();
+        let e = decode_export(encoding, content_encoding, &body, &Packing::DOCUMENTS).unwrap_err();
         assert_eq!(e.status(), want, "{encoding:?} {content_encoding:?}: {e}");
     }
 }
 
 #[test]
 fn a_span_too_large_for_a_document_is_reported_as_partial_success() {
-    let split = decode_export(Encoding::Protobuf, None, &request(&[10, 70_000, 10])).unwrap();
+    let split = decode_export(
+        Encoding::Protobuf,
+        None,
+        &request(&[10, 70_000, 10]),
+        &Packing::DOCUMENTS,
+    )
+    .unwrap();
     assert_eq!(split.rejected_spans, 1);
     assert_eq!(split.documents.len(), 1);
     // ExportTraceServiceResponse { partial_success { rejected_spans: 1, error_message } }.
-    let body = success_body(Encoding::Protobuf, 1);
+    let body = success_body(Encoding::Protobuf, 1, "too large");
     let outer: Vec<_> = wire::Fields::new(&body).collect::<Result<_, _>>().unwrap();
     assert_eq!(outer.len(), 1);
     assert_eq!(outer[0].number, 1);
@@ -124,10 +135,11 @@ fn a_span_too_large_for_a_document_is_reported_as_partial_success() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!((inner[0].number, inner[0].varint), (1, 1));
-    let json: serde_json::Value = serde_json::from_slice(&success_body(Encoding::Json, 2)).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&success_body(Encoding::Json, 2, "too large")).unwrap();
     assert_eq!(json["partialSuccess"]["rejectedSpans"], "2");
-    assert!(success_body(Encoding::Protobuf, 0).is_empty());
-    assert_eq!(success_body(Encoding::Json, 0), b"{}");
+    assert!(success_body(Encoding::Protobuf, 0, "too large").is_empty());
+    assert_eq!(success_body(Encoding::Json, 0, "too large"), b"{}");
 }
 
 /// One raw HTTP/1.1 request; returns the status line and headers, and the body.
@@ -166,6 +178,7 @@ async fn receiver(
     tokio::spawn(run(
         listener,
         tx,
+        &Packing::DOCUMENTS,
         HandOffBudget::new(1024 * 1024),
         metrics.clone(),
     ));
@@ -275,6 +288,7 @@ fn job(
         encoding,
         gzip,
         body,
+        packing: &Packing::DOCUMENTS,
         reservation,
         room_deadline: Instant::now() + wait,
         deadline: Instant::now() + time,
@@ -363,4 +377,39 @@ fn a_decode_stops_at_the_budget_at_its_deadline_and_at_an_announced_size() {
     );
     assert_eq!(e, ReceiverError::Timeout);
     assert_eq!(budget.available(), budget.capacity());
+}
+
+#[test]
+fn with_whole_spans_a_decode_keeps_a_150_kb_span_refuses_a_250_kb_one_and_holds_only_its_documents()
+{
+    use crate::export::otlp::request::PACKING;
+    let budget = HandOffBudget::new(4 * 1024 * 1024);
+    let second = Duration::from_secs(1);
+    let body = request(&[10, 150_000, 250_000, 10]);
+    let mut job = job(
+        &budget,
+        Encoding::Protobuf,
+        true,
+        gzip(&body),
+        second,
+        second,
+    );
+    job.packing = &PACKING;
+    let decoded = decode::decode(job).unwrap();
+    assert_eq!(decoded.rejected_spans, 1);
+    let held: usize = decoded.documents.iter().map(|a| a.doc().weight()).sum();
+    assert_eq!(budget.available(), budget.capacity() - held);
+    let [doc] = &decoded.documents[..] else {
+        panic!("{} documents", decoded.documents.len());
+    };
+    let crate::document::Body::Spans(bytes) = &doc.doc().body else {
+        panic!("a text document");
+    };
+    let request = crate::otlp::parse_request(bytes).unwrap();
+    let lens: Vec<usize> = request.spans().map(|s| s.bytes.len()).collect();
+    assert_eq!(lens.len(), 3);
+    assert!(lens[1] > 150_000, "{lens:?}");
+    // The endpoint's message, in the answer.
+    let answer = success_body(Encoding::Json, 1, PACKING.refusal);
+    assert!(String::from_utf8_lossy(&answer).contains("200,000"));
 }

@@ -63,22 +63,43 @@ fn only_sampled_spans_go_to_the_otlp_endpoint() {
         request_bytes(&doc("T1U", &r)),
         Err(RequestError::NotSampledSpans)
     );
-    assert_eq!(body(&[&segment]), Err(RequestError::NotSampledSpans));
+    assert_eq!(
+        gzipped_body(&[&segment]),
+        Err(RequestError::NotSampledSpans)
+    );
+}
+
+fn inflate(gz: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut out).unwrap();
+    out
+}
+
+/// A document of sampled spans as the OTLP/HTTP receiver builds it for the endpoint.
+fn spans_doc(request: &[u8]) -> Document {
+    Document {
+        body: Body::Spans(request.into()),
+        ..doc("T1S", request)
+    }
 }
 
 #[test]
 fn documents_concatenate_into_one_request_holding_every_span() {
     let a = request("a", &[span(1, "one"), span(2, "two")]);
     let b = request("b", &[span(3, "three")]);
-    let (da, db) = (doc("T1S", &a), doc("T1S", &b));
-    let out = body(&[&da, &db]).unwrap();
-    assert_eq!(out, [a.as_slice(), b.as_slice()].concat());
-    assert_eq!(span_count(&out), 3);
+    let c = request("c", &[span(4, "four")]);
+    let (da, db, dc) = (doc("T1S", &a), doc("T1S", &b), spans_doc(&c));
+    assert_eq!(request_bytes(&dc).unwrap(), c.as_slice());
+    let sent = gzipped_body(&[&da, &db, &dc]).unwrap();
+    let out = inflate(&sent.wire);
+    assert_eq!(out, [a.as_slice(), b.as_slice(), c.as_slice()].concat());
+    assert_eq!((sent.raw_bytes, sent.spans), (out.len(), 4));
+    assert_eq!(span_count(&out), 4);
     assert_eq!(span_count(b"\xff"), 0);
     let parsed = parse_request(&out).unwrap();
-    assert_eq!(parsed.resource_spans.len(), 2);
+    assert_eq!(parsed.resource_spans.len(), 3);
     let ids: Vec<[u8; 8]> = parsed.spans().map(|s| s.span_id).collect();
-    assert_eq!(ids, [1_u64, 2, 3].map(u64::to_be_bytes));
+    assert_eq!(ids, [1_u64, 2, 3, 4].map(u64::to_be_bytes));
     assert_eq!(
         weigh(&da).unwrap(),
         Weight {
@@ -91,11 +112,9 @@ fn documents_concatenate_into_one_request_holding_every_span() {
 #[test]
 fn gzip_round_trips() {
     let bytes = request("a", &[span(1, &"n".repeat(10_000))]);
-    let packed = gzip(&bytes);
-    assert!(packed.len() < bytes.len() / 10, "{}", packed.len());
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&packed[..]), &mut out).unwrap();
-    assert_eq!(out, bytes);
+    let sent = gzipped_body(&[&spans_doc(&bytes)]).unwrap();
+    assert!(sent.wire.len() < bytes.len() / 10, "{}", sent.wire.len());
+    assert_eq!(inflate(&sent.wire), bytes);
 }
 
 #[test]
@@ -160,4 +179,44 @@ fn answers_by_status_and_partial_success() {
     assert!(!expired.is_access_denied());
     let other = answer(403, None, b"signature expired").unwrap_err();
     assert!(!other.is_access_denied());
+}
+
+#[test]
+fn the_receivers_packing_for_the_endpoint_keeps_spans_of_up_to_200_kb_whole() {
+    // (name lengths, spans refused (by index), spans per piece)
+    let many = vec![10; 12_000];
+    let table: [(&[usize], &[usize], &[usize]); 3] = [
+        (&[10, 150_000, 250_000, 10], &[2], &[3]),
+        (&[199_900, 200_100], &[1], &[1]),
+        // 12,000 spans of 62 bytes: pieces of at most 256 KiB.
+        (&many, &[], &[4_227, 4_227, 3_546]),
+    ];
+    for (i, (lens, refused, per_piece)) in table.into_iter().enumerate() {
+        let spans: Vec<Vec<u8>> = lens
+            .iter()
+            .enumerate()
+            .map(|(n, len)| span(n as u64 + 1, &"n".repeat(*len)))
+            .collect();
+        let bytes = request("a", &spans);
+        let req = parse_request(&bytes).unwrap();
+        let split = crate::otlp::packed(&req, crate::otlp::Sampling::Sampled, PACKING);
+        assert_eq!(split.rejected_spans, refused.len(), "{i}");
+        let mut got = Vec::new();
+        let mut counts = Vec::new();
+        for doc in &split.documents {
+            assert!(doc.body.len() <= PIECE_BYTES || doc.body.len() <= MAX_SPAN_BYTES + 100);
+            let bytes = request_bytes(doc).unwrap();
+            let piece = parse_request(&bytes).unwrap();
+            counts.push(piece.spans().count());
+            got.extend(piece.spans().map(|s| s.bytes.to_vec()));
+        }
+        let want: Vec<Vec<u8>> = spans
+            .into_iter()
+            .enumerate()
+            .filter(|(n, _)| !refused.contains(n))
+            .map(|(_, s)| s)
+            .collect();
+        assert!(got == want, "{i}: spans lost, reordered or changed");
+        assert_eq!(counts, per_piece, "{i}");
+    }
 }

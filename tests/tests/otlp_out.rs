@@ -14,12 +14,21 @@ use common::{
 };
 use serde_json::{Value, json};
 use xray_extension_tests::emulator::{InvocationStatus, Invoke};
+use xray_extension_tests::sink::otlp::ReceivedSpan;
 use xray_extension_tests::sink::traces::{MAX_REQUEST_BYTES, MAX_SPANS_PER_REQUEST, TracesCall};
 use xray_extension_tests::sink::{Fault, FaultPlan, Operation, SinkCall, XraySink};
 use xray_extension_tests::trace::TraceHeader;
 
 /// The service name the ADOT function's spans carry.
 const ADOT_SERVICE: &str = "orders-otel";
+
+/// The spans of `trace` the sink's `/v1/traces` took.
+fn trace_spans(sink: &XraySink, trace: &TraceHeader) -> Vec<ReceivedSpan> {
+    sink.spans()
+        .into_iter()
+        .filter(|s| s.trace_id == trace.root)
+        .collect()
+}
 
 fn traces_calls(sink: &XraySink) -> Vec<SinkCall> {
     sink.calls()
@@ -52,12 +61,7 @@ async fn invoke_sampled(h: &mut Harness, label: &str, service: &str, event: Valu
     let response = inv.response_json().expect("a JSON response");
     let ids = strings(&response, "span_ids");
     // Already there when the invocation is released: no wait.
-    let spans: Vec<_> = h
-        .sink
-        .spans()
-        .into_iter()
-        .filter(|s| s.trace_id == trace.root)
-        .collect();
+    let spans = trace_spans(&h.sink, &trace);
     for id in &ids {
         let span = spans.iter().find(|s| &s.span_id == id);
         let span = span.unwrap_or_else(|| panic!("{label}: span {id} missing"));
@@ -238,7 +242,7 @@ async fn python_otlp_http_spans_go_to_the_otlp_endpoint_through_the_receiver() {
     );
 }
 
-/// `n` characters of the ASCII letters, repeated: what `http_app.padding_text` makes.
+/// `n` characters of the ASCII letters, repeated: what `handler_spans.padding_text` makes.
 fn padding_text(n: usize) -> String {
     ('a'..='z').chain('A'..='Z').cycle().take(n).collect()
 }
@@ -246,26 +250,16 @@ fn padding_text(n: usize) -> String {
 #[tokio::test]
 async fn a_150_kb_span_reaches_the_otlp_endpoint_whole_and_a_250_kb_one_is_refused_alone() {
     let mut h = otlp_http_harness().await;
-    let trace = TraceHeader::sampled();
     // One request: the handler span, a 150 KB span, a 250 KB span (over the endpoint's 200 KB),
     // and a small one.
     let event = json!({"children": 3, "paddings": [150_000, 250_000, 10]});
-    let inv = h
-        .lambda
-        .invoke(Invoke::new(event).traced(trace.clone()))
-        .await
-        .expect("invoke");
+    let (trace, inv) = invoke_traced(&mut h.lambda, event).await;
     assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
     let released = inv.extension_next(EXTENSION).expect("released");
     let ids = strings(&inv.response_json().expect("json"), "span_ids");
     assert_eq!(ids.len(), 4);
     // Already there when the invocation is released: no wait.
-    let spans: Vec<_> = h
-        .sink
-        .spans()
-        .into_iter()
-        .filter(|s| s.trace_id == trace.root)
-        .collect();
+    let spans = trace_spans(&h.sink, &trace);
     let found = |id: &String| spans.iter().filter(|s| &s.span_id == id).count();
     assert_eq!(found(&ids[0]), 1, "the handler span");
     assert_eq!(found(&ids[1]), 1, "the 150 KB span");

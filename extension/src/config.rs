@@ -8,10 +8,11 @@ use std::time::Duration;
 
 pub mod table;
 
+pub use table::{Config, vars};
+
 use crate::enrich::{self, annotations};
 use crate::export::policy::PolicyConfig;
 use crate::export::xray::TlsRoots;
-use crate::logging::LogFormat;
 pub use crate::logging::LogLevel;
 use crate::metrics::emf;
 
@@ -48,53 +49,6 @@ pub const MAX_AGE_MS_RANGE: (u64, u64) = (100, 300_000);
 /// Default log level.
 pub const DEFAULT_LOG_LEVEL: LogLevel = LogLevel::Info;
 
-/// Environment variable names, in one place so the README table and the code agree.
-pub mod vars {
-    /// UDP listen address for daemon-protocol datagrams.
-    pub const UDP_ADDRESS: &str = "XRAY_EXTENSION_UDP_ADDRESS";
-    /// The file the bound UDP address is written to, for the wrapper script.
-    pub const ADDRESS_FILE: &str = "XRAY_EXTENSION_ADDRESS_FILE";
-    /// OTLP/HTTP receiver address, or `off`.
-    pub const OTLP_ADDRESS: &str = "XRAY_EXTENSION_OTLP_ADDRESS";
-    /// Allow a UDP address that is not loopback.
-    pub const ALLOW_NON_LOOPBACK: &str = "XRAY_EXTENSION_ALLOW_NON_LOOPBACK";
-    /// Telemetry API listener port.
-    pub const TELEMETRY_PORT: &str = "XRAY_EXTENSION_TELEMETRY_PORT";
-    /// Log level.
-    pub const LOG_LEVEL: &str = "XRAY_EXTENSION_LOG_LEVEL";
-    /// Buffer limit in bytes.
-    pub const BUFFER_BYTES: &str = "XRAY_EXTENSION_BUFFER_BYTES";
-    /// Flush timeout in milliseconds.
-    pub const FLUSH_TIMEOUT_MS: &str = "XRAY_EXTENSION_FLUSH_TIMEOUT_MS";
-    /// Shutdown safety margin in milliseconds.
-    pub const SHUTDOWN_MARGIN_MS: &str = "XRAY_EXTENSION_SHUTDOWN_MARGIN_MS";
-    /// `end`, `background` or `adaptive`.
-    pub const FLUSH_STRATEGY: &str = "XRAY_EXTENSION_FLUSH_STRATEGY";
-    /// Adaptive threshold and least time between background sends, in milliseconds.
-    pub const FLUSH_INTERVAL_MS: &str = "XRAY_EXTENSION_FLUSH_INTERVAL_MS";
-    /// Maximum age of buffered documents in adaptive's busy mode, in milliseconds.
-    pub const MAX_AGE_MS: &str = "XRAY_EXTENSION_MAX_AGE_MS";
-    /// `amazon` (compiled-in Amazon Trust Services roots) or `system`.
-    pub const TLS_ROOTS: &str = "XRAY_EXTENSION_TLS_ROOTS";
-    /// Where sampled OpenTelemetry spans go: `segments` or `otlp`.
-    pub const SPAN_DESTINATION: &str = "XRAY_EXTENSION_SPAN_DESTINATION";
-    /// Turn our own subsegments on or off.
-    pub const ENRICH: &str = "XRAY_EXTENSION_ENRICH";
-    /// Which built-in annotations to add.
-    pub const ENRICH_ANNOTATIONS: &str = "XRAY_EXTENSION_ENRICH_ANNOTATIONS";
-    /// Static annotations `key=value,...`.
-    pub const ANNOTATIONS: &str = "XRAY_EXTENSION_ANNOTATIONS";
-    /// Lambda's advanced logging controls: `Text` or `JSON`.
-    pub const LAMBDA_LOG_FORMAT: &str = "AWS_LAMBDA_LOG_FORMAT";
-    /// Lambda's advanced logging controls: the application log level, used when
-    /// [`LOG_LEVEL`] is not set.
-    pub const LAMBDA_LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
-    /// CloudWatch namespace of the EMF metrics lines, or `none`.
-    pub const METRICS_NAMESPACE: &str = "XRAY_EXTENSION_METRICS_NAMESPACE";
-    /// Minutes of wall time between periodic EMF metrics lines.
-    pub const METRICS_INTERVAL_MINUTES: &str = "XRAY_EXTENSION_METRICS_INTERVAL_MINUTES";
-}
-
 /// Where sampled OpenTelemetry spans go.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SpanDestination {
@@ -103,64 +57,6 @@ pub enum SpanDestination {
     Segments,
     /// Whole, to X-Ray's OTLP endpoint (`/v1/traces`): needs Transaction Search.
     Otlp,
-}
-
-/// The extension's settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// Where to listen for daemon-protocol datagrams.
-    pub udp_address: SocketAddr,
-    /// Where the bound UDP address is written for the wrapper script.
-    pub address_file: std::path::PathBuf,
-    /// Where the OTLP/HTTP receiver listens: `None` when turned off.
-    pub otlp_address: Option<SocketAddr>,
-    /// Port of the Telemetry API listener (bound on all interfaces, see `lambda::listener`).
-    pub telemetry_port: u16,
-    /// Log verbosity.
-    pub log_level: LogLevel,
-    /// Log line format.
-    pub log_format: LogFormat,
-    /// Bytes of documents held for export.
-    pub buffer_bytes: usize,
-    /// Longest a flush may hold the function.
-    pub flush_timeout: Duration,
-    /// Time kept free before the SHUTDOWN deadline.
-    pub shutdown_margin: Duration,
-    /// When to flush and whether the function waits.
-    pub policy: PolicyConfig,
-    /// Which certificates the X-Ray client trusts.
-    pub tls_roots: TlsRoots,
-    /// Where sampled OpenTelemetry spans go.
-    pub span_destination: SpanDestination,
-    /// Our own subsegments: `None` when turned off.
-    pub enrich: Option<enrich::Settings>,
-    /// The EMF metrics lines: `None` when turned off.
-    pub metrics: Option<emf::Settings>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            udp_address: DEFAULT_UDP_ADDRESS,
-            address_file: std::path::PathBuf::from(DEFAULT_ADDRESS_FILE),
-            otlp_address: Some(DEFAULT_OTLP_ADDRESS),
-            telemetry_port: table::TELEMETRY_PORT.default,
-            log_level: table::LOG_LEVEL.default,
-            log_format: table::LAMBDA_LOG_FORMAT.default,
-            buffer_bytes: DEFAULT_BUFFER_BYTES,
-            flush_timeout: table::FLUSH_TIMEOUT.default,
-            shutdown_margin: table::SHUTDOWN_MARGIN.default,
-            policy: PolicyConfig {
-                strategy: table::FLUSH_STRATEGY.default,
-                interval: table::FLUSH_INTERVAL.default,
-                max_age: table::MAX_AGE.default,
-            },
-            tls_roots: table::TLS_ROOTS.default,
-            span_destination: table::SPAN_DESTINATION.default,
-            enrich: Some(enrich::Settings::default()),
-            metrics: Some(emf::Settings::default()),
-        }
-    }
 }
 
 /// One rejected setting: the variable, what it held, and what is accepted.
@@ -177,6 +73,22 @@ pub struct ConfigWarning {
     pub default: String,
 }
 
+/// What the readers of the settings read: the environment (a value that is only blanks counts
+/// as unset), and whether a non-loopback address is allowed.
+pub struct Reading<'a> {
+    /// The variables.
+    pub lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// `XRAY_EXTENSION_ALLOW_NON_LOOPBACK`.
+    pub allow_non_loopback: bool,
+}
+
+impl Reading<'_> {
+    /// A variable's value, `None` when unset or blank.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+    }
+}
+
 impl Config {
     /// Builds the configuration from a variable lookup (`std::env::var` in production, a map in
     /// tests). Returns the configuration and one warning per rejected value.
@@ -185,58 +97,83 @@ impl Config {
         F: Fn(&str) -> Option<String>,
     {
         let mut warnings = Vec::new();
-        let mut config = Self::default();
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-
         let allow_non_loopback = table::ALLOW_NON_LOOPBACK.read_or_default(&get, &mut warnings);
-        if let Some(v) = get(vars::OTLP_ADDRESS) {
-            match otlp_address(&v, allow_non_loopback) {
-                Ok(addr) => config.otlp_address = addr,
-                Err(w) => warnings.push(w),
-            }
-        }
-        if let Some(v) = get(vars::UDP_ADDRESS) {
-            match v.trim().parse::<SocketAddr>() {
-                Ok(addr) if addr.ip().is_loopback() || allow_non_loopback => {
-                    config.udp_address = addr;
-                }
-                Ok(_) => warnings.push(warning(
-                    vars::UDP_ADDRESS,
-                    &v,
-                    "a loopback address unless XRAY_EXTENSION_ALLOW_NON_LOOPBACK=true",
-                    &DEFAULT_UDP_ADDRESS.to_string(),
-                )),
-                Err(_) => warnings.push(warning(
-                    vars::UDP_ADDRESS,
-                    &v,
-                    "ip:port, e.g. 127.0.0.1:2000",
-                    &DEFAULT_UDP_ADDRESS.to_string(),
-                )),
-            }
-        }
-        config.telemetry_port = table::TELEMETRY_PORT.read_or_default(&get, &mut warnings);
-        (config.log_level, config.log_format) = logging(&get, &mut warnings);
-        config.buffer_bytes = buffer_bytes(&get, &mut warnings);
-        config.flush_timeout = table::FLUSH_TIMEOUT.read_or_default(&get, &mut warnings);
-        config.shutdown_margin = table::SHUTDOWN_MARGIN.read_or_default(&get, &mut warnings);
-        config.policy = PolicyConfig {
-            strategy: table::FLUSH_STRATEGY.read_or_default(&get, &mut warnings),
-            interval: table::FLUSH_INTERVAL.read_or_default(&get, &mut warnings),
-            max_age: table::MAX_AGE.read_or_default(&get, &mut warnings),
+        let reading = Reading {
+            lookup: &get,
+            allow_non_loopback,
         };
-        config.address_file = address_file(&get);
-        config.tls_roots = if get(vars::TLS_ROOTS).is_some() {
-            table::TLS_ROOTS.read_or_default(&get, &mut warnings)
-        } else if get("AWS_REGION").is_some_and(|r| r.starts_with("cn-")) {
-            // China regions' endpoints are not certain to chain to Amazon's roots.
-            TlsRoots::System
-        } else {
-            table::TLS_ROOTS.default
-        };
-        config.span_destination = table::SPAN_DESTINATION.read_or_default(&get, &mut warnings);
-        config.enrich = enrichment(&get, &mut warnings);
-        config.metrics = metrics_lines(&get, &mut warnings);
+        let config = Self::read(&reading, &mut warnings);
         (config, warnings)
+    }
+}
+
+/// `XRAY_EXTENSION_OTLP_ADDRESS`: `off`, or an address (loopback unless allowed otherwise).
+fn otlp_address(r: &Reading<'_>, warnings: &mut Vec<ConfigWarning>) -> Option<SocketAddr> {
+    let Some(v) = r.get(vars::OTLP_ADDRESS) else {
+        return Some(DEFAULT_OTLP_ADDRESS);
+    };
+    if v.trim().eq_ignore_ascii_case("off") {
+        return None;
+    }
+    match v.trim().parse::<SocketAddr>() {
+        Ok(addr) if addr.ip().is_loopback() || r.allow_non_loopback => Some(addr),
+        _ => {
+            warnings.push(warning(
+                vars::OTLP_ADDRESS,
+                &v,
+                "off, or a loopback ip:port unless XRAY_EXTENSION_ALLOW_NON_LOOPBACK=true",
+                &DEFAULT_OTLP_ADDRESS.to_string(),
+            ));
+            Some(DEFAULT_OTLP_ADDRESS)
+        }
+    }
+}
+
+/// `XRAY_EXTENSION_UDP_ADDRESS`: an address, loopback unless allowed otherwise.
+fn udp_address(r: &Reading<'_>, warnings: &mut Vec<ConfigWarning>) -> SocketAddr {
+    let Some(v) = r.get(vars::UDP_ADDRESS) else {
+        return DEFAULT_UDP_ADDRESS;
+    };
+    match v.trim().parse::<SocketAddr>() {
+        Ok(addr) if addr.ip().is_loopback() || r.allow_non_loopback => return addr,
+        Ok(_) => warnings.push(warning(
+            vars::UDP_ADDRESS,
+            &v,
+            "a loopback address unless XRAY_EXTENSION_ALLOW_NON_LOOPBACK=true",
+            &DEFAULT_UDP_ADDRESS.to_string(),
+        )),
+        Err(_) => warnings.push(warning(
+            vars::UDP_ADDRESS,
+            &v,
+            "ip:port, e.g. 127.0.0.1:2000",
+            &DEFAULT_UDP_ADDRESS.to_string(),
+        )),
+    }
+    DEFAULT_UDP_ADDRESS
+}
+
+/// The flush policy's three variables.
+fn policy(r: &Reading<'_>, warnings: &mut Vec<ConfigWarning>) -> PolicyConfig {
+    PolicyConfig {
+        strategy: table::FLUSH_STRATEGY.read_or_default(&r.lookup, warnings),
+        interval: table::FLUSH_INTERVAL_MS.read_or_default(&r.lookup, warnings),
+        max_age: table::MAX_AGE_MS.read_or_default(&r.lookup, warnings),
+    }
+}
+
+/// `XRAY_EXTENSION_TLS_ROOTS`, else `system` in China regions, else the default.
+fn tls_roots(r: &Reading<'_>, warnings: &mut Vec<ConfigWarning>) -> TlsRoots {
+    if r.get(vars::TLS_ROOTS).is_some() {
+        table::TLS_ROOTS.read_or_default(&r.lookup, warnings)
+    } else if r
+        .get("AWS_REGION")
+        .is_some_and(|region| region.starts_with("cn-"))
+    {
+        // China regions' endpoints are not certain to chain to Amazon's roots.
+        TlsRoots::System
+    } else {
+        table::TLS_ROOTS.default
     }
 }
 
@@ -251,10 +188,12 @@ pub fn default_buffer_bytes(memory_mb: Option<u64>) -> usize {
 }
 
 /// `XRAY_EXTENSION_BUFFER_BYTES`, else the default for the function's memory size.
-fn buffer_bytes(get: &impl Fn(&str) -> Option<String>, warnings: &mut Vec<ConfigWarning>) -> usize {
-    let memory_mb = get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.trim().parse().ok());
+fn buffer_bytes(r: &Reading<'_>, warnings: &mut Vec<ConfigWarning>) -> usize {
+    let memory_mb = r
+        .get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .and_then(|v| v.trim().parse().ok());
     let default = default_buffer_bytes(memory_mb);
-    let Some(v) = get(vars::BUFFER_BYTES) else {
+    let Some(v) = r.get(vars::BUFFER_BYTES) else {
         return default;
     };
     let (lo, hi) = BUFFER_BYTES_RANGE;
@@ -273,22 +212,19 @@ fn buffer_bytes(get: &impl Fn(&str) -> Option<String>, warnings: &mut Vec<Config
 }
 
 /// `XRAY_EXTENSION_ADDRESS_FILE`, any path (trimmed), else the default.
-fn address_file(get: &impl Fn(&str) -> Option<String>) -> std::path::PathBuf {
-    get(vars::ADDRESS_FILE).map_or_else(
+fn address_file(r: &Reading<'_>, _: &mut Vec<ConfigWarning>) -> std::path::PathBuf {
+    r.get(vars::ADDRESS_FILE).map_or_else(
         || std::path::PathBuf::from(DEFAULT_ADDRESS_FILE),
         |v| std::path::PathBuf::from(v.trim()),
     )
 }
 
-fn enrichment(
-    get: &impl Fn(&str) -> Option<String>,
-    warnings: &mut Vec<ConfigWarning>,
-) -> Option<enrich::Settings> {
-    if !table::ENRICH.read_or_default(get, warnings) {
+fn enrichment(r: &Reading<'_>, warnings: &mut Vec<ConfigWarning>) -> Option<enrich::Settings> {
+    if !table::ENRICH.read_or_default(&r.lookup, warnings) {
         return None;
     }
     let mut settings = enrich::Settings::default();
-    if let Some(v) = get(vars::ENRICH_ANNOTATIONS) {
+    if let Some(v) = r.get(vars::ENRICH_ANNOTATIONS) {
         let (set, unknown) = annotations::BuiltinSet::parse(&v);
         settings.builtins = set;
         if !unknown.is_empty() {
@@ -306,7 +242,7 @@ fn enrichment(
             }
         }
     }
-    if let Some(v) = get(vars::ANNOTATIONS) {
+    if let Some(v) = r.get(vars::ANNOTATIONS) {
         let (pairs, rejected) = annotations::parse_static(&v);
         settings.static_annotations = pairs;
         for r in rejected {
@@ -316,26 +252,17 @@ fn enrichment(
     Some(settings)
 }
 
-/// Our level: `XRAY_EXTENSION_LOG_LEVEL`, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else info; the
-/// format: Lambda's `AWS_LAMBDA_LOG_FORMAT`.
-fn logging(
-    get: &impl Fn(&str) -> Option<String>,
-    warnings: &mut Vec<ConfigWarning>,
-) -> (LogLevel, LogFormat) {
-    let level = table::LOG_LEVEL
-        .read(get, warnings)
-        .or_else(|| table::LAMBDA_LOG_LEVEL.read(get, warnings))
-        .unwrap_or(DEFAULT_LOG_LEVEL);
-    let format = table::LAMBDA_LOG_FORMAT.read_or_default(get, warnings);
-    (level, format)
+/// Our level: `XRAY_EXTENSION_LOG_LEVEL`, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else info.
+fn log_level(r: &Reading<'_>, warnings: &mut Vec<ConfigWarning>) -> LogLevel {
+    table::LOG_LEVEL
+        .read(&r.lookup, warnings)
+        .or_else(|| table::LAMBDA_LOG_LEVEL.read(&r.lookup, warnings))
+        .unwrap_or(DEFAULT_LOG_LEVEL)
 }
 
-fn metrics_lines(
-    get: &impl Fn(&str) -> Option<String>,
-    warnings: &mut Vec<ConfigWarning>,
-) -> Option<emf::Settings> {
+fn metrics_lines(r: &Reading<'_>, warnings: &mut Vec<ConfigWarning>) -> Option<emf::Settings> {
     let mut settings = emf::Settings::default();
-    if let Some(v) = get(vars::METRICS_NAMESPACE) {
+    if let Some(v) = r.get(vars::METRICS_NAMESPACE) {
         let v = v.trim();
         if v.eq_ignore_ascii_case(emf::DISABLED) {
             return None;
@@ -351,24 +278,8 @@ fn metrics_lines(
             ));
         }
     }
-    settings.interval = table::METRICS_INTERVAL.read_or_default(get, warnings);
+    settings.interval = table::METRICS_INTERVAL_MINUTES.read_or_default(&r.lookup, warnings);
     Some(settings)
-}
-
-/// `off`, or an address (loopback unless allowed otherwise).
-fn otlp_address(v: &str, allow_non_loopback: bool) -> Result<Option<SocketAddr>, ConfigWarning> {
-    if v.trim().eq_ignore_ascii_case("off") {
-        return Ok(None);
-    }
-    match v.trim().parse::<SocketAddr>() {
-        Ok(addr) if addr.ip().is_loopback() || allow_non_loopback => Ok(Some(addr)),
-        _ => Err(warning(
-            vars::OTLP_ADDRESS,
-            v,
-            "off, or a loopback ip:port unless XRAY_EXTENSION_ALLOW_NON_LOOPBACK=true",
-            &DEFAULT_OTLP_ADDRESS.to_string(),
-        )),
-    }
 }
 
 fn warning(variable: &'static str, value: &str, accepted: &str, default: &str) -> ConfigWarning {

@@ -1,6 +1,7 @@
 use super::*;
 use crate::env::lookup_from;
 use crate::export::policy::Strategy;
+use crate::logging::LogFormat;
 
 fn load(pairs: &[(&str, &str)]) -> (Config, Vec<ConfigWarning>) {
     Config::from_lookup(lookup_from(pairs))
@@ -277,4 +278,62 @@ fn the_default_buffer_follows_the_memory_size() {
         (vars::BUFFER_BYTES, "1048576"),
     ]);
     assert_eq!(config.buffer_bytes, MIB);
+}
+
+/// The README's table of variables: (name, default, range / values) of each row.
+fn readme_rows() -> Vec<(String, String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    let section = readme.split("\n## Configuration\n").nth(1).unwrap();
+    let section = section.split("\n## ").next().unwrap();
+    section
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let name = cells.first()?.strip_prefix("| `")?.strip_suffix('`')?;
+            Some((name.to_owned(), cells[1].to_owned(), cells[2].to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_table_has_one_row_per_declared_variable_with_its_default_and_range() {
+    // Read by the layer's wrapper script, not by the extension.
+    const WRAPPER: &[&str] = &["XRAY_EXTENSION_NEXT_WRAPPER"];
+    let wrapper = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../layer/xray-extension-wrapper"
+    ))
+    .unwrap();
+    let rows = readme_rows();
+    let declared = table::declared();
+    let mut in_readme: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let mut expected: Vec<&str> = declared.iter().map(|d| d.name).collect();
+    expected.extend(WRAPPER);
+    in_readme.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(in_readme, expected, "README rows against the declarations");
+    for name in WRAPPER {
+        assert!(wrapper.contains(name), "{name} is not read by the wrapper");
+    }
+    for d in &declared {
+        let (_, default, range) = rows.iter().find(|r| r.0 == d.name).unwrap();
+        if let Some(shown) = &d.default
+            && default != "—"
+        {
+            assert!(
+                default.contains(&format!("`{shown}`")),
+                "{}: the README says the default is {default}, the declaration {shown}",
+                d.name
+            );
+        }
+        if let Some(table::Accepted::Millis(lo, hi) | table::Accepted::Minutes(lo, hi)) = d.accepted
+        {
+            assert!(
+                range.contains(&format!("{lo}–{hi}")),
+                "{}: the README says {range}, the declaration {lo}–{hi}",
+                d.name
+            );
+        }
+    }
 }

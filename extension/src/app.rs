@@ -394,13 +394,16 @@ impl App {
                     // A second SHUTDOWN (SIGTERM, then Lambda's) joins the one under way.
                     return;
                 }
-                let deadline = shutdown.deadline_ms.map_or(now + SHUTDOWN_PHASE, |ms| {
-                    deadline_instant(ms, now, epoch_now())
-                });
+                // One wall-clock read: the deadline and the enricher's time of the shutdown.
+                let epoch = epoch_now();
+                let deadline = shutdown
+                    .deadline_ms
+                    .map_or(now + SHUTDOWN_PHASE, |ms| deadline_instant(ms, now, epoch));
                 self.shutdown_deadline = Some(deadline);
                 info!(reason = %shutdown.reason, remaining_ms = deadline.saturating_duration_since(now).saturating_sub(self.shutdown_margin).as_millis(), "SHUTDOWN");
                 if let Some(enricher) = self.enricher.as_mut() {
-                    let docs = enricher.on_shutdown(&shutdown.reason, epoch_seconds_now());
+                    let docs =
+                        enricher.on_shutdown(&shutdown.reason, EpochSeconds(epoch.as_secs_f64()));
                     self.enqueue_generated(docs);
                 }
                 let awaiting_report = self

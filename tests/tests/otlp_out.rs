@@ -10,7 +10,8 @@
 mod common;
 
 use common::{
-    EXTENSION, Harness, Options, counters, invoke_traced, named, python_function, strings,
+    EXTENSION, Harness, Options, counters, extension_log, invoke_traced, named, python_function,
+    strings,
 };
 use serde_json::{Value, json};
 use xray_extension_tests::emulator::{InvocationStatus, Invoke};
@@ -21,6 +22,8 @@ use xray_extension_tests::trace::TraceHeader;
 
 /// The service name the ADOT function's spans carry.
 const ADOT_SERVICE: &str = "orders-otel";
+/// The service name the OTLP/HTTP function's spans carry.
+const HTTP_SERVICE: &str = "orders-otlp-http";
 
 /// The spans of `trace` the sink's `/v1/traces` took.
 fn trace_spans(sink: &XraySink, trace: &TraceHeader) -> Vec<ReceivedSpan> {
@@ -228,7 +231,7 @@ async fn python_otlp_http_spans_go_to_the_otlp_endpoint_through_the_receiver() {
     .enumerate()
     {
         let label = format!("request {i}");
-        let ids = invoke_sampled(&mut h, &label, "orders-otlp-http", event).await;
+        let ids = invoke_sampled(&mut h, &label, HTTP_SERVICE, event).await;
         assert!(!ids.is_empty(), "{label}");
         for call in traces_calls(&h.sink) {
             assert_eq!(call.status, 200, "{label}");
@@ -300,4 +303,76 @@ async fn a_150_kb_span_reaches_the_otlp_endpoint_whole_and_a_250_kb_one_is_refus
         "{counters:?}"
     );
     assert_eq!(counters.get("otlp_out_spans"), Some(&3), "{counters:?}");
+}
+
+/// The endpoint refuses the credentials (403 `AccessDeniedException`, then 401): nothing is
+/// wrong with the spans, so they wait for the next flush point, as documents do for
+/// `PutTraceSegments`, and each refusal is logged once however many flushes it refuses.
+#[tokio::test]
+async fn spans_refused_for_credentials_are_kept_logged_once_and_delivered_once_accepted() {
+    let mut h = otlp_http_harness().await;
+    invoke_sampled(&mut h, "warm-up", HTTP_SERVICE, json!({"children": 1})).await;
+    let refusals = [
+        (403, "AccessDeniedException"),
+        (403, "AccessDeniedException"),
+        (401, "UnrecognizedClientException"),
+        (401, "UnrecognizedClientException"),
+    ];
+    let mut kept = Vec::new();
+    for (status, code) in refusals {
+        // Every /v1/traces call of this invocation's flush is refused; PutTraceSegments is not.
+        h.sink
+            .set_traces_fault_plan(Some(FaultPlan::always(Fault::Status {
+                status,
+                error_type: code.to_owned(),
+            })));
+        let (trace, inv) = invoke_traced(&mut h.lambda, json!({"children": 2})).await;
+        assert_eq!(inv.status, InvocationStatus::Success, "{:?}", inv.error);
+        let ids = strings(&inv.response_json().expect("json"), "span_ids");
+        assert_eq!(ids.len(), 3);
+        assert!(trace_spans(&h.sink, &trace).is_empty(), "{code}: taken");
+        let refused = traces_calls(&h.sink)
+            .iter()
+            .filter(|c| c.status == status)
+            .count();
+        assert!(refused > 0, "{code}: no call refused");
+        // Our own subsegments still reach PutTraceSegments.
+        assert_eq!(named(&h.sink.documents(), &trace.root, "Runtime").len(), 1);
+        kept.push((code, trace, ids));
+    }
+    h.sink.set_traces_fault_plan(None);
+    invoke_sampled(
+        &mut h,
+        "accepted again",
+        HTTP_SERVICE,
+        json!({"children": 1}),
+    )
+    .await;
+    // Delivered at the next flush point (or, on a loaded machine where that send is cut by the
+    // flush timeout, at the shutdown's): never dropped.
+    h.lambda.shutdown().await.expect("shutdown");
+    for (code, trace, ids) in &kept {
+        let arrived: Vec<String> = trace_spans(&h.sink, trace)
+            .into_iter()
+            .map(|s| s.span_id)
+            .collect();
+        for id in ids {
+            assert!(arrived.contains(id), "{code}: span {id} lost");
+        }
+        assert_eq!(arrived.len(), ids.len(), "{code}: each span once");
+    }
+    let c = counters(&h.lambda).expect("counters");
+    assert_eq!(c.get("unprocessed"), Some(&0), "{c:?}");
+    assert_eq!(c.get("otlp_spans_rejected"), Some(&0), "{c:?}");
+    let log = extension_log(&h.lambda);
+    let lines =
+        |needle: &str| -> Vec<&String> { log.iter().filter(|l| l.contains(needle)).collect() };
+    let denied = lines("xray:PutTraceSegments");
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert!(
+        denied[0].contains("ERROR") && denied[0].contains("OTLP"),
+        "{denied:?}"
+    );
+    let credentials = lines("UnrecognizedClientException");
+    assert_eq!(credentials.len(), 1, "{credentials:?}");
 }

@@ -89,7 +89,8 @@ fn next_put_index(shared: &SinkShared) -> usize {
 async fn otlp_traces(shared: &SinkShared, mut call: SinkCall, req: &Request) -> Response {
     let index = next_put_index(shared);
     call.put_index = Some(index);
-    call.fault = shared.plan().fault_for(index);
+    let traces_fault = shared.traces_plan().as_ref().map(|p| p.fault_for(index));
+    call.fault = traces_fault.unwrap_or_else(|| shared.plan().fault_for(index));
     if let Some(response) = apply_fault(shared, &mut call).await {
         return response;
     }

@@ -230,6 +230,8 @@ impl SinkRecords {
 struct SinkShared {
     records: Mutex<SinkRecords>,
     plan: Mutex<FaultPlan>,
+    /// The plan for `/v1/traces` alone, when set (else `plan` serves it too).
+    traces_plan: Mutex<Option<FaultPlan>>,
     changed: watch::Sender<u64>,
 }
 
@@ -242,6 +244,12 @@ impl SinkShared {
 
     fn plan(&self) -> MutexGuard<'_, FaultPlan> {
         self.plan.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn traces_plan(&self) -> MutexGuard<'_, Option<FaultPlan>> {
+        self.traces_plan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -265,6 +273,7 @@ impl XraySink {
         let shared = Arc::new(SinkShared {
             records: Mutex::new(SinkRecords::default()),
             plan: Mutex::new(FaultPlan::none()),
+            traces_plan: Mutex::new(None),
             changed: watch::Sender::new(0),
         });
         let handler_shared = Arc::clone(&shared);
@@ -293,6 +302,12 @@ impl XraySink {
     /// Replaces the fault plan; call indexes keep counting from where they are.
     pub fn set_fault_plan(&self, plan: FaultPlan) {
         *self.shared.plan() = plan;
+    }
+
+    /// A fault plan for `/v1/traces` alone (`PutTraceSegments` keeps the other one); `None`
+    /// gives it the other one again. Call indexes are shared.
+    pub fn set_traces_fault_plan(&self, plan: Option<FaultPlan>) {
+        *self.shared.traces_plan() = plan;
     }
 
     /// Forgets every call and document and restarts the call index at 0.

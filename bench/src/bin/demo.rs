@@ -1,7 +1,9 @@
 //! `make demo`: the extension end to end on a local Lambda, no AWS account.
 //!
 //! Starts the embedded X-Ray sink and the emulator with the real extension and the sample
-//! function, runs a cold start, warm invocations, an error and a shutdown, then two invocations
+//! function, runs a cold start, warm invocations (one with OpenTelemetry spans, which go to X-Ray's
+//! OTLP endpoint: `XRAY_EXTENSION_SPAN_DESTINATION=otlp`, the sink's `/v1/traces`), an error and
+//! a shutdown, then two invocations
 //! of tenant `blue` of the same function with tenant isolation, then prints every trace
 //! the sink received as a tree (offsets and durations in milliseconds) and a summary line, and
 //! writes the same traces as a timeline to one self-contained HTML file (`XRAY_DEMO_HTML`, by
@@ -19,7 +21,7 @@ use xray_extension_tests::emulator::{
 };
 use xray_extension_tests::extension_log::{self, EXTENSION};
 use xray_extension_tests::net;
-use xray_extension_tests::sink::{ReceivedDocument, ReceivedSpan, XraySink};
+use xray_extension_tests::sink::{Operation, ReceivedDocument, ReceivedSpan, XraySink};
 use xray_extension_tests::timeline;
 use xray_extension_tests::trace::TraceHeader;
 
@@ -63,7 +65,8 @@ async fn start_lambda(
                     format!("127.0.0.1:{udp_port}"),
                 )
                 .env("XRAY_EXTENSION_TELEMETRY_PORT", telemetry_port.to_string())
-                .env("XRAY_EXTENSION_ANNOTATIONS", "team=demo"),
+                .env("XRAY_EXTENSION_ANNOTATIONS", "team=demo")
+                .env("XRAY_EXTENSION_SPAN_DESTINATION", "otlp"),
         )
         .function(
             FunctionSpec::command([sibling("sample-function")?])
@@ -162,14 +165,28 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         sink.put_calls().len(),
         docs.len() - spans.len()
     );
+    // Spans from /v1/traces carry no document; the others were decoded from T1S/T1U ones.
+    let documents: HashSet<&str> = spans
+        .iter()
+        .map(|s| s.document.as_str())
+        .filter(|d| !d.is_empty())
+        .collect();
+    let requests: Vec<_> = sink
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == Operation::OtlpTraces)
+        .filter_map(|c| c.traces)
+        .collect();
+    let at_endpoint: usize = requests.iter().map(|t| t.spans).sum();
     println!(
-        "OpenTelemetry: {} spans decoded from {} T1S/T1U documents",
+        "OpenTelemetry: {} spans; {} at the OTLP endpoint /v1/traces in {} signed, gzip'd requests ({} bytes, {} on the wire); {} decoded from {} T1S/T1U documents on PutTraceSegments",
         spans.len(),
-        spans
-            .iter()
-            .map(|s| s.document.as_str())
-            .collect::<std::collections::HashSet<_>>()
-            .len()
+        at_endpoint,
+        requests.len(),
+        requests.iter().map(|t| t.raw_bytes).sum::<usize>(),
+        requests.iter().map(|t| t.wire_bytes).sum::<usize>(),
+        spans.len() - at_endpoint,
+        documents.len()
     );
     let span_ids: HashSet<String> = spans.iter().map(|s| s.span_id.clone()).collect();
     let html = write_timeline(&docs, &roots, &function_ids, &span_ids)?;
@@ -181,12 +198,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 fn span_as_document(span: &ReceivedSpan) -> ReceivedDocument {
     #[allow(clippy::cast_precision_loss, reason = "display only")]
     let seconds = |ns: u64| ns as f64 / 1e9;
+    // A span the OTLP endpoint took came in no document.
+    let via = if span.document.is_empty() {
+        "OTel, /v1/traces"
+    } else {
+        "OTel"
+    };
     ReceivedDocument {
         id: span.span_id.clone(),
         trace_id: span.trace_id.clone(),
         raw: span.document.clone(),
         value: json!({
-            "name": format!("{} (OTel)", span.name),
+            "name": format!("{} ({via})", span.name),
             "id": span.span_id,
             "parent_id": span.parent_span_id,
             "start_time": seconds(span.start_time_unix_nano),

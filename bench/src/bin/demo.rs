@@ -165,6 +165,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         sink.put_calls().len(),
         docs.len() - spans.len()
     );
+    print_otel_summary(&sink, &spans);
+    let span_ids: HashSet<String> = spans.iter().map(|s| s.span_id.clone()).collect();
+    let html = write_timeline(&docs, &roots, &function_ids, &span_ids)?;
+    println!("timeline: {}", html.display());
+    Ok(())
+}
+
+/// Where the OpenTelemetry spans went: the OTLP endpoint's requests, or T1S/T1U documents.
+fn print_otel_summary(sink: &XraySink, spans: &[ReceivedSpan]) {
     // Spans from /v1/traces carry no document; the others were decoded from T1S/T1U ones.
     let documents: HashSet<&str> = spans
         .iter()
@@ -188,10 +197,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         spans.len() - at_endpoint,
         documents.len()
     );
-    let span_ids: HashSet<String> = spans.iter().map(|s| s.span_id.clone()).collect();
-    let html = write_timeline(&docs, &roots, &function_ids, &span_ids)?;
-    println!("timeline: {}", html.display());
-    Ok(())
 }
 
 /// An OpenTelemetry span drawn like a subsegment: its name marked, its times in seconds.

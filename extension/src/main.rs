@@ -14,7 +14,7 @@ use xray_extension::export::policy::Strategy;
 use xray_extension::fault;
 use xray_extension::ingest::{otlp_http, udp};
 use xray_extension::lambda::api::{ApiError, EVENT_RETRY_DELAY, LambdaApi, Telemetry};
-use xray_extension::lambda::events::{EventSet, NextEvent, Shutdown, ShutdownReason};
+use xray_extension::lambda::events::{self, EventSet, NextEvent, Shutdown, ShutdownReason};
 use xray_extension::lambda::listener;
 use xray_extension::lambda::telemetry::{EpochSeconds, InitializationType};
 use xray_extension::logging;
@@ -71,11 +71,17 @@ fn environment(started: EpochSeconds) -> Environment {
         function_name: var("AWS_LAMBDA_FUNCTION_NAME"),
         function_version: var("AWS_LAMBDA_FUNCTION_VERSION"),
         memory_size_mb: var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse().ok()),
-        initialization_type: var("AWS_LAMBDA_INITIALIZATION_TYPE")
-            .map(|v| InitializationType::parse(&v)),
+        initialization_type: initialization_type(),
         extension_started: Some(started),
         extension_ready: None,
     }
+}
+
+/// `AWS_LAMBDA_INITIALIZATION_TYPE`, when set.
+fn initialization_type() -> Option<InitializationType> {
+    std::env::var("AWS_LAMBDA_INITIALIZATION_TYPE")
+        .ok()
+        .and_then(|v| events::initialization_type(&v))
 }
 
 /// The name to register with: the executable's file name (contracts §1).
@@ -105,11 +111,7 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     let otlp_socket = bind_otlp(config.otlp_address).await;
 
     // SHUTDOWN only on Lambda Managed Instances, or wherever INVOKE is refused.
-    let wanted = EventSet::for_initialization_type(
-        std::env::var("AWS_LAMBDA_INITIALIZATION_TYPE")
-            .ok()
-            .as_deref(),
-    );
+    let wanted = EventSet::for_initialization_type(initialization_type().as_ref());
     let registered = api
         .register_or_fall_back(&extension_name(), wanted)
         .await

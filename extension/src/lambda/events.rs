@@ -7,6 +7,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::telemetry::InitializationType;
+
 /// The events we ask for at registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventSet {
@@ -28,8 +30,8 @@ impl EventSet {
 
     /// What to register for in an environment of `initialization_type`
     /// (`AWS_LAMBDA_INITIALIZATION_TYPE`): `SHUTDOWN` only on Lambda Managed Instances.
-    pub fn for_initialization_type(initialization_type: Option<&str>) -> Self {
-        if initialization_type.is_some_and(is_managed_instances) {
+    pub fn for_initialization_type(initialization_type: Option<&InitializationType>) -> Self {
+        if initialization_type == Some(&InitializationType::LambdaManagedInstances) {
             Self::ShutdownOnly
         } else {
             Self::InvokeAndShutdown
@@ -37,14 +39,11 @@ impl EventSet {
     }
 }
 
-/// `AWS_LAMBDA_INITIALIZATION_TYPE` of Lambda Managed Instances.
-pub const MANAGED_INSTANCES: &str = "lambda-managed-instances";
-
-/// Whether an initialization type names Lambda Managed Instances (trimmed, any case).
-pub fn is_managed_instances(initialization_type: &str) -> bool {
-    initialization_type
-        .trim()
-        .eq_ignore_ascii_case(MANAGED_INSTANCES)
+/// Reads `AWS_LAMBDA_INITIALIZATION_TYPE` (trimmed, in any case: Lambda writes it in lower
+/// case, tools and tests that set it by hand may not); empty is none.
+pub fn initialization_type(variable: &str) -> Option<InitializationType> {
+    let value = variable.trim();
+    (!value.is_empty()).then(|| InitializationType::parse(&value.to_ascii_lowercase()))
 }
 
 /// One event from `/event/next`.
@@ -324,20 +323,51 @@ mod tests {
     #[test]
     fn managed_instances_register_for_shutdown_only() {
         let cases = [
-            (None, EventSet::InvokeAndShutdown),
-            (Some("on-demand"), EventSet::InvokeAndShutdown),
-            (Some("provisioned-concurrency"), EventSet::InvokeAndShutdown),
-            (Some("snap-start"), EventSet::InvokeAndShutdown),
-            (Some("lambda-managed-instances"), EventSet::ShutdownOnly),
-            (Some(" Lambda-Managed-Instances "), EventSet::ShutdownOnly),
+            ("", None, EventSet::InvokeAndShutdown),
+            (
+                "on-demand",
+                Some(InitializationType::OnDemand),
+                EventSet::InvokeAndShutdown,
+            ),
+            (
+                "provisioned-concurrency",
+                Some(InitializationType::ProvisionedConcurrency),
+                EventSet::InvokeAndShutdown,
+            ),
+            (
+                "snap-start",
+                Some(InitializationType::SnapStart),
+                EventSet::InvokeAndShutdown,
+            ),
+            (
+                "lambda-managed-instances",
+                Some(InitializationType::LambdaManagedInstances),
+                EventSet::ShutdownOnly,
+            ),
+            (
+                " Lambda-Managed-Instances ",
+                Some(InitializationType::LambdaManagedInstances),
+                EventSet::ShutdownOnly,
+            ),
+            (
+                "future-type",
+                Some(InitializationType::Unknown("future-type".into())),
+                EventSet::InvokeAndShutdown,
+            ),
         ];
-        for (init_type, expected) in cases {
+        for (variable, parsed, expected) in cases {
+            let read = initialization_type(variable);
+            assert_eq!(read, parsed, "{variable:?}");
             assert_eq!(
-                EventSet::for_initialization_type(init_type),
+                EventSet::for_initialization_type(read.as_ref()),
                 expected,
-                "{init_type:?}"
+                "{variable:?}"
             );
         }
+        assert_eq!(
+            EventSet::for_initialization_type(None),
+            EventSet::InvokeAndShutdown
+        );
         assert_eq!(EventSet::ShutdownOnly.names(), ["SHUTDOWN"]);
         assert_eq!(EventSet::InvokeAndShutdown.names(), ["INVOKE", "SHUTDOWN"]);
     }

@@ -6,8 +6,9 @@
 //! `export::budget` is an edge `ingest` → `export`; `export::send` naming `super::batcher` is
 //! `export::send` → `export::batcher`. A child naming its parent (or an item of it) is no edge
 //! between siblings. The edges among the children of each module must not form a circle (the
-//! README's module map says which layer may use which). Comment lines are skipped; a file's
-//! module is taken from its path, inline modules (`mod tests { … }`) count as their file.
+//! README's module map says which layer may use which, and no top-level module may use one the
+//! README puts on a line above its own). Comment lines are skipped; a file's module is taken from
+//! its path, inline modules (`mod tests { … }`) count as their file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -253,11 +254,74 @@ fn sources(dir: &Path, root: &Path, out: &mut Vec<(PathBuf, String)>) {
     }
 }
 
-#[test]
-fn no_import_circle_between_modules() {
+fn all_sources() -> Vec<(PathBuf, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     sources(&src, &src, &mut files);
+    files
+}
+
+/// The line of the README's "Layers" list on which each top-level module first appears.
+fn readme_layers(modules: &BTreeSet<String>) -> BTreeMap<String, usize> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let layers = readme.split("**Layers.**").nth(1).unwrap();
+    let layers = layers.split("\n\n").next().unwrap();
+    let mut level = 0;
+    let mut out = BTreeMap::new();
+    for line in layers.lines() {
+        if let Some((n, _)) = line.split_once(". ")
+            && let Ok(n) = n.parse::<usize>()
+        {
+            level = n;
+        }
+        if level == 0 {
+            continue;
+        }
+        for name in line.split('`').skip(1).step_by(2) {
+            if modules.contains(name) {
+                out.entry(name.to_owned()).or_insert(level);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_readme_layers_hold() {
+    let files = all_sources();
+    let modules: BTreeSet<String> = files
+        .iter()
+        .filter_map(|(p, _)| module_of(p).first().cloned())
+        // This check, a test module, is no layer.
+        .filter(|m| m != "layering")
+        .collect();
+    let levels = readme_layers(&modules);
+    let missing: Vec<&String> = modules
+        .iter()
+        .filter(|m| !levels.contains_key(*m))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in the README's layers: {missing:?}"
+    );
+    for ((from, to), at) in edges(&files) {
+        if from.contains("::") {
+            continue;
+        }
+        assert!(
+            levels[&from] >= levels[&to],
+            "{from} (README layer {}) uses {to} (layer {}): {}",
+            levels[&from],
+            levels[&to],
+            at.join(" ")
+        );
+    }
+}
+
+#[test]
+fn no_import_circle_between_modules() {
+    let files = all_sources();
     assert!(files.len() > 20, "read only {} files", files.len());
     let sites = edges(&files);
     assert!(

@@ -82,7 +82,7 @@ pub(super) fn paced(
     stop: &AtomicBool,
     mut send: impl FnMut(u64) -> bool,
 ) -> (u64, u64, Duration) {
-    #[allow(
+    #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
         clippy::cast_precision_loss,
@@ -94,7 +94,7 @@ pub(super) fn paced(
     let mut n = 0_u64;
     while n < total && !stop.load(Ordering::Relaxed) && start.elapsed() < duration + GENERATOR_GRACE
     {
-        #[allow(
+        #[expect(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
             clippy::cast_precision_loss,
@@ -145,7 +145,7 @@ struct RunFigures {
 }
 
 pub(super) fn mib(kib: u64) -> f64 {
-    #[allow(clippy::cast_precision_loss, reason = "KiB of one process")]
+    #[expect(clippy::cast_precision_loss, reason = "KiB of one process")]
     let k = kib as f64;
     k / 1024.0
 }
@@ -286,7 +286,7 @@ async fn run_once(
     let peak_kib = peak
         .lock()
         .map_or(after.rss_kib, |p| (*p).max(after.rss_kib));
-    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     let achieved_rate = generated.sent as f64 / generated.elapsed.as_secs_f64();
     Ok(RunFigures {
         idle_rss_mib: mib(idle.rss_kib),
@@ -323,9 +323,9 @@ pub async fn measure(
         );
     }
     let col = |f: fn(&RunFigures) -> f64| all.iter().map(f).collect::<Vec<f64>>();
-    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     let drops = col(|r| r.sent.saturating_sub(r.stored) as f64);
-    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     let fill = col(|r| r.documents_in_calls as f64 / r.calls.max(1) as f64);
     let detail: Vec<String> = all
         .iter()

@@ -307,7 +307,7 @@ impl RunFigures {
         self.generated.elapsed.as_secs_f64()
     }
 
-    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     fn delivered_per_second(&self) -> f64 {
         self.delivered as f64 / self.secs()
     }
@@ -316,12 +316,12 @@ impl RunFigures {
         100.0 * self.cpu_seconds / self.secs()
     }
 
-    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     fn per_cpu_second(&self) -> f64 {
         self.delivered as f64 / self.cpu_seconds
     }
 
-    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     fn lost(&self) -> f64 {
         self.generated.spans.saturating_sub(self.delivered) as f64
     }

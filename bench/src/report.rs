@@ -43,7 +43,7 @@ pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
         return None;
     }
     v.sort_by(f64::total_cmp);
-    #[allow(
+    #[expect(
         clippy::cast_precision_loss,
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
@@ -95,7 +95,7 @@ impl Unit {
 
 /// `x` rounded, with thousands separators.
 fn thousands(x: f64) -> String {
-    #[allow(
+    #[expect(
         clippy::cast_possible_truncation,
         reason = "figures far below i64's range"
     )]

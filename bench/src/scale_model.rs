@@ -80,7 +80,7 @@ pub struct Scenario {
 impl Scenario {
     /// Documents per second per environment.
     pub fn docs_per_second(&self) -> f64 {
-        #[allow(clippy::cast_precision_loss, reason = "small counts")]
+        #[expect(clippy::cast_precision_loss, reason = "small counts")]
         let k = self.docs_per_invoke as f64;
         self.invokes_per_second * k
     }
@@ -125,7 +125,7 @@ impl Outcome {
     /// Documents per accepted call.
     pub fn fill(&self) -> f64 {
         let ok = self.calls - self.throttled;
-        #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+        #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
         let fill = if ok == 0 {
             0.0
         } else {
@@ -497,7 +497,7 @@ pub fn table(scenarios: &[Scenario]) -> String {
     for s in scenarios {
         for exporter in [Exporter::Ours, Exporter::Daemon] {
             let o = simulate(*s, exporter);
-            #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+            #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
             let (calls, throttled, lost, generated) = (
                 o.calls as f64,
                 o.throttled as f64,

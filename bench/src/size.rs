@@ -24,7 +24,7 @@ fn stripped_size(binary: &Path) -> Option<(u64, bool)> {
     Some(stripped.map_or((size, false), |s| (s, true)))
 }
 
-#[allow(clippy::cast_precision_loss, reason = "a file size")]
+#[expect(clippy::cast_precision_loss, reason = "a file size")]
 fn to_mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }

@@ -259,7 +259,7 @@ fn render_trace(html: &mut String, trace: &Trace) {
     let span = (t1 - t0).max(1e-3);
     let x = |t: f64| LABEL_WIDTH + (t - t0) / span * BARS_WIDTH;
     let width = LABEL_WIDTH + BARS_WIDTH + 60.0;
-    #[allow(
+    #[expect(
         clippy::cast_precision_loss,
         reason = "a trace has far fewer than 2^52 rows"
     )]
@@ -279,7 +279,7 @@ fn render_trace(html: &mut String, trace: &Trace) {
         );
     }
     for (i, r) in trace.rows.iter().enumerate() {
-        #[allow(clippy::cast_precision_loss, reason = "row and depth counts are small")]
+        #[expect(clippy::cast_precision_loss, reason = "row and depth counts are small")]
         let (y, indent) = (
             AXIS_HEIGHT + i as f64 * ROW_HEIGHT,
             6.0 + r.depth as f64 * INDENT,

@@ -201,7 +201,7 @@ fn print_otel_summary(sink: &XraySink, spans: &[ReceivedSpan]) {
 
 /// An OpenTelemetry span drawn like a subsegment: its name marked, its times in seconds.
 fn span_as_document(span: &ReceivedSpan) -> ReceivedDocument {
-    #[allow(clippy::cast_precision_loss, reason = "display only")]
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
     let seconds = |ns: u64| ns as f64 / 1e9;
     // A span the OTLP endpoint took came in no document.
     let via = if span.document.is_empty() {

@@ -31,7 +31,7 @@ pub struct Invoke {
 
 impl Invoke {
     /// An invoke with a JSON event.
-    #[allow(
+    #[expect(
         clippy::needless_pass_by_value,
         reason = "callers pass a json! temporary"
     )]
@@ -61,7 +61,7 @@ impl Invoke {
 
     /// Traced with `header` (the runtime gets `Lambda-Runtime-Trace-Id`, extensions `tracing`).
     #[must_use]
-    #[allow(clippy::needless_pass_by_value, reason = "callers pass a fresh header")]
+    #[expect(clippy::needless_pass_by_value, reason = "callers pass a fresh header")]
     pub fn traced(mut self, header: TraceHeader) -> Self {
         self.trace = Some(header.to_string());
         self

@@ -197,7 +197,7 @@ pub(crate) struct Report<'a> {
 
 pub(crate) fn report(clock: &Clock, report: &Report<'_>) -> Value {
     let duration_ms = millis_f64(report.duration);
-    #[allow(
+    #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
         reason = "a duration in ms is non-negative and far below u64::MAX"

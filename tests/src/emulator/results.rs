@@ -279,7 +279,7 @@ pub struct RuntimeExit {
 
 /// How an extension ended at a shutdown.
 #[derive(Debug, Clone)]
-#[allow(
+#[expect(
     clippy::struct_excessive_bools,
     reason = "independent facts a test asserts one by one"
 )]

@@ -81,7 +81,7 @@ impl fmt::Debug for FaultPlan {
 /// marks every second document).
 pub(crate) fn is_marked_unprocessed(i: usize, fraction: f64) -> bool {
     let fraction = fraction.clamp(0.0, 1.0);
-    #[allow(
+    #[expect(
         clippy::cast_precision_loss,
         reason = "document indexes are below 2^52"
     )]

@@ -50,6 +50,8 @@ pub enum Task {
     MetricsTimer,
     /// A send to X-Ray (owned by the exporter, which settles it).
     Send,
+    /// The export backends' client warm-up (owned by the exporter, which reaps it).
+    WarmUp,
 }
 
 /// How a task is started again after it failed.
@@ -89,6 +91,7 @@ impl Task {
             Self::TelemetryListener => "telemetry_listener",
             Self::MetricsTimer => "metrics_timer",
             Self::Send => "send",
+            Self::WarmUp => "warm_up",
         }
     }
 
@@ -101,7 +104,7 @@ impl Task {
             | Self::OtlpReceiver
             | Self::TelemetryListener
             | Self::MetricsTimer => Some(RECEIVER_BACKOFF),
-            Self::Lifecycle | Self::Send => None,
+            Self::Lifecycle | Self::Send | Self::WarmUp => None,
         }
     }
 
@@ -123,7 +126,7 @@ impl Task {
         match self {
             Self::EventLoop => "the function waits for our next /event/next until then",
             Self::Sigterm => "SIGTERM is not handled until then",
-            Self::Lifecycle | Self::Send => "",
+            Self::Lifecycle | Self::Send | Self::WarmUp => "",
             Self::UdpReader => {
                 "datagrams wait in the socket until then (the kernel drops them once it is full)"
             }
@@ -136,7 +139,7 @@ impl Task {
     }
 
     /// What its closing means, for the one error line.
-    fn once_closed(self) -> &'static str {
+    pub fn once_closed(self) -> &'static str {
         match self {
             Self::EventLoop => "nothing calls /event/next: the extension exits",
             Self::Sigterm => "SIGTERM is no longer handled",
@@ -150,6 +153,7 @@ impl Task {
             }
             Self::MetricsTimer => "no periodic metrics line (the one at SHUTDOWN is still written)",
             Self::Send => "its documents X-Ray had not taken are lost (send_failed)",
+            Self::WarmUp => "the first send prepares the client itself",
         }
     }
 }

@@ -20,6 +20,9 @@ use crate::document::Document;
 /// The future of one [`Backend::put`] call.
 pub type PutFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, ExportError>> + Send + 'a>>;
 
+/// The work of [`Backend::warm`].
+pub type WarmFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// A service that stores trace documents.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The call's name, for log lines.
@@ -33,9 +36,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// call, with what it did not take.
     fn put<'a>(&'a self, batch: &'a [&'a Document], deadline: Instant) -> PutFuture<'a>;
 
-    /// Prepares the client (configuration, credentials) in the background, ahead of the first
-    /// call; the default does nothing.
-    fn warm(&self) {}
+    /// The work that prepares the client (configuration, credentials) ahead of the first call,
+    /// which the exporter runs in the background as a supervised task; the default has none.
+    fn warm(&self) -> Option<WarmFuture> {
+        None
+    }
 }
 
 /// What the service answered to a call it accepted.

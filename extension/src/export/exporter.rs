@@ -63,7 +63,14 @@ pub struct Exporter {
     sender: Arc<Sender>,
     metrics: Arc<Metrics>,
     spills: LogLimiter,
-    warming: bool,
+    warm_up: WarmUp,
+}
+
+/// The backends' client warm-up: a supervised task of the exporter's, reaped at the next send.
+enum WarmUp {
+    NotStarted,
+    Running(JoinHandle<()>),
+    Done,
 }
 
 impl Exporter {
@@ -93,14 +100,50 @@ impl Exporter {
             sender: Arc::new(sender),
             metrics,
             spills: LogLimiter::new(SPILL_LOG_INTERVAL),
-            warming: false,
+            warm_up: WarmUp::NotStarted,
         }
     }
 
-    /// Starts preparing the backend's client (reading the AWS configuration) in the background.
+    /// Starts preparing the backends' clients (reading the AWS configuration) in the
+    /// background, once: a supervised task, whose end the next [`Exporter::start`] (or the
+    /// [`Exporter::abandon`] at the end) reaps.
     pub fn warm(&mut self) {
-        if !std::mem::replace(&mut self.warming, true) {
-            self.sender.backends().for_each(Backend::warm);
+        if !matches!(self.warm_up, WarmUp::NotStarted) {
+            return;
+        }
+        let work: Vec<_> = self.sender.backends().filter_map(Backend::warm).collect();
+        if work.is_empty() {
+            self.warm_up = WarmUp::Done;
+            return;
+        }
+        let all = async move {
+            futures_util::future::join_all(work).await;
+        };
+        self.warm_up = WarmUp::Running(tokio::spawn(supervisor::scope(Task::WarmUp, all)));
+    }
+
+    /// Takes the warm-up's end once it has ended: a panic gives the task's one error line (the
+    /// first send then prepares the client itself).
+    fn reap_warm_up(&mut self) {
+        let WarmUp::Running(handle) = &mut self.warm_up else {
+            return;
+        };
+        if !handle.is_finished() {
+            return;
+        }
+        let ended = futures_util::FutureExt::now_or_never(handle);
+        self.warm_up = WarmUp::Done;
+        if let Some(Err(e)) = ended
+            && let Ok(payload) = e.try_into_panic()
+        {
+            let panic = supervisor::Panic::of(Task::WarmUp, payload.as_ref());
+            supervisor::log_ending(
+                &self.metrics,
+                Task::WarmUp,
+                &Ending::Panicked(panic),
+                "not started again",
+                Task::WarmUp.once_closed(),
+            );
         }
     }
 
@@ -147,6 +190,7 @@ impl Exporter {
     /// Starts a send of everything queued, under `deadline` (nothing when one is in flight or
     /// nothing is queued).
     pub fn start(&mut self, deadline: Instant, now: Instant) {
+        self.reap_warm_up();
         if self.flight.is_some() || self.buffer.is_empty() {
             return;
         }
@@ -226,6 +270,7 @@ impl Exporter {
     /// were not delivered: everything queued, and of the send in flight only what it had not
     /// settled before the abort.
     pub fn abandon(&mut self) -> u64 {
+        self.reap_warm_up();
         let in_flight = self.flight.take().map_or(0, |f| {
             f.handle.abort();
             f.unsettled()
@@ -305,6 +350,28 @@ mod tests {
         // 20 of the send in flight and the 5 queued are lost.
         assert_eq!(exporter.abandon(), 25);
         assert_eq!(exporter.view(), ExportView::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warm_up_that_panics_is_one_task_failure_and_the_send_still_goes() {
+        let metrics = Arc::new(Metrics::default());
+        let backend = Arc::new(MemoryBackend::new(50, []).with_panicking_warm_up());
+        let mut exporter = Exporter::new(1 << 20, backend.clone(), metrics.clone());
+        exporter.warm();
+        exporter.warm();
+        // Let it run (and panic).
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let now = Instant::now();
+        exporter.enqueue(doc(1), now);
+        // The next send reaps it: one task failure, counted once.
+        exporter.start(now + Duration::from_secs(1), now);
+        assert_eq!(metrics::get(&metrics.task_failures), 1);
+        let report = exporter.finished().await;
+        exporter.settle(report);
+        assert_eq!(backend.stored().len(), 1);
+        exporter.enqueue(doc(2), now);
+        exporter.start(now + Duration::from_secs(1), now);
+        assert_eq!(metrics::get(&metrics.task_failures), 1);
     }
 
     /// A budget with room for exactly three documents, and three documents queued under it; the

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::backend::{Answer, Backend, ExportError, PutFuture, Unprocessed};
+use super::backend::{Answer, Backend, ExportError, PutFuture, Unprocessed, WarmFuture};
 use crate::document::Document;
 use crate::trace::SegmentId;
 
@@ -59,6 +59,7 @@ pub struct MemoryBackend {
     script: Mutex<VecDeque<Reply>>,
     calls: Mutex<Vec<Call>>,
     stored: Mutex<Vec<SegmentId>>,
+    warm_up_panics: bool,
 }
 
 impl MemoryBackend {
@@ -69,7 +70,15 @@ impl MemoryBackend {
             script: Mutex::new(script.into_iter().collect()),
             calls: Mutex::default(),
             stored: Mutex::default(),
+            warm_up_panics: false,
         }
+    }
+
+    /// The same, with a client warm-up that panics.
+    #[must_use]
+    pub fn with_panicking_warm_up(mut self) -> Self {
+        self.warm_up_panics = true;
+        self
     }
 
     /// Every call so far.
@@ -165,5 +174,10 @@ impl Backend for MemoryBackend {
             .pop_front()
             .unwrap_or(Reply::Store);
         Box::pin(self.answer(reply, ids))
+    }
+
+    fn warm(&self) -> Option<WarmFuture> {
+        self.warm_up_panics
+            .then(|| -> WarmFuture { Box::pin(async { panic!("the warm-up failed") }) })
     }
 }

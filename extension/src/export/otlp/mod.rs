@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use super::backend::{Answer, Backend, ExportError, PutFuture};
+use super::backend::{Answer, Backend, ExportError, PutFuture, WarmFuture};
 use super::xray::client::{self, CONNECT_TIMEOUT, ServiceSettings, TlsRoots};
 use crate::document::Document;
 use crate::metrics::{self, Metrics};
@@ -273,11 +273,11 @@ impl Backend for OtlpBackend {
         Box::pin(self.call(batch))
     }
 
-    fn warm(&self) {
+    fn warm(&self) -> Option<WarmFuture> {
         let backend = self.clone();
-        tokio::spawn(async move {
+        Some(Box::pin(async move {
             backend.client().await;
-        });
+        }))
     }
 }
 

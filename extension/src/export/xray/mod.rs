@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 pub use self::client::TlsRoots;
-use super::backend::{Answer, Backend, ExportError, PutFuture, Unprocessed};
+use super::backend::{Answer, Backend, ExportError, PutFuture, Unprocessed, WarmFuture};
 use crate::document::Document;
 
 /// The service's limit ("Exceeding maximum segment count: 50").
@@ -98,10 +98,10 @@ impl Backend for XrayBackend {
         Box::pin(self.call(batch))
     }
 
-    fn warm(&self) {
+    fn warm(&self) -> Option<WarmFuture> {
         let backend = self.clone();
-        tokio::spawn(async move {
+        Some(Box::pin(async move {
             backend.client().await;
-        });
+        }))
     }
 }

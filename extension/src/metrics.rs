@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// Every counter, declared once, in the order of the counters line: its doc, its name (the
 /// field of [`Metrics`] and of [`Snapshot`], and its key in the counters line) and, when the EMF
 /// lines report it, `=> (place, "CloudWatch name", unit)`: its place among the EMF metrics and
-/// what CloudWatch calls it (counters sharing a name are reported as their sum). Adding a
+/// what CloudWatch calls it (counters sharing a place are one metric, their sum). Adding a
 /// counter is one entry here. `$mode` picks what [`__counters_apply`](crate::__counters_apply)
 /// makes of the list.
 #[doc(hidden)]
@@ -128,7 +128,8 @@ macro_rules! __counters_apply {
             }
         }
 
-        /// The counters the EMF lines report, in the order of their places.
+        /// The counters the EMF lines report, in the order declared (a line orders them by
+        /// place).
         pub const EMF_METRICS: &[EmfMetric] = &[
             $( $( EmfMetric {
                 place: $place,

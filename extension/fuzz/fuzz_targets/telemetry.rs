@@ -23,11 +23,11 @@ const RECEIVED: EpochSeconds = EpochSeconds(1_699_999_999.0);
 fn check(doc: &Document) {
     match parse_document(doc.body.as_bytes()) {
         Ok(again) => {
-            assert_eq!(again.id, doc.id, "{}", doc.body);
-            assert_eq!(again.trace_id, doc.trace_id, "{}", doc.body);
+            assert_eq!(again.id, doc.id, "{:?}", doc.body);
+            assert_eq!(again.trace_id, doc.trace_id, "{:?}", doc.body);
         }
         Err(e) => panic!(
-            "enrichment produced a document X-Ray would reject ({e}): {}",
+            "enrichment produced a document X-Ray would reject ({e}): {:?}",
             doc.body
         ),
     }

@@ -3,9 +3,10 @@
 //! its binaries hold none of this). Without the feature, [`check`] is an empty function and
 //! nothing here reaches the binary.
 //!
-//! With it, `XRAY_EXTENSION_FAULT` names one site (`lifecycle`, `udp_reader`, `otlp_receiver`),
-//! and the first document (or request body) carrying [`MARKER`] that reaches that site makes it
-//! panic, once per process.
+//! With it, `XRAY_EXTENSION_FAULT` names one site (`lifecycle`, `udp_reader`, `otlp_receiver`,
+//! `warm_up`), and the first document (or request body) carrying [`MARKER`] that reaches that
+//! site makes it panic, once per process; a site that handles no documents (the warm-up) panics
+//! the first time it runs.
 
 /// A place that can be made to panic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub enum Site {
     UdpReader,
     /// The OTLP/HTTP receiver, as it reads a request body.
     OtlpReceiver,
+    /// The export backends' client warm-up, as it starts.
+    WarmUp,
     /// Anything else (a variable naming no site arms nothing).
     Unknown,
 }
@@ -38,6 +41,7 @@ mod armed {
                 "lifecycle" => Self::Lifecycle,
                 "udp_reader" => Self::UdpReader,
                 "otlp_receiver" => Self::OtlpReceiver,
+                "warm_up" => Self::WarmUp,
                 _ => Self::Unknown,
             }
         }
@@ -74,6 +78,17 @@ mod armed {
 
 #[cfg(feature = "fault-injection")]
 pub use armed::{MARKER, VARIABLE, announce, check};
+
+/// Panics when `site` is the armed one, the first time only (for a site without documents).
+#[cfg(feature = "fault-injection")]
+pub fn check_site(site: Site) {
+    check(site, MARKER);
+}
+
+/// Without the `fault-injection` feature: never panics.
+#[cfg(not(feature = "fault-injection"))]
+#[inline]
+pub fn check_site(_site: Site) {}
 
 /// Without the `fault-injection` feature: nothing to announce.
 #[cfg(not(feature = "fault-injection"))]

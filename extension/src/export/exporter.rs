@@ -117,6 +117,7 @@ impl Exporter {
             return;
         }
         let all = async move {
+            crate::fault::check_site(crate::fault::Site::WarmUp);
             futures_util::future::join_all(work).await;
         };
         self.warm_up = WarmUp::Running(tokio::spawn(supervisor::scope(Task::WarmUp, all)));

@@ -1,4 +1,4 @@
-//! Every variable declared once, in [`variables!`]: its name, and for one that takes one value
+//! Every variable declared once, in `variables!` (below): its name, and for one that takes one value
 //! its default, what it accepts and how it is read; for each setting of [`Config`] its field,
 //! and either the variable it is (read, defaulted and warned about from that declaration) or the
 //! reader in `config.rs` that builds it (variables whose reading depends on another, or that
@@ -69,7 +69,7 @@ pub struct Var<T: 'static> {
 }
 
 impl<T: Copy> Var<T> {
-    /// A variable whose name [`variables!`] gives it.
+    /// A variable whose name `variables!` gives it.
     pub const fn new(
         default: T,
         accepted: Accepted,

@@ -1,6 +1,7 @@
 //! A minimal X-Ray endpoint for the load runs: it answers `PutTraceSegments` with no
-//! unprocessed documents and only counts (calls, documents per call, which generator documents
-//! arrived). The full [`xray_extension_tests::sink::XraySink`] parses, validates and keeps every document,
+//! unprocessed documents, and X-Ray's OTLP endpoint (`/v1/traces`, no signature check) with an
+//! empty `ExportTraceServiceResponse`, and only counts (calls, documents per call, which
+//! generator documents and spans arrived, the bytes the spans took on the wire). The full [`xray_extension_tests::sink::XraySink`] parses, validates and keeps every document,
 //! which at 20k documents/s costs more CPU than the extension itself on a 2-core machine and
 //! would make the harness, not the extension, the bottleneck.
 
@@ -17,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use xray_extension_tests::http::{Request, Server, json_response};
+use xray_extension_tests::http::{Request, Server, bytes_response, json_response};
 use xray_extension_tests::sink::otlp;
 
 /// Request bodies up to this size are read (X-Ray's own limit is far below).
@@ -37,6 +38,15 @@ pub struct Counts {
     /// Distinct generator documents, and spans of `T1S` documents (ids whose top 32 bits are
     /// the run's tag).
     pub tagged: HashSet<u64>,
+    /// Bytes the `T1S` documents took in `PutTraceSegments` bodies (each with its quotes and
+    /// comma).
+    pub span_document_bytes: u64,
+    /// `/v1/traces` requests.
+    pub traces_calls: u64,
+    /// Their bodies' bytes as sent (gzip'd).
+    pub traces_wire_bytes: u64,
+    /// Their bytes once inflated.
+    pub traces_raw_bytes: u64,
     /// Distinct ids of every segment document (not `T1S`), when the sink records them
     /// ([`CountingSink::start_recording_ids`]): what a soak checks its function's documents
     /// against.
@@ -61,6 +71,9 @@ fn handle(
     record_ids: bool,
     request: &Request,
 ) -> xray_extension_tests::http::Response {
+    if request.path == "/v1/traces" {
+        return traces(counts, tag, request);
+    }
     if request.path != "/TraceSegments" {
         return json_response(StatusCode::OK, &json!({}));
     }
@@ -91,13 +104,51 @@ fn handle(
     } else {
         Vec::new()
     };
+    let span_document_bytes: usize = body
+        .documents
+        .iter()
+        .filter(|d| d.starts_with("T1S"))
+        .map(|d| d.len() + 3)
+        .sum();
     let mut c = counts.lock().unwrap_or_else(PoisonError::into_inner);
     c.tagged.extend(ids);
     c.tagged.extend(spans);
+    c.span_document_bytes += span_document_bytes as u64;
     c.ids.extend(all);
     c.calls.push((request.received_at, body.documents.len()));
     drop(c);
     json_response(StatusCode::OK, &json!({"UnprocessedTraceSegments": []}))
+}
+
+/// `POST /v1/traces`: counts the tagged spans of the (gzip'd) request and its bytes.
+fn traces(
+    counts: &Mutex<Counts>,
+    tag: u64,
+    request: &Request,
+) -> xray_extension_tests::http::Response {
+    let gzip = request.header("content-encoding") == Some("gzip");
+    let mut raw = Vec::new();
+    let inflated = if gzip {
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&request.body[..]),
+            &mut raw,
+        )
+        .is_ok()
+    } else {
+        raw.extend_from_slice(&request.body);
+        true
+    };
+    if !inflated {
+        return bytes_response(StatusCode::BAD_REQUEST, "text/plain", "bad gzip");
+    }
+    let spans = request_span_ids(&raw, tag);
+    let mut c = counts.lock().unwrap_or_else(PoisonError::into_inner);
+    c.tagged.extend(spans);
+    c.traces_calls += 1;
+    c.traces_wire_bytes += request.body.len() as u64;
+    c.traces_raw_bytes += raw.len() as u64;
+    drop(c);
+    bytes_response(StatusCode::OK, "application/x-protobuf", Vec::new())
 }
 
 /// The span ids tagged `tag` in an OTLP document's base64 body (none when it does not decode).
@@ -105,7 +156,12 @@ fn otlp_span_ids(b64: &str, tag: u64) -> Vec<u64> {
     let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) else {
         return Vec::new();
     };
-    let Ok(request) = otlp::ExportTraceServiceRequest::decode(bytes.as_slice()) else {
+    request_span_ids(&bytes, tag)
+}
+
+/// The span ids tagged `tag` in a serialized request (none when it does not decode).
+fn request_span_ids(bytes: &[u8], tag: u64) -> Vec<u64> {
+    let Ok(request) = otlp::ExportTraceServiceRequest::decode(bytes) else {
         return Vec::new();
     };
     request

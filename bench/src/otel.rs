@@ -12,6 +12,10 @@
 //! Meanwhile the emulator invokes the function back to back, so the flush points export what
 //! arrived. The extension's CPU time over the window gives the spans per CPU-second: what one
 //! core sustains, independently of the harness sharing the machine.
+//!
+//! Each path runs with both span destinations in one run: `segments` (`T1S` documents in
+//! `PutTraceSegments`) and `otlp` (X-Ray's OTLP endpoint, gzip'd protobuf), with the bytes the
+//! spans took on the wire per span for each.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -64,9 +68,11 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// One request's deadline.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A span id in the run's tag space.
+/// A span id in the run's tag space: the tag, then `n` scrambled (a multiplication by an odd
+/// constant is a bijection on 32 bits), so the ids look random to gzip as real ones do.
 fn span_id(tag: u64, n: u64) -> Vec<u8> {
-    ((tag << 32) | n).to_be_bytes().to_vec()
+    let low = n.wrapping_mul(0x9e37_79b1) & 0xffff_ffff;
+    ((tag << 32) | low).to_be_bytes().to_vec()
 }
 
 fn attribute(key: &str, value: &str) -> KeyValue {
@@ -96,8 +102,10 @@ pub(super) fn request(trace_id: &[u8], parent: &[u8], tag: u64, first: u64, coun
             parent_span_id: parent.to_vec(),
             name: "DynamoDB.GetItem".into(),
             kind: 3,
-            start_time_unix_nano: now.saturating_sub(4_000_000),
-            end_time_unix_nano: now,
+            // Times that differ from span to span, as real ones do (to the nanosecond).
+            start_time_unix_nano: now
+                .saturating_sub(4_000_000 + (n.wrapping_mul(7_919) % 1_000_003)),
+            end_time_unix_nano: now.saturating_sub(n.wrapping_mul(104_729) % 999_983),
             attributes: vec![
                 attribute("rpc.system", "aws-api"),
                 attribute("rpc.service", "DynamoDB"),
@@ -291,6 +299,22 @@ enum Path {
     Http,
 }
 
+/// Where the extension sends the spans (`XRAY_EXTENSION_SPAN_DESTINATION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    Segments,
+    Otlp,
+}
+
+impl Destination {
+    fn value(self) -> &'static str {
+        match self {
+            Self::Segments => "segments",
+            Self::Otlp => "otlp",
+        }
+    }
+}
+
 /// Figures of one run.
 #[derive(Debug, Clone, Default)]
 struct RunFigures {
@@ -299,6 +323,9 @@ struct RunFigures {
     cpu_seconds: f64,
     invokes: u64,
     rejected_spans: u64,
+    /// Bytes the spans took on the wire: their `T1S` documents in `PutTraceSegments` bodies, or
+    /// the gzip'd `/v1/traces` bodies.
+    wire_bytes: u64,
     counters: std::collections::BTreeMap<String, u64>,
 }
 
@@ -319,6 +346,11 @@ impl RunFigures {
     #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     fn per_cpu_second(&self) -> f64 {
         self.delivered as f64 / self.cpu_seconds
+    }
+
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    fn wire_bytes_per_span(&self) -> f64 {
+        self.wire_bytes as f64 / self.delivered as f64
     }
 
     #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
@@ -375,11 +407,14 @@ fn spawn_generators(
 
 async fn run_once(
     bins: &Binaries,
-    path: Path,
+    (path, destination): (Path, Destination),
     run: u64,
     duration: Duration,
 ) -> anyhow::Result<(RunFigures, bool)> {
-    let tag = 0xc0_00 | (run << 4) | u64::from(path == Path::Http);
+    let tag = 0xc0_00
+        | (run << 4)
+        | u64::from(path == Path::Http)
+        | (u64::from(destination == Destination::Otlp) << 1);
     let sink = CountingSink::start(tag).await?;
     let otlp_port = net::free_tcp_port()?;
     let mut env: Env = EnvSpec::new(&bins.extension, &bins.function, &sink.endpoint())
@@ -387,6 +422,7 @@ async fn run_once(
             "XRAY_EXTENSION_OTLP_ADDRESS",
             &format!("127.0.0.1:{otlp_port}"),
         )
+        .env("XRAY_EXTENSION_SPAN_DESTINATION", destination.value())
         .start()
         .await?;
     env.lambda.prewarm().await?;
@@ -421,7 +457,13 @@ async fn run_once(
     }
     invokes += flush_rest(&mut env, &event).await?;
     let c = shut_down(&mut env).await?;
-    let delivered = sink.with_counts(|c| c.tagged.len() as u64);
+    let (delivered, wire_bytes) = sink.with_counts(|c| {
+        let wire = match destination {
+            Destination::Segments => c.span_document_bytes,
+            Destination::Otlp => c.traces_wire_bytes,
+        };
+        (c.tagged.len() as u64, wire)
+    });
     Ok((
         RunFigures {
             generated,
@@ -429,6 +471,7 @@ async fn run_once(
             cpu_seconds: cpu_after - cpu_before,
             invokes,
             rejected_spans: c.get("otlp_spans_rejected").copied().unwrap_or(0),
+            wire_bytes,
             counters: c
                 .into_iter()
                 .filter(|(k, _)| NOTED_COUNTERS.contains(&k.as_str()))
@@ -439,17 +482,31 @@ async fn run_once(
 }
 
 /// A path's name in the rows, and how it was driven.
-fn describe(path: Path, duration: Duration, core: &str) -> (&'static str, String) {
+fn describe(
+    (path, destination): (Path, Destination),
+    duration: Duration,
+    core: &str,
+) -> (&'static str, String) {
+    let name = match (path, destination) {
+        (Path::Udp, Destination::Segments) => "OTLP over UDP",
+        (Path::Http, Destination::Segments) => "OTLP/HTTP",
+        (Path::Udp, Destination::Otlp) => "OTLP over UDP → OTLP endpoint",
+        (Path::Http, Destination::Otlp) => "OTLP/HTTP → OTLP endpoint",
+    };
+    let core = format!(
+        "XRAY_EXTENSION_SPAN_DESTINATION={}; {core}",
+        destination.value()
+    );
     match path {
         Path::Udp => (
-            "OTLP over UDP",
+            name,
             format!(
                 "T1S datagrams of {SPANS_PER_DATAGRAM} spans offered at {UDP_SPANS_PER_SECOND} spans/s for {:.0} s per run; {core}",
                 duration.as_secs_f64()
             ),
         ),
         Path::Http => (
-            "OTLP/HTTP",
+            name,
             format!(
                 "{HTTP_CONNECTIONS} kept-alive connections, protobuf requests of {SPANS_PER_REQUEST} spans back to back for {:.0} s per run, into the default 4 MiB buffer (a full one makes a request wait for room, 250 ms at most, then 503); {core}",
                 duration.as_secs_f64()
@@ -458,16 +515,25 @@ fn describe(path: Path, duration: Duration, core: &str) -> (&'static str, String
     }
 }
 
-/// `runs` runs of `duration` on each path.
+/// The paths and destinations measured, in order.
+const RUNS: [(Path, Destination); 4] = [
+    (Path::Udp, Destination::Segments),
+    (Path::Http, Destination::Segments),
+    (Path::Udp, Destination::Otlp),
+    (Path::Http, Destination::Otlp),
+];
+
+/// `runs` runs of `duration` on each path, to each destination.
 pub async fn measure(bins: &Binaries, runs: u64, duration: Duration) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for path in [Path::Udp, Path::Http] {
+    for which in RUNS {
+        let (path, _) = which;
         let mut all = Vec::new();
         let mut pinned = true;
         for run in 0..runs {
-            let (figures, p) = run_once(bins, path, run, duration)
+            let (figures, p) = run_once(bins, which, run, duration)
                 .await
-                .with_context(|| format!("{path:?} run {run}"))?;
+                .with_context(|| format!("{which:?} run {run}"))?;
             pinned &= p;
             all.push(figures);
         }
@@ -494,7 +560,7 @@ pub async fn measure(bins: &Binaries, runs: u64, duration: Duration) -> anyhow::
         } else {
             String::from("not pinned: taskset is missing")
         };
-        let (name, how) = describe(path, duration, &core);
+        let (name, how) = describe(which, duration, &core);
         rows.push(
             Row::new(
                 format!("{name}: spans/s delivered to X-Ray, extension on one core"),
@@ -518,6 +584,18 @@ pub async fn measure(bins: &Binaries, runs: u64, duration: Duration) -> anyhow::
                 Target::None,
             )
             .note("spans delivered ÷ the extension's user + system CPU time over the window: what one core sustains"),
+        );
+        rows.push(
+            Row::new(
+                format!("{name}: bytes on the wire per span"),
+                &col(RunFigures::wire_bytes_per_span),
+                Unit::Bytes,
+                Target::None,
+            )
+            .note(match which.1 {
+                Destination::Segments => "the T1S documents' bytes in the PutTraceSegments bodies (base64, no compression; quotes and commas counted) ÷ spans delivered",
+                Destination::Otlp => "the /v1/traces bodies as sent (protobuf, gzip) ÷ spans delivered",
+            }),
         );
         rows.push(
             Row::new(

@@ -74,6 +74,8 @@ pub enum Unit {
     Us,
     /// A percentage.
     Percent,
+    /// Bytes.
+    Bytes,
 }
 
 impl Unit {
@@ -89,6 +91,7 @@ impl Unit {
             Self::Ns => format!("{x:.0} ns"),
             Self::Us => format!("{x:.1} µs"),
             Self::Percent => format!("{x:.0} %"),
+            Self::Bytes => format!("{x:.0} B"),
         }
     }
 }

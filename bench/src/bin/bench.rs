@@ -202,7 +202,7 @@ async fn measure(o: &Options, bins: &Binaries) -> anyhow::Result<Vec<Row>> {
     }
     if wants(o, "otel") {
         eprintln!(
-            "bench: otel, {} runs × {} s per path (UDP, HTTP)",
+            "bench: otel, {} runs × {} s per path (UDP, HTTP) and destination (segments, otlp)",
             o.load_runs, o.load_seconds
         );
         let (otel_bins, which) = deployed(shipped.as_ref(), bins);

@@ -145,12 +145,12 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
     // Without a reader both ends close at once: a flush point then skips the drain.
     let (drain_tx, drain_rx) = mpsc::channel(1);
     let budget = HandOffBudget::new(config.buffer_bytes);
+    let packing = match config.span_destination {
+        SpanDestination::Segments => &Packing::DOCUMENTS,
+        SpanDestination::Otlp => &xray_extension::export::otlp::request::PACKING,
+    };
     if let Some(otlp_socket) = otlp_socket {
         let (listener, docs) = (Arc::new(otlp_socket), documents_tx.clone());
-        let packing = match config.span_destination {
-            SpanDestination::Segments => &Packing::DOCUMENTS,
-            SpanDestination::Otlp => &xray_extension::export::otlp::request::PACKING,
-        };
         let (budget, metrics) = (budget.clone(), metrics.clone());
         tasks.spawn(Task::OtlpReceiver, move || {
             otlp_http::run(
@@ -169,6 +169,7 @@ async fn run(mut config: Config, started: EpochSeconds) -> anyhow::Result<()> {
             budget: budget.clone(),
             drain_requests: Arc::new(tokio::sync::Mutex::new(drain_rx)),
             metrics: metrics.clone(),
+            form: packing.form,
         };
         tasks.spawn(Task::UdpReader, move || udp::run(inputs.clone()));
     } else {

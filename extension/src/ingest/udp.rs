@@ -31,6 +31,7 @@ use crate::document::Document;
 use crate::document::DocumentKind;
 use crate::export::budget::{Admitted, HandOffBudget};
 use crate::metrics::{self, LogLimiter, Metrics};
+use crate::otlp::{self, Form};
 
 /// Kernel receive buffer we ask for, so bursts survive while the loop is busy.
 pub const SOCKET_RECEIVE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
@@ -192,6 +193,9 @@ pub struct Inputs {
     pub drain_requests: Arc<tokio::sync::Mutex<mpsc::Receiver<()>>>,
     /// Shared counters.
     pub metrics: Arc<Metrics>,
+    /// How sampled spans are held: `T1S` text, or their request when spans go to the OTLP
+    /// endpoint ([`otlp::as_spans`]).
+    pub form: Form,
 }
 
 /// Reads datagrams until `docs` closes. It starts with a drain and its marker: a reader started
@@ -204,6 +208,7 @@ pub async fn run(inputs: Inputs) {
         budget,
         drain_requests,
         metrics,
+        form,
     } = inputs;
     let mut drain_requests = drain_requests.lock_owned().await;
     metrics::set(
@@ -217,6 +222,7 @@ pub async fn run(inputs: Inputs) {
         spills: LogLimiter::new(LOG_INTERVAL),
         kernel_drops: LogLimiter::new(LOG_INTERVAL),
         drops_seen: bound.drops_seen.clone(),
+        form,
     };
     if !reader.drain(&bound, &budget, &docs).await {
         return;
@@ -260,6 +266,7 @@ struct Reader {
     kernel_drops: LogLimiter,
     /// The socket's drop counter as last seen (cumulative since the socket was created).
     drops_seen: Arc<AtomicU32>,
+    form: Form,
 }
 
 impl Reader {
@@ -334,7 +341,10 @@ impl Reader {
             }
             Ok(doc) => {
                 metrics::add(&self.metrics.received, 1);
-                Some(doc)
+                Some(match self.form {
+                    Form::Text => doc,
+                    Form::Protobuf => otlp::as_spans(doc),
+                })
             }
             Err(e) => {
                 metrics::add(&self.metrics.rejected, 1);
@@ -404,6 +414,7 @@ mod tests {
             budget,
             drain_requests: Arc::new(tokio::sync::Mutex::new(drain_rx)),
             metrics: metrics.clone(),
+            form: Form::Text,
         }));
         let mut first = Vec::new();
         while let Ingested::Document(d) = rx.recv().await.unwrap() {
@@ -511,6 +522,7 @@ mod tests {
             budget: HandOffBudget::new(1 << 20),
             drain_requests: Arc::new(tokio::sync::Mutex::new(drain_rx)),
             metrics: Arc::new(Metrics::default()),
+            form: Form::Text,
         };
         let first = tokio::spawn(run(inputs.clone()));
         assert!(matches!(rx.recv().await.unwrap(), Ingested::Drained));
@@ -593,5 +605,35 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(metrics::get(&metrics.rejected), 1);
         assert_eq!(metrics::get(&metrics.received), 1);
+    }
+
+    #[tokio::test]
+    async fn when_spans_go_to_the_otlp_endpoint_sampled_ones_are_held_as_their_request() {
+        let socket = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let (drain_tx, drain_rx) = mpsc::channel(1);
+        tokio::spawn(run(Inputs {
+            socket: Arc::new(socket),
+            docs: tx,
+            budget: HandOffBudget::new(1 << 20),
+            drain_requests: Arc::new(tokio::sync::Mutex::new(drain_rx)),
+            metrics: Arc::new(Metrics::default()),
+            form: Form::Protobuf,
+        }));
+        assert!(matches!(rx.recv().await.unwrap(), Ingested::Drained));
+        let dir = format!("{}/fixtures/datagrams", env!("CARGO_MANIFEST_DIR"));
+        let t1s = std::fs::read(format!("{dir}/adot_python_fast_start_t1s.bin")).unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(&t1s, addr).unwrap();
+        sender.send_to(&fixture(), addr).unwrap();
+        let got = drain(&mut rx, &drain_tx).await;
+        assert_eq!(got.len(), 2);
+        let text = protocol::parse_datagram(&t1s).unwrap();
+        assert_eq!(got[0].doc(), &otlp::as_spans(text.clone()));
+        assert!(matches!(got[0].doc().body, crate::document::Body::Spans(_)));
+        assert!(got[0].doc().weight() < text.weight());
+        // A segment document stays text.
+        assert!(got[1].doc().body.text().is_some());
     }
 }

@@ -359,6 +359,29 @@ pub(crate) fn document(
     })
 }
 
+/// `doc` with sampled spans held as their serialized request ([`Body::Spans`]: a quarter fewer
+/// bytes than base64, and nothing to decode at each send) when spans go to the OTLP endpoint;
+/// any other document unchanged.
+pub fn as_spans(doc: Document) -> Document {
+    let Body::Text(text) = &doc.body else {
+        return doc;
+    };
+    if doc.kind != DocumentKind::SampledSpans {
+        return doc;
+    }
+    let decoded = text
+        .get(SAMPLED_PREFIX.len()..)
+        .and_then(|b64| base64_simd::STANDARD.decode_to_vec(b64).ok());
+    match decoded {
+        Some(bytes) => Document {
+            body: Body::Spans(bytes.into_boxed_slice()),
+            ..doc
+        },
+        // Checked when it was parsed: cannot happen; the text stays valid for the endpoint.
+        None => doc,
+    }
+}
+
 /// Validates a `T1S`/`T1U` body from a datagram. The document's `id` and `trace_id` are its
 /// first span's; its body is `body`, unchanged.
 pub fn parse_document(body: &[u8]) -> Result<Document, OtlpError> {

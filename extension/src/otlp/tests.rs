@@ -466,3 +466,24 @@ fn the_packer_says_its_scratch_before_each_span_and_frees_it_with_each_document(
     })
     .unwrap();
 }
+
+#[test]
+fn a_sampled_text_document_held_as_spans_is_its_request_and_nothing_else_changes() {
+    let req_bytes = request(&[("a", &[("s", &[span(1, 10), span(2, 10)])])]);
+    let sampled = parse_document(body("T1S", &req_bytes).as_bytes()).unwrap();
+    let held = as_spans(sampled.clone());
+    assert_eq!(held.body, Body::Spans(req_bytes.clone().into()));
+    assert_eq!(
+        (held.id, held.trace_id, held.kind),
+        (sampled.id, sampled.trace_id, sampled.kind)
+    );
+    assert!(held.weight() < sampled.weight());
+    // Unsampled spans and segment documents stay as they are (PutTraceSegments takes them).
+    let unsampled = parse_document(body("T1U", &req_bytes).as_bytes()).unwrap();
+    assert_eq!(as_spans(unsampled.clone()), unsampled);
+    let segment = Document {
+        kind: DocumentKind::Segment,
+        ..unsampled
+    };
+    assert_eq!(as_spans(segment.clone()), segment);
+}

@@ -1,6 +1,6 @@
 //! The memory section: the extension's RSS over a long life ([`super::soak`]: idle, at 1,000 and
-//! at 10,000 invocations), and its peak RSS while local clients send hostile OTLP/HTTP requests,
-//! side by side with its idle figure.
+//! at 10,000 invocations), and its peak RSS while local clients send hostile OTLP/HTTP requests
+//! or large Telemetry API deliveries, side by side with its idle figure.
 //!
 //! Hostile requests: [`CONNECTIONS`] connections at once, each sending the same body back to
 //! back for a few seconds while the function is invoked, at `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`
@@ -9,7 +9,9 @@
 //!   decompressed limit, nearly all of it millions of empty attribute values;
 //! - [`Hostile::Protobuf`]: valid protobuf requests of just under the receiver's 4 MiB body
 //!   limit (thousands of spans each);
-//! - [`Hostile::GzipBomb`]: a small gzip body that inflates to 256 MiB of zeros.
+//! - [`Hostile::GzipBomb`]: a small gzip body that inflates to 256 MiB of zeros;
+//! - [`Hostile::TelemetryDeliveries`]: record arrays of just under the telemetry listener's
+//!   2 MiB body limit, posted to it (any local process can).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -57,16 +59,60 @@ pub enum Hostile {
     Protobuf,
     /// gzip of 256 MiB of zeros.
     GzipBomb,
+    /// Telemetry API deliveries of ~1.95 MB.
+    TelemetryDeliveries,
 }
 
+/// One of the extension's local listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Otlp,
+    Telemetry,
+}
+
+impl Listener {
+    /// What it receives, for the row's name.
+    fn receives(self) -> &'static str {
+        match self {
+            Self::Otlp => "OTLP/HTTP requests",
+            Self::Telemetry => "Telemetry API deliveries",
+        }
+    }
+
+    /// The path posted to.
+    fn path(self) -> &'static str {
+        match self {
+            Self::Otlp => "/v1/traces",
+            Self::Telemetry => "/telemetry",
+        }
+    }
+}
+
+/// The telemetry listener's body limit (`lambda/listener.rs`) the deliveries stay under.
+const TELEMETRY_BODY_BYTES: usize = 1_950_000;
+
 impl Hostile {
-    const ALL: [Self; 3] = [Self::JsonValues, Self::Protobuf, Self::GzipBomb];
+    const ALL: [Self; 4] = [
+        Self::JsonValues,
+        Self::Protobuf,
+        Self::GzipBomb,
+        Self::TelemetryDeliveries,
+    ];
+
+    /// The listener they are sent to.
+    fn listener(self) -> Listener {
+        match self {
+            Self::TelemetryDeliveries => Listener::Telemetry,
+            Self::JsonValues | Self::Protobuf | Self::GzipBomb => Listener::Otlp,
+        }
+    }
 
     fn describe(self) -> &'static str {
         match self {
             Self::JsonValues => "gzip'd JSON inflating to ~16 MiB of empty attribute values",
             Self::Protobuf => "protobuf bodies of ~4 MiB",
             Self::GzipBomb => "a gzip bomb (256 MiB of zeros)",
+            Self::TelemetryDeliveries => "record arrays of ~1.95 MB (1 KB records)",
         }
     }
 
@@ -104,6 +150,14 @@ impl Hostile {
                 "application/x-protobuf",
                 Some("gzip"),
             )),
+            Self::TelemetryDeliveries => {
+                let record = json!({"time": "2026-01-01T00:00:00.000Z", "type": "platform.start",
+                    "record": {"requestId": "r-1", "version": "$LATEST", "pad": "x".repeat(900)}})
+                .to_string();
+                let n = TELEMETRY_BODY_BYTES / (record.len() + 1);
+                let body = format!("[{}]", vec![record; n].join(","));
+                Ok((Bytes::from(body), "application/json", None))
+            }
         }
     }
 }
@@ -126,6 +180,7 @@ struct Answers {
 /// One connection sending `body` back to back until `stop`.
 async fn hostile_connection(
     addr: SocketAddr,
+    path: &'static str,
     body: Bytes,
     content_type: &'static str,
     encoding: Option<&'static str>,
@@ -146,7 +201,7 @@ async fn hostile_connection(
         };
         let driver = tokio::spawn(connection);
         while !stop.load(Ordering::Relaxed) {
-            let mut req = http::Request::post("/v1/traces")
+            let mut req = http::Request::post(path)
                 .header(http::header::HOST, addr.to_string())
                 .header(http::header::CONTENT_TYPE, content_type);
             if let Some(e) = encoding {
@@ -251,12 +306,13 @@ async fn hostile_run(
 ) -> anyhow::Result<HostileFigures> {
     let (body, content_type, encoding) = kind.body()?;
     let sink = CountingSink::start(0xd0).await?;
-    let otlp_port = net::free_tcp_port()?;
+    let (otlp_port, telemetry_port) = (net::free_tcp_port()?, net::free_tcp_port()?);
     let mut env = EnvSpec::new(&bins.extension, &bins.function, &sink.endpoint())
         .env(
             "XRAY_EXTENSION_OTLP_ADDRESS",
             &format!("127.0.0.1:{otlp_port}"),
         )
+        .env("XRAY_EXTENSION_TELEMETRY_PORT", &telemetry_port.to_string())
         .memory_mb(MEMORY_MB)
         .start()
         .await?;
@@ -270,7 +326,12 @@ async fn hostile_run(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = procfs::memory(pid).context("cannot read the extension's memory")?;
 
-    let addr = SocketAddr::from(([127, 0, 0, 1], otlp_port));
+    let listener = kind.listener();
+    let port = match listener {
+        Listener::Otlp => otlp_port,
+        Listener::Telemetry => telemetry_port,
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let stop = Arc::new(AtomicBool::new(false));
     let answers = Arc::new(Answers::default());
     let peak = Arc::new(AtomicU64::new(idle.rss_kib));
@@ -279,6 +340,7 @@ async fn hostile_run(
         .map(|_| {
             tokio::spawn(hostile_connection(
                 addr,
+                listener.path(),
                 body.clone(),
                 content_type,
                 encoding,
@@ -381,7 +443,11 @@ pub async fn measure(bins: &Binaries, which: &str, duration: Duration) -> anyhow
         total_stalled.push(f.failed_invokes as f64);
         rows.push(
             Row::new(
-                format!("memory: peak RSS under {CONNECTIONS} concurrent OTLP/HTTP requests: {}", kind.describe()),
+                format!(
+                    "memory: peak RSS under {CONNECTIONS} concurrent {}: {}",
+                    kind.listener().receives(),
+                    kind.describe()
+                ),
                 &[mib(f.peak_kib)],
                 Unit::MiB,
                 Target::None,

@@ -103,25 +103,47 @@ pub const MUSL_RELEASE_DIR: &str = "x86_64-unknown-linux-musl/release";
 
 /// What users deploy: the layer's static musl `x86_64` build of the extension, and the empty
 /// extension built the same way (`make -C layer binary-x86_64 baseline-x86_64`), when both
-/// exist and are at least as new as their glibc release builds (so built from the same
-/// sources). The function stays the glibc build: it is not what is measured.
+/// exist and are built from the sources as they are now ([`is_current`]). The function stays
+/// the glibc build: it is not what is measured.
 /// `None` under `XRAY_EXTENSION_BIN`, which names the extension to measure.
 pub fn shipped_binaries(bins: &Binaries) -> Option<Binaries> {
     if std::env::var_os("XRAY_EXTENSION_BIN").is_some() {
         return None;
     }
     let musl = bins.target_dir().join(MUSL_RELEASE_DIR);
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let current = |built: &Path, reference: &Path| matches!((modified(built), modified(reference)), (Some(m), Some(g)) if m >= g);
     let extension = musl.join(EXTENSION);
     let empty_extension = musl.join(EMPTY_EXTENSION);
-    (current(&extension, &bins.extension) && current(&empty_extension, &bins.empty_extension)).then(
-        || Binaries {
+    (is_current(&extension, &bins.extension) && is_current(&empty_extension, &bins.empty_extension))
+        .then(|| Binaries {
             extension,
             empty_extension,
             ..bins.clone()
-        },
-    )
+        })
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Whether the executable `built` was built from the sources as they are now: it is at least as
+/// new as every file its dep-info (`<built>.d`, which cargo writes next to it) names. Without
+/// dep-info, whether it is at least as new as `reference` (its glibc build). A build cargo found
+/// up to date keeps its old time, so comparing the two builds' times alone would call a current
+/// musl build stale whenever the glibc one was rebuilt after it.
+pub fn is_current(built: &Path, reference: &Path) -> bool {
+    let Some(built_at) = modified(built) else {
+        return false;
+    };
+    let mut dep_info = built.as_os_str().to_owned();
+    dep_info.push(".d");
+    match std::fs::read_to_string(dep_info) {
+        Ok(text) => text
+            .split_once(": ")
+            .map_or("", |(_, sources)| sources)
+            .split_whitespace()
+            .all(|source| modified(Path::new(source)).is_some_and(|at| at <= built_at)),
+        Err(_) => modified(reference).is_some_and(|at| at <= built_at),
+    }
 }
 
 /// One environment: an extension (ours or the baseline) and the sample function.
@@ -271,5 +293,58 @@ where
             eprintln!("{name}: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::{self, File};
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, SystemTime};
+
+    use super::is_current;
+
+    fn file_at(path: &Path, text: &str, at: SystemTime) {
+        fs::write(path, text).unwrap();
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    }
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bench-current-{}", fastrand::u64(..)));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_build_is_current_when_no_source_its_dep_info_names_is_newer() {
+        let dir = scratch();
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s);
+        let (source, musl, glibc) = (dir.join("main.rs"), dir.join("musl"), dir.join("glibc"));
+        let dep_info = format!("{}: {}\n", musl.display(), source.display());
+        file_at(&source, "", t(0));
+        file_at(&musl, "", t(10));
+        file_at(&musl.with_extension("d"), &dep_info, t(10));
+        // The glibc build was made later (cargo found the musl one up to date): still current.
+        file_at(&glibc, "", t(20));
+        assert!(is_current(&musl, &glibc));
+        // A source changed after the musl build: stale, whatever the glibc build's time.
+        file_at(&source, "", t(15));
+        assert!(!is_current(&musl, &glibc));
+        // A source it names is gone: stale.
+        fs::remove_file(&source).unwrap();
+        assert!(!is_current(&musl, &glibc));
+        // Without dep-info: at least as new as the glibc build.
+        fs::remove_file(musl.with_extension("d")).unwrap();
+        assert!(!is_current(&musl, &glibc));
+        file_at(&glibc, "", t(5));
+        assert!(is_current(&musl, &glibc));
+        // No build at all.
+        assert!(!is_current(&dir.join("absent"), &glibc));
+        fs::remove_dir_all(dir).unwrap();
     }
 }

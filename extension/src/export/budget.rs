@@ -31,6 +31,14 @@ pub struct HandOffBudget {
 /// or one of Lambda's largest (1 MiB).
 pub const TELEMETRY_SLICE: usize = 4 * 1024 * 1024;
 
+/// How long a receiver waits for room (a send in flight, or the lifecycle loop taking a
+/// delivery, frees it) before it answers 503: far less than the second a client waits before
+/// it sends again.
+pub const ROOM_WAIT: Duration = Duration::from_millis(250);
+/// How often a waiting receiver looks for room. It looks rather than queues: a queue of
+/// waiting requests would take every freed byte before the UDP reader, which never waits.
+pub const ROOM_POLL: Duration = Duration::from_millis(5);
+
 /// Permits for a number of bytes.
 #[derive(Debug, Clone)]
 struct Pool {
@@ -197,23 +205,22 @@ impl Reservation {
         Ok(())
     }
 
-    /// Takes `bytes` more, looking for room every `poll` until `deadline` (`on_wait` is called
-    /// once, when it first finds none): [`BudgetError::NoRoom`] when none came in time.
+    /// Takes `bytes` more, looking for room every [`ROOM_POLL`] until `deadline` (`on_wait` is
+    /// called once, when it first finds none): [`BudgetError::NoRoom`] when none came in time.
     pub async fn grow_until(
         &mut self,
         bytes: usize,
         deadline: Instant,
-        poll: Duration,
         on_wait: impl FnOnce(),
     ) -> Result<(), BudgetError> {
         let mut on_wait = Some(on_wait);
         loop {
             match self.try_grow(bytes) {
-                Err(BudgetError::NoRoom) if Instant::now() + poll <= deadline => {
+                Err(BudgetError::NoRoom) if Instant::now() + ROOM_POLL <= deadline => {
                     if let Some(first) = on_wait.take() {
                         first();
                     }
-                    tokio::time::sleep(poll).await;
+                    tokio::time::sleep(ROOM_POLL).await;
                 }
                 done => return done,
             }

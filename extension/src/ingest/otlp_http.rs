@@ -26,7 +26,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::udp::Ingested;
-use crate::export::budget::{Admitted, BudgetError, HandOffBudget, Reservation};
+use crate::export::budget::{
+    Admitted, BudgetError, HandOffBudget, ROOM_POLL, ROOM_WAIT, Reservation,
+};
 use crate::metrics::{self, LogLimiter, Metrics};
 use crate::otlp::{OtlpError, Packing, Split, wire};
 use crate::serve;
@@ -45,12 +47,6 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// What `Retry-After` asks of a client when the ingest queue is full, in seconds.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
-/// How long a request waits for room in the buffer (a send in flight frees it as it settles)
-/// before it is answered 503: far less than the second an SDK waits before its retry.
-pub const ROOM_WAIT: Duration = Duration::from_millis(250);
-/// How often a waiting request looks for room. It looks rather than queues: a queue of
-/// waiting requests would take every freed byte before the UDP reader, which never waits.
-pub const ROOM_POLL: Duration = Duration::from_millis(5);
 /// Requests decoded at once, each on a decode thread of ours with its memory reserved.
 pub const MAX_DECODES: usize = 2;
 /// Longest a request's decoding may take; past it the request gets 503 (the client retries).
@@ -327,10 +323,7 @@ async fn grow(
 ) -> Result<(), ReceiverError> {
     // Best effort: a full queue is busy enough.
     let nudge = || drop(wake.try_send(Ingested::RoomWanted));
-    match reservation
-        .grow_until(bytes, deadline, ROOM_POLL, nudge)
-        .await
-    {
+    match reservation.grow_until(bytes, deadline, nudge).await {
         Ok(()) => Ok(()),
         Err(BudgetError::TooLarge) => Err(ReceiverError::TooLarge),
         Err(BudgetError::NoRoom) => Err(ReceiverError::Busy),

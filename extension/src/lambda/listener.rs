@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::telemetry::{self, Event};
-use crate::export::budget::{BudgetError, HandOffBudget, Reservation};
+use crate::export::budget::{BudgetError, HandOffBudget, ROOM_WAIT, Reservation};
 use crate::metrics::{self, LogLimiter, Metrics};
 use crate::serve;
 
@@ -38,11 +38,6 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a delivery may wait for the lifecycle loop to take its records.
 pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a delivery may wait for room in the budget's telemetry slice (held by deliveries
-/// being read or not yet taken by the lifecycle loop).
-pub const ROOM_WAIT: Duration = Duration::from_millis(250);
-/// How often a waiting delivery looks for room.
-pub const ROOM_POLL: Duration = Duration::from_millis(5);
 /// One log line per this interval for unreadable deliveries.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -167,7 +162,7 @@ async fn read_body(
         return Err(too_large());
     }
     let room = length.unwrap_or(MAX_BODY_BYTES + MAX_BODY_BYTES / 2);
-    held.grow_until(room, room_deadline, ROOM_POLL, || {})
+    held.grow_until(room, room_deadline, || {})
         .await
         .map_err(|e| Unread::of_budget(e, "the body"))?;
     let mut out = Vec::new();
@@ -243,7 +238,7 @@ async fn take(body: Incoming, length: Option<usize>, shared: &Shared) -> Result<
         .await
         .unwrap_or_else(|_| Err(Unread::Failed("timed out".into())))?;
     let cost = telemetry::decode_cost(&body);
-    held.grow_until(cost.total(), room_deadline, ROOM_POLL, || {})
+    held.grow_until(cost.total(), room_deadline, || {})
         .await
         .map_err(|e| Unread::of_budget(e, "decoding the body"))?;
     let decoded = telemetry::decode(&body, received_now());
@@ -300,6 +295,7 @@ fn received_now() -> telemetry::EpochSeconds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::budget::ROOM_POLL;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 

@@ -18,8 +18,9 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use super::{Encoding, MAX_DECODED_BYTES, ROOM_POLL, ReceiverError};
+use super::{Encoding, MAX_DECODED_BYTES, ReceiverError};
 use crate::document::Document;
+use crate::export::budget::ROOM_POLL;
 use crate::export::budget::{Admitted, BudgetError, Reservation};
 use crate::ingest::udp::Ingested;
 use crate::otlp::{self, OtlpError, Packed, Packing, Sampling, json};

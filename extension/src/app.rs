@@ -40,7 +40,7 @@ use crate::lambda::listener::Delivery;
 use crate::lambda::telemetry::{EpochSeconds, Event, Record, TenantId};
 use crate::lifecycle::{Action, FlushPoints, Input, Settings};
 use crate::metrics::{self, Metrics};
-use crate::supervisor::{self, Ending, Task};
+use crate::supervisor::{self, Task};
 use crate::trace::TraceHeader;
 
 /// When the function is not held (no telemetry, `background`, busy `adaptive`, or after a lost
@@ -266,11 +266,10 @@ impl App {
         if self.panics > MAX_PANICS {
             std::panic::resume_unwind(payload);
         }
-        let panic = supervisor::Panic::of(Task::Lifecycle, payload.as_ref());
-        supervisor::log_ending(
+        supervisor::log_panic(
             &self.metrics,
             Task::Lifecycle,
-            &Ending::Panicked(panic),
+            payload.as_ref(),
             "carrying on degraded",
             DEGRADED,
         );

@@ -293,6 +293,18 @@ pub fn in_current_task<F: Future>(future: F) -> impl Future<Output = F::Output> 
     }
 }
 
+/// [`log_ending`] for `task`'s panic, caught where it ran (its payload in hand).
+pub fn log_panic(
+    metrics: &Metrics,
+    task: Task,
+    payload: &(dyn Any + Send),
+    next: &str,
+    effect: &str,
+) {
+    let panic = Panic::of(task, payload);
+    log_ending(metrics, task, &Ending::Panicked(panic), next, effect);
+}
+
 /// The one error line for a task that ended: its name, how, what happens next and what that
 /// means, and the counters.
 pub fn log_ending(metrics: &Metrics, task: Task, ending: &Ending, next: &str, effect: &str) {

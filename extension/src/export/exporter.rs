@@ -16,7 +16,7 @@ use super::send::{FlushReport, Progress, Sender};
 
 use crate::document::Document;
 use crate::metrics::{self, LogLimiter, Metrics};
-use crate::supervisor::{self, Ending, Task};
+use crate::supervisor::{self, Task};
 
 /// Room past the limit for documents without a permit (our own subsegments, a few small ones
 /// per invocation), so that receivers filling the buffer to its limit never crowd them out.
@@ -137,11 +137,10 @@ impl Exporter {
         if let Some(Err(e)) = ended
             && let Ok(payload) = e.try_into_panic()
         {
-            let panic = supervisor::Panic::of(Task::WarmUp, payload.as_ref());
-            supervisor::log_ending(
+            supervisor::log_panic(
                 &self.metrics,
                 Task::WarmUp,
-                &Ending::Panicked(panic),
+                payload.as_ref(),
                 "not started again",
                 Task::WarmUp.once_closed(),
             );
@@ -246,14 +245,13 @@ impl Exporter {
                 metrics::add(&self.metrics.send_failed, lost);
                 match e.try_into_panic() {
                     Ok(payload) => {
-                        let panic = supervisor::Panic::of(Task::Send, payload.as_ref());
                         let effect = format!(
                             "{lost} documents X-Ray had not taken are lost (send_failed); the next flush point sends what is buffered"
                         );
-                        supervisor::log_ending(
+                        supervisor::log_panic(
                             &self.metrics,
                             Task::Send,
-                            &Ending::Panicked(panic),
+                            payload.as_ref(),
                             "settled as failed",
                             &effect,
                         );

@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         "the body is not the datagram's tail"
     );
     if Sampling::of_body(doc.body.as_bytes()).is_some() {
-        let again = match otlp::parse_document(doc.body.as_bytes()) {
+        let again = match otlp::parse_document(doc.body.as_bytes(), otlp::Form::Text) {
             Ok(again) => again,
             Err(e) => panic!("accepted OTLP body fails otlp::parse_document: {e}"),
         };

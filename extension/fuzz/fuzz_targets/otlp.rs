@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use xray_extension::document::MAX_DOCUMENT_BYTES;
-use xray_extension::otlp::{Sampling, json, parse_document, parse_request, to_documents};
+use xray_extension::otlp::{Form, Sampling, json, parse_document, parse_request, to_documents};
 
 fn spans_of(bytes: &[u8]) -> Vec<Vec<u8>> {
     match parse_request(bytes) {
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     if data.len() <= 48 * 1024 {
         let body = format!("T1S{}", base64_simd::STANDARD.encode_to_string(data));
         assert_eq!(
-            parse_document(body.as_bytes()).is_ok(),
+            parse_document(body.as_bytes(), Form::Text).is_ok(),
             request.is_ok(),
             "the datagram path and the request check disagree"
         );
@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
             doc.body.len()
         );
         assert!(doc.body.as_bytes().starts_with(b"T1U"));
-        let again = match parse_document(doc.body.as_bytes()) {
+        let again = match parse_document(doc.body.as_bytes(), Form::Text) {
             Ok(again) => again,
             Err(e) => panic!("a document we built is refused: {e}"),
         };

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 // The document type lives below both parsers; its old path stays valid.
 use crate::document::{Document, DocumentKind, MAX_DOCUMENT_BYTES};
-use crate::otlp::{self, OtlpError, Sampling};
+use crate::otlp::{self, Form, OtlpError, Sampling};
 use crate::trace::{SegmentId, TraceId};
 
 /// Deepest nesting of arrays and objects we accept. serde_json skips unknown fields without a
@@ -291,8 +291,14 @@ fn as_time(v: &Scalar<'_>, field: &'static str) -> Result<f64, ProtocolError> {
     }
 }
 
-/// Parses one datagram into a validated [`Document`].
+/// Parses one datagram into a validated [`Document`], its body as received.
 pub fn parse_datagram(datagram: &[u8]) -> Result<Document, ProtocolError> {
+    parse_datagram_as(datagram, Form::Text)
+}
+
+/// Parses one datagram into a validated [`Document`], sampled spans held in `form`
+/// ([`otlp::parse_document`]).
+pub fn parse_datagram_as(datagram: &[u8], form: Form) -> Result<Document, ProtocolError> {
     let newline = datagram
         .iter()
         .position(|&b| b == b'\n')
@@ -303,7 +309,7 @@ pub fn parse_datagram(datagram: &[u8]) -> Result<Document, ProtocolError> {
         if body.len() > MAX_DOCUMENT_BYTES {
             return Err(ProtocolError::TooLarge { size: body.len() });
         }
-        return otlp::parse_document(body).map_err(|reason| ProtocolError::Otlp { reason });
+        return otlp::parse_document(body, form).map_err(|reason| ProtocolError::Otlp { reason });
     }
     parse_document(body)
 }

@@ -31,7 +31,7 @@ use crate::document::Document;
 use crate::document::DocumentKind;
 use crate::export::budget::{Admitted, HandOffBudget};
 use crate::metrics::{self, LogLimiter, Metrics};
-use crate::otlp::{self, Form};
+use crate::otlp::Form;
 
 /// Kernel receive buffer we ask for, so bursts survive while the loop is busy.
 pub const SOCKET_RECEIVE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
@@ -194,7 +194,7 @@ pub struct Inputs {
     /// Shared counters.
     pub metrics: Arc<Metrics>,
     /// How sampled spans are held: `T1S` text, or their request when spans go to the OTLP
-    /// endpoint ([`otlp::as_spans`]).
+    /// endpoint ([`crate::otlp::parse_document`]).
     pub form: Form,
 }
 
@@ -331,7 +331,7 @@ impl Reader {
 
     fn accept(&mut self, n: usize) -> Option<Document> {
         crate::fault::check(crate::fault::Site::UdpReader, &self.buf[..n]);
-        match protocol::parse_datagram(&self.buf[..n]) {
+        match protocol::parse_datagram_as(&self.buf[..n], self.form) {
             Ok(doc) if expired(&doc, epoch_now_seconds()) => {
                 metrics::add(&self.metrics.rejected, 1);
                 if let Some(suppressed) = self.rejects.allow(Instant::now()) {
@@ -341,10 +341,7 @@ impl Reader {
             }
             Ok(doc) => {
                 metrics::add(&self.metrics.received, 1);
-                Some(match self.form {
-                    Form::Text => doc,
-                    Form::Protobuf => otlp::as_spans(doc),
-                })
+                Some(doc)
             }
             Err(e) => {
                 metrics::add(&self.metrics.rejected, 1);
@@ -630,7 +627,10 @@ mod tests {
         let got = drain(&mut rx, &drain_tx).await;
         assert_eq!(got.len(), 2);
         let text = protocol::parse_datagram(&t1s).unwrap();
-        assert_eq!(got[0].doc(), &otlp::as_spans(text.clone()));
+        assert_eq!(
+            got[0].doc(),
+            &protocol::parse_datagram_as(&t1s, Form::Protobuf).unwrap()
+        );
         assert!(matches!(got[0].doc().body, crate::document::Body::Spans(_)));
         assert!(got[0].doc().weight() < text.weight());
         // A segment document stays text.

@@ -359,32 +359,12 @@ pub(crate) fn document(
     })
 }
 
-/// `doc` with sampled spans held as their serialized request ([`Body::Spans`]: a quarter fewer
-/// bytes than base64, and nothing to decode at each send) when spans go to the OTLP endpoint;
-/// any other document unchanged.
-pub fn as_spans(doc: Document) -> Document {
-    let Body::Text(text) = &doc.body else {
-        return doc;
-    };
-    if doc.kind != DocumentKind::SampledSpans {
-        return doc;
-    }
-    let decoded = text
-        .get(SAMPLED_PREFIX.len()..)
-        .and_then(|b64| base64_simd::STANDARD.decode_to_vec(b64).ok());
-    match decoded {
-        Some(bytes) => Document {
-            body: Body::Spans(bytes.into_boxed_slice()),
-            ..doc
-        },
-        // Checked when it was parsed: cannot happen; the text stays valid for the endpoint.
-        None => doc,
-    }
-}
-
 /// Validates a `T1S`/`T1U` body from a datagram. The document's `id` and `trace_id` are its
-/// first span's; its body is `body`, unchanged.
-pub fn parse_document(body: &[u8]) -> Result<Document, OtlpError> {
+/// first span's; its body is `body`, unchanged ([`Form::Text`]), or, for sampled spans held as
+/// [`Form::Protobuf`] (when spans go to the OTLP endpoint), the request the check decoded
+/// ([`Body::Spans`]: a quarter fewer bytes than base64, and nothing to decode at each send).
+/// Unsampled spans stay text: PutTraceSegments takes them.
+pub fn parse_document(body: &[u8], form: Form) -> Result<Document, OtlpError> {
     let text = std::str::from_utf8(body).map_err(|_| OtlpError::Base64)?;
     let sampling = Sampling::of_body(body).ok_or(OtlpError::Base64)?;
     let encoded = text.get(SAMPLED_PREFIX.len()..).ok_or(OtlpError::Base64)?;
@@ -393,7 +373,11 @@ pub fn parse_document(body: &[u8]) -> Result<Document, OtlpError> {
         .map_err(|_| OtlpError::Base64)?;
     let request = parse_request(&bytes)?;
     let first = request.spans().next().ok_or(OtlpError::NoSpans)?;
-    document(text.into(), first, sampling)
+    let mut doc = document(text.into(), first, sampling)?;
+    if form == Form::Protobuf && sampling == Sampling::Sampled {
+        doc.body = Body::Spans(bytes.into_boxed_slice());
+    }
+    Ok(doc)
 }
 
 /// Bytes [`parse_request`] allocates for `bytes` at most: its lists of resource spans, scope

@@ -78,7 +78,7 @@ fn a_document_takes_its_first_spans_ids_and_keeps_the_body() {
     )]);
     for prefix in ["T1S", "T1U"] {
         let text = body(prefix, &req);
-        let doc = parse_document(text.as_bytes()).unwrap();
+        let doc = parse_document(text.as_bytes(), Form::Text).unwrap();
         assert_eq!(doc.body.text().unwrap(), text);
         assert_eq!(doc.id.as_str(), "1bbaa244e76f8d42");
         assert_eq!(doc.trace_id.as_str(), "1-5759e988-bd862e3fe1be46a994272793");
@@ -94,7 +94,7 @@ fn captured_adot_datagrams_are_accepted() {
     ] {
         let raw = fixture(name);
         let body = datagram_body(&raw);
-        let doc = parse_document(body).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let doc = parse_document(body, Form::Text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(doc.body.as_bytes(), body, "{name}");
         let bytes = base64_simd::STANDARD.decode_to_vec(&body[3..]).unwrap();
         assert_eq!(
@@ -167,11 +167,15 @@ fn bad_bodies_are_refused_with_a_reason() {
         (body("T1S", b"\x0b"), OtlpError::Malformed),
     ];
     for (text, want) in cases {
-        assert_eq!(parse_document(text.as_bytes()), Err(want), "{text}");
+        assert_eq!(
+            parse_document(text.as_bytes(), Form::Text),
+            Err(want),
+            "{text}"
+        );
     }
     // Garbage after a valid prefix, and the prefix alone.
-    assert_eq!(parse_document(b"T1S"), Err(OtlpError::NoSpans));
-    assert_eq!(parse_document(b"T1X"), Err(OtlpError::Base64));
+    assert_eq!(parse_document(b"T1S", Form::Text), Err(OtlpError::NoSpans));
+    assert_eq!(parse_document(b"T1X", Form::Text), Err(OtlpError::Base64));
 }
 
 #[test]
@@ -211,7 +215,7 @@ fn spans_of(split: &Split) -> Vec<(String, String, Vec<u8>)> {
     let mut out = Vec::new();
     for doc in &split.documents {
         assert!(doc.body.len() <= MAX_DOCUMENT_BYTES, "{}", doc.body.len());
-        let again = parse_document(doc.body.as_bytes()).unwrap();
+        let again = parse_document(doc.body.as_bytes(), Form::Text).unwrap();
         assert_eq!(again.id, doc.id);
         let bytes = base64_simd::STANDARD
             .decode_to_vec(&doc.body.as_bytes()[3..])
@@ -468,22 +472,28 @@ fn the_packer_says_its_scratch_before_each_span_and_frees_it_with_each_document(
 }
 
 #[test]
-fn a_sampled_text_document_held_as_spans_is_its_request_and_nothing_else_changes() {
+fn sampled_spans_held_as_protobuf_are_the_request_the_check_decoded_and_nothing_else_changes() {
     let req_bytes = request(&[("a", &[("s", &[span(1, 10), span(2, 10)])])]);
-    let sampled = parse_document(body("T1S", &req_bytes).as_bytes()).unwrap();
-    let held = as_spans(sampled.clone());
+    let t1s = body("T1S", &req_bytes);
+    let sampled = parse_document(t1s.as_bytes(), Form::Text).unwrap();
+    let held = parse_document(t1s.as_bytes(), Form::Protobuf).unwrap();
     assert_eq!(held.body, Body::Spans(req_bytes.clone().into()));
     assert_eq!(
         (held.id, held.trace_id, held.kind),
         (sampled.id, sampled.trace_id, sampled.kind)
     );
     assert!(held.weight() < sampled.weight());
-    // Unsampled spans and segment documents stay as they are (PutTraceSegments takes them).
-    let unsampled = parse_document(body("T1U", &req_bytes).as_bytes()).unwrap();
-    assert_eq!(as_spans(unsampled.clone()), unsampled);
-    let segment = Document {
-        kind: DocumentKind::Segment,
-        ..unsampled
-    };
-    assert_eq!(as_spans(segment.clone()), segment);
+    // Unsampled spans stay text (PutTraceSegments takes them).
+    let t1u = body("T1U", &req_bytes);
+    assert_eq!(
+        parse_document(t1u.as_bytes(), Form::Protobuf),
+        parse_document(t1u.as_bytes(), Form::Text)
+    );
+    assert!(
+        parse_document(t1u.as_bytes(), Form::Protobuf)
+            .unwrap()
+            .body
+            .text()
+            .is_some()
+    );
 }

@@ -382,7 +382,7 @@ fn span_doc(prefix: &str, n: u64, name_len: usize) -> Document {
         "{prefix}{}",
         base64_simd::STANDARD.encode_to_string(&request)
     );
-    crate::otlp::parse_document(body.as_bytes()).unwrap()
+    crate::otlp::parse_document(body.as_bytes(), crate::otlp::Form::Text).unwrap()
 }
 
 struct Routed {

@@ -44,7 +44,7 @@ fn doc(prefix: &str, request: &[u8]) -> Document {
         "{prefix}{}",
         base64_simd::STANDARD.encode_to_string(request)
     );
-    parse_document(body.as_bytes()).unwrap()
+    parse_document(body.as_bytes(), crate::otlp::Form::Text).unwrap()
 }
 
 #[test]
